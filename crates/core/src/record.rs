@@ -1,0 +1,597 @@
+//! The versioned on-disk record codec (format version 1).
+//!
+//! Every record is `version ‖ key id ‖ plaintext header ‖ sealed body ‖ MAC`:
+//!
+//! * the **header** holds what lookups decide on (state, deadlines, generation, the current
+//!   token's hash) in plaintext, so validation needs no decryption;
+//! * the **body** (subject, client id, scope, caller claims) is sealed with XChaCha20-Poly1305
+//!   under the sealing key named by the key id, with AAD binding it to its table, its record key
+//!   and the key id;
+//! * the **MAC** is a keyed BLAKE3 (key derived from the same sealing key) over the table, the
+//!   record key and every preceding byte, so no header field can be edited, no record moved to
+//!   another key, and no body swapped in without detection — checked on every decode, before any
+//!   field is believed.
+//!
+//! These types are the storage format, separate from the API types of `tokendb`.
+
+use crate::CoreError;
+use crate::codec::{Reader, put_bytes16, put_bytes32};
+use crate::ids::{FamilyId, IndexHash, TokenId};
+use crate::keys::KeyRing;
+use crate::scope::Scope;
+use crate::seal::{KeyId, MAC_LEN};
+use crate::secret::{SECRET_LEN, TokenSecret};
+use zeroize::Zeroizing;
+
+/// The record format version this build writes.
+pub const RECORD_VERSION: u8 = 1;
+/// Longest subject id accepted, in bytes.
+pub const MAX_SUBJECT_LEN: usize = 1024;
+/// Longest client id accepted, in bytes.
+pub const MAX_CLIENT_ID_LEN: usize = 512;
+/// Largest caller claims blob accepted, in bytes.
+pub const MAX_CLAIMS_LEN: usize = 16 * 1024;
+
+/// Which table a record lives in; bound into its MAC and AAD.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordTable {
+    /// `families`, keyed by family id.
+    Families,
+    /// `tokens`, keyed by token id.
+    Tokens,
+}
+
+impl RecordTable {
+    const fn to_byte(self) -> u8 {
+        match self {
+            Self::Families => 1,
+            Self::Tokens => 2,
+        }
+    }
+}
+
+/// Why a token or family was revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RevokeReason {
+    /// Revoked on request (RFC 7009, or by family id).
+    Requested,
+    /// Revoked with all tokens of its subject.
+    Subject,
+    /// Revoked with all tokens of its client.
+    Client,
+    /// An already-rotated refresh token of the family was presented again.
+    ReuseDetected,
+    /// Evicted by the per-subject-per-client family cap.
+    Evicted,
+    /// Revoked because its family was revoked.
+    Family,
+}
+
+impl RevokeReason {
+    const fn to_byte(self) -> u8 {
+        match self {
+            Self::Requested => 1,
+            Self::Subject => 2,
+            Self::Client => 3,
+            Self::ReuseDetected => 4,
+            Self::Evicted => 5,
+            Self::Family => 6,
+        }
+    }
+
+    const fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => Self::Requested,
+            2 => Self::Subject,
+            3 => Self::Client,
+            4 => Self::ReuseDetected,
+            5 => Self::Evicted,
+            6 => Self::Family,
+            _ => return None,
+        })
+    }
+
+    /// A short stable name, for logs and the CLI.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Subject => "subject",
+            Self::Client => "client",
+            Self::ReuseDetected => "reuse_detected",
+            Self::Evicted => "evicted",
+            Self::Family => "family",
+        }
+    }
+}
+
+/// Stored state of a family or token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordState {
+    /// Usable until its deadlines.
+    Active,
+    /// Revoked; kept until its deadline so lookups answer "revoked", not "unknown".
+    Revoked {
+        /// Why.
+        reason: RevokeReason,
+        /// When, Unix ms.
+        at: u64,
+    },
+}
+
+impl RecordState {
+    fn put(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Active => {
+                out.extend_from_slice(&[0, 0]);
+                out.extend_from_slice(&0u64.to_be_bytes());
+            }
+            Self::Revoked { reason, at } => {
+                out.extend_from_slice(&[1, reason.to_byte()]);
+                out.extend_from_slice(&at.to_be_bytes());
+            }
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, CoreError> {
+        let (tag, reason, at) = (r.u8()?, r.u8()?, r.u64()?);
+        match (tag, reason, at) {
+            (0, 0, 0) => Ok(Self::Active),
+            (1, reason, at) => Ok(Self::Revoked {
+                reason: RevokeReason::from_byte(reason)
+                    .ok_or(CoreError::BadField("revoke reason"))?,
+                at,
+            }),
+            _ => Err(CoreError::BadField("state")),
+        }
+    }
+
+    /// Whether the state is revoked.
+    #[must_use]
+    pub fn is_revoked(&self) -> bool {
+        matches!(self, Self::Revoked { .. })
+    }
+}
+
+/// The sealed part of a record: who and what the grant is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordBody {
+    /// Subject (`sub`): the user.
+    pub subject: String,
+    /// OAuth client id.
+    pub client_id: String,
+    /// Granted scope.
+    pub scope: Scope,
+    /// Opaque caller claims, returned by introspection.
+    pub claims: Vec<u8>,
+}
+
+fn check_text(what: &'static str, s: &str, max: usize) -> Result<(), CoreError> {
+    if s.len() > max {
+        return Err(CoreError::TooLarge {
+            what,
+            len: s.len(),
+            max,
+        });
+    }
+    if s.is_empty() || s.chars().any(char::is_control) {
+        return Err(CoreError::BadText(what));
+    }
+    Ok(())
+}
+
+impl RecordBody {
+    /// Checks the documented limits: subject ≤ 1024 bytes, client id ≤ 512 bytes, both non-empty
+    /// without control characters; claims ≤ 16 KiB. (Scopes are checked when parsed.)
+    ///
+    /// # Errors
+    /// [`CoreError::TooLarge`] or [`CoreError::BadText`].
+    pub fn validate(&self) -> Result<(), CoreError> {
+        check_text("subject", &self.subject, MAX_SUBJECT_LEN)?;
+        check_text("client id", &self.client_id, MAX_CLIENT_ID_LEN)?;
+        if self.claims.len() > MAX_CLAIMS_LEN {
+            return Err(CoreError::TooLarge {
+                what: "claims",
+                len: self.claims.len(),
+                max: MAX_CLAIMS_LEN,
+            });
+        }
+        Ok(())
+    }
+
+    fn encode(&self) -> Result<Zeroizing<Vec<u8>>, CoreError> {
+        self.validate()?;
+        let scope = self.scope.to_string();
+        let mut v = Zeroizing::new(Vec::with_capacity(
+            16 + self.subject.len() + self.client_id.len() + scope.len() + self.claims.len(),
+        ));
+        put_bytes16(&mut v, self.subject.as_bytes(), "subject")?;
+        put_bytes16(&mut v, self.client_id.as_bytes(), "client id")?;
+        put_bytes16(&mut v, scope.as_bytes(), "scope")?;
+        put_bytes32(&mut v, &self.claims, "claims")?;
+        Ok(v)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CoreError> {
+        let mut r = Reader::new(bytes);
+        let subject = r.text16("subject")?.to_owned();
+        let client_id = r.text16("client id")?.to_owned();
+        let scope = Scope::parse(r.text16("scope")?)?;
+        let claims = r.bytes32()?.to_vec();
+        r.finish()?;
+        Ok(Self {
+            subject,
+            client_id,
+            scope,
+            claims,
+        })
+    }
+}
+
+fn body_aad(table: RecordTable, record_key: &[u8], key_id: KeyId) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(24 + record_key.len());
+    aad.extend_from_slice(b"tokendb/body/v1\0");
+    aad.push(table.to_byte());
+    aad.extend_from_slice(record_key);
+    aad.extend_from_slice(&key_id.0.to_be_bytes());
+    aad
+}
+
+fn grace_aad(family: &FamilyId, generation: u64) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(48);
+    aad.extend_from_slice(b"tokendb/grace/v1\0");
+    aad.extend_from_slice(family.as_bytes());
+    aad.extend_from_slice(&generation.to_be_bytes());
+    aad
+}
+
+/// Seals a body for a record, under the ring's current sealing key.
+///
+/// # Errors
+/// [`CoreError::TooLarge`]/[`CoreError::BadText`] if the body breaks a limit.
+pub fn seal_body(
+    keys: &KeyRing,
+    table: RecordTable,
+    record_key: &[u8],
+    body: &RecordBody,
+) -> Result<(KeyId, Vec<u8>), CoreError> {
+    let key = keys.current_sealing()?;
+    let pt = body.encode()?;
+    Ok((
+        key.id(),
+        key.seal(&body_aad(table, record_key, key.id()), &pt),
+    ))
+}
+
+fn open_body(
+    keys: &KeyRing,
+    table: RecordTable,
+    record_key: &[u8],
+    key_id: KeyId,
+    sealed: &[u8],
+) -> Result<RecordBody, CoreError> {
+    let pt = keys
+        .sealing(key_id)?
+        .open(&body_aad(table, record_key, key_id), sealed)?;
+    RecordBody::decode(&pt)
+}
+
+/// Splits `bytes` into (content, mac) after checking version and key id, and verifies the MAC.
+fn verify<'a>(
+    keys: &KeyRing,
+    table: RecordTable,
+    record_key: &[u8],
+    bytes: &'a [u8],
+) -> Result<(KeyId, Reader<'a>), CoreError> {
+    let split = bytes
+        .len()
+        .checked_sub(MAC_LEN)
+        .ok_or(CoreError::Truncated)?;
+    let (content, mac) = bytes.split_at_checked(split).ok_or(CoreError::Truncated)?;
+    let mut r = Reader::new(content);
+    let version = r.u8()?;
+    if version != RECORD_VERSION {
+        return Err(CoreError::UnsupportedVersion(version));
+    }
+    let key_id = KeyId(r.u32()?);
+    let key = keys.sealing(key_id)?;
+    let key_len = u8::try_from(record_key.len()).map_err(|_| CoreError::BadField("record key"))?;
+    if !key.verify_mac(&[&[table.to_byte(), key_len], record_key, content], mac) {
+        return Err(CoreError::Unauthentic);
+    }
+    Ok((key_id, r))
+}
+
+fn append_mac(
+    keys: &KeyRing,
+    table: RecordTable,
+    record_key: &[u8],
+    key_id: KeyId,
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, CoreError> {
+    let key = keys.sealing(key_id)?;
+    let key_len = u8::try_from(record_key.len()).map_err(|_| CoreError::BadField("record key"))?;
+    let mac = key.mac(&[&[table.to_byte(), key_len], record_key, &out]);
+    out.extend_from_slice(&mac);
+    Ok(out)
+}
+
+/// A family: one login's grant lineage, and its single current refresh token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FamilyRecord {
+    /// Sealing key of `body` and `grace`, and of the MAC.
+    pub key_id: KeyId,
+    /// Active or revoked.
+    pub state: RecordState,
+    /// When the family was issued, Unix ms.
+    pub created_at: u64,
+    /// Absolute deadline: never extended by rotation.
+    pub absolute_deadline: u64,
+    /// Idle (inactivity) deadline: moved by each use, capped by the absolute.
+    pub idle_deadline: u64,
+    /// Generation of the current refresh token (1 at issue).
+    pub generation: u64,
+    /// When the current generation was minted, Unix ms.
+    pub rotated_at: u64,
+    /// Keyed hash of the current refresh token's secret.
+    pub current: TokenId,
+    /// Keyed hash of the subject.
+    pub subject: IndexHash,
+    /// Keyed hash of the client id.
+    pub client: IndexHash,
+    /// For the grace window only: the current generation's secret, sealed, so that a retry with
+    /// the predecessor gets the same token back. Empty otherwise.
+    pub grace: Vec<u8>,
+    /// The sealed [`RecordBody`].
+    pub body: Vec<u8>,
+}
+
+impl FamilyRecord {
+    /// When the family stops being usable: the earlier of its two deadlines.
+    #[must_use]
+    pub fn deadline(&self) -> u64 {
+        self.absolute_deadline.min(self.idle_deadline)
+    }
+
+    /// Encodes and authenticates the record for storage under `id`.
+    ///
+    /// # Errors
+    /// [`CoreError::UnknownKeyId`] if `key_id` is not in the ring; size errors for huge fields.
+    pub fn encode(&self, id: &FamilyId, keys: &KeyRing) -> Result<Vec<u8>, CoreError> {
+        let mut out = Vec::with_capacity(160 + self.grace.len() + self.body.len());
+        out.push(RECORD_VERSION);
+        out.extend_from_slice(&self.key_id.0.to_be_bytes());
+        self.state.put(&mut out);
+        for v in [
+            self.created_at,
+            self.absolute_deadline,
+            self.idle_deadline,
+            self.generation,
+            self.rotated_at,
+        ] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        out.extend_from_slice(self.current.as_bytes());
+        out.extend_from_slice(self.subject.as_bytes());
+        out.extend_from_slice(self.client.as_bytes());
+        put_bytes16(&mut out, &self.grace, "grace slot")?;
+        put_bytes32(&mut out, &self.body, "body")?;
+        append_mac(keys, RecordTable::Families, id.as_bytes(), self.key_id, out)
+    }
+
+    /// Authenticates and decodes a stored record.
+    ///
+    /// # Errors
+    /// [`CoreError::Unauthentic`] if any byte was altered or the record belongs to another key;
+    /// other variants for truncation, unknown versions or key ids.
+    pub fn decode(bytes: &[u8], id: &FamilyId, keys: &KeyRing) -> Result<Self, CoreError> {
+        let (key_id, mut r) = verify(keys, RecordTable::Families, id.as_bytes(), bytes)?;
+        let state = RecordState::read(&mut r)?;
+        let rec = Self {
+            key_id,
+            state,
+            created_at: r.u64()?,
+            absolute_deadline: r.u64()?,
+            idle_deadline: r.u64()?,
+            generation: r.u64()?,
+            rotated_at: r.u64()?,
+            current: TokenId::from_bytes(r.array()?),
+            subject: IndexHash::from_bytes(r.array()?),
+            client: IndexHash::from_bytes(r.array()?),
+            grace: r.bytes16()?.to_vec(),
+            body: r.bytes32()?.to_vec(),
+        };
+        r.finish()?;
+        Ok(rec)
+    }
+
+    /// Seals a body for family `id`.
+    ///
+    /// # Errors
+    /// As [`seal_body`].
+    pub fn seal_body(
+        keys: &KeyRing,
+        id: &FamilyId,
+        body: &RecordBody,
+    ) -> Result<(KeyId, Vec<u8>), CoreError> {
+        seal_body(keys, RecordTable::Families, id.as_bytes(), body)
+    }
+
+    /// Opens the sealed body.
+    ///
+    /// # Errors
+    /// [`CoreError::Unauthentic`] if it does not belong to this record.
+    pub fn open_body(&self, id: &FamilyId, keys: &KeyRing) -> Result<RecordBody, CoreError> {
+        open_body(
+            keys,
+            RecordTable::Families,
+            id.as_bytes(),
+            self.key_id,
+            &self.body,
+        )
+    }
+
+    /// Keeps the current generation's secret sealed in the grace slot.
+    ///
+    /// # Errors
+    /// [`CoreError::UnknownKeyId`] if the record's key is not in the ring.
+    pub fn set_grace(
+        &mut self,
+        id: &FamilyId,
+        keys: &KeyRing,
+        secret: &TokenSecret,
+    ) -> Result<(), CoreError> {
+        let key = keys.sealing(self.key_id)?;
+        self.grace = key.seal(&grace_aad(id, self.generation), secret.expose());
+        Ok(())
+    }
+
+    /// The secret kept in the grace slot, if any.
+    ///
+    /// # Errors
+    /// [`CoreError::Unauthentic`] if the slot does not open.
+    pub fn grace_secret(
+        &self,
+        id: &FamilyId,
+        keys: &KeyRing,
+    ) -> Result<Option<TokenSecret>, CoreError> {
+        if self.grace.is_empty() {
+            return Ok(None);
+        }
+        let pt = keys
+            .sealing(self.key_id)?
+            .open(&grace_aad(id, self.generation), &self.grace)?;
+        let bytes: [u8; SECRET_LEN] = pt
+            .as_slice()
+            .try_into()
+            .map_err(|_| CoreError::BadField("grace slot"))?;
+        Ok(Some(TokenSecret::from_bytes(bytes)))
+    }
+
+    /// Re-seals body and grace slot under the ring's current sealing key (data-key rotation).
+    ///
+    /// # Errors
+    /// If the old seal does not open.
+    pub fn reseal(&mut self, id: &FamilyId, keys: &KeyRing) -> Result<(), CoreError> {
+        let body = self.open_body(id, keys)?;
+        let grace = self.grace_secret(id, keys)?;
+        let (key_id, sealed) = Self::seal_body(keys, id, &body)?;
+        self.key_id = key_id;
+        self.body = sealed;
+        match grace {
+            Some(s) => self.set_grace(id, keys, &s)?,
+            None => self.grace.clear(),
+        }
+        Ok(())
+    }
+}
+
+/// An access token record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessRecord {
+    /// Sealing key of `body` and of the MAC.
+    pub key_id: KeyId,
+    /// Active or revoked.
+    pub state: RecordState,
+    /// The family it was issued under, or `None` for a standalone token.
+    pub family: Option<FamilyId>,
+    /// When it was issued, Unix ms.
+    pub issued_at: u64,
+    /// When it expires, Unix ms.
+    pub deadline: u64,
+    /// The sealed [`RecordBody`].
+    pub body: Vec<u8>,
+}
+
+impl AccessRecord {
+    /// Encodes and authenticates the record for storage under `id`.
+    ///
+    /// # Errors
+    /// [`CoreError::UnknownKeyId`] if `key_id` is not in the ring.
+    pub fn encode(&self, id: &TokenId, keys: &KeyRing) -> Result<Vec<u8>, CoreError> {
+        let mut out = Vec::with_capacity(64 + self.body.len());
+        out.push(RECORD_VERSION);
+        out.extend_from_slice(&self.key_id.0.to_be_bytes());
+        self.state.put(&mut out);
+        match &self.family {
+            Some(f) => {
+                out.push(1);
+                out.extend_from_slice(f.as_bytes());
+            }
+            None => {
+                out.push(0);
+                out.extend_from_slice(&[0; 16]);
+            }
+        }
+        out.extend_from_slice(&self.issued_at.to_be_bytes());
+        out.extend_from_slice(&self.deadline.to_be_bytes());
+        put_bytes32(&mut out, &self.body, "body")?;
+        append_mac(keys, RecordTable::Tokens, id.as_bytes(), self.key_id, out)
+    }
+
+    /// Authenticates and decodes a stored record.
+    ///
+    /// # Errors
+    /// As [`FamilyRecord::decode`].
+    pub fn decode(bytes: &[u8], id: &TokenId, keys: &KeyRing) -> Result<Self, CoreError> {
+        let (key_id, mut r) = verify(keys, RecordTable::Tokens, id.as_bytes(), bytes)?;
+        let state = RecordState::read(&mut r)?;
+        let family = match (r.u8()?, r.array::<16>()?) {
+            (0, f) if f == [0; 16] => None,
+            (1, f) => Some(FamilyId::from_bytes(f)),
+            _ => return Err(CoreError::BadField("family link")),
+        };
+        let rec = Self {
+            key_id,
+            state,
+            family,
+            issued_at: r.u64()?,
+            deadline: r.u64()?,
+            body: r.bytes32()?.to_vec(),
+        };
+        r.finish()?;
+        Ok(rec)
+    }
+
+    /// Seals a body for token `id`.
+    ///
+    /// # Errors
+    /// As [`seal_body`].
+    pub fn seal_body(
+        keys: &KeyRing,
+        id: &TokenId,
+        body: &RecordBody,
+    ) -> Result<(KeyId, Vec<u8>), CoreError> {
+        seal_body(keys, RecordTable::Tokens, id.as_bytes(), body)
+    }
+
+    /// Opens the sealed body.
+    ///
+    /// # Errors
+    /// [`CoreError::Unauthentic`] if it does not belong to this record.
+    pub fn open_body(&self, id: &TokenId, keys: &KeyRing) -> Result<RecordBody, CoreError> {
+        open_body(
+            keys,
+            RecordTable::Tokens,
+            id.as_bytes(),
+            self.key_id,
+            &self.body,
+        )
+    }
+
+    /// Re-seals the body under the ring's current sealing key.
+    ///
+    /// # Errors
+    /// If the old seal does not open.
+    pub fn reseal(&mut self, id: &TokenId, keys: &KeyRing) -> Result<(), CoreError> {
+        let body = self.open_body(id, keys)?;
+        let (key_id, sealed) = Self::seal_body(keys, id, &body)?;
+        self.key_id = key_id;
+        self.body = sealed;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

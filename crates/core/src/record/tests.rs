@@ -1,0 +1,239 @@
+use super::*;
+use crate::keys::KeyRing;
+
+fn ring() -> KeyRing {
+    KeyRing::from_fixed_bytes_for_tests([1; 32], [2; 32], [3; 32], [4; 32])
+}
+
+fn body() -> RecordBody {
+    RecordBody {
+        subject: "alice@example.com".into(),
+        client_id: "demo-client".into(),
+        scope: Scope::parse("openid offline_access").unwrap(),
+        claims: b"{\"acr\":\"mfa\"}".to_vec(),
+    }
+}
+
+fn family(keys: &KeyRing, id: &FamilyId) -> FamilyRecord {
+    let (key_id, sealed) = FamilyRecord::seal_body(keys, id, &body()).unwrap();
+    let mut rec = FamilyRecord {
+        key_id,
+        state: RecordState::Active,
+        created_at: 1_000,
+        absolute_deadline: 90_000,
+        idle_deadline: 14_000,
+        generation: 3,
+        rotated_at: 2_000,
+        current: TokenId::from_bytes([8; 32]),
+        subject: keys.subject_hash("alice@example.com"),
+        client: keys.client_hash("demo-client"),
+        grace: Vec::new(),
+        body: sealed,
+    };
+    rec.set_grace(id, keys, &TokenSecret::from_bytes([5; 32]))
+        .unwrap();
+    rec
+}
+
+fn access(keys: &KeyRing, id: &TokenId) -> AccessRecord {
+    let (key_id, sealed) = AccessRecord::seal_body(keys, id, &body()).unwrap();
+    AccessRecord {
+        key_id,
+        state: RecordState::Revoked {
+            reason: RevokeReason::Family,
+            at: 5,
+        },
+        family: Some(FamilyId::from_bytes([6; 16])),
+        issued_at: 10,
+        deadline: 3_600_010,
+        body: sealed,
+    }
+}
+
+#[test]
+fn family_round_trip() {
+    let keys = ring();
+    let id = FamilyId::from_bytes([7; 16]);
+    let rec = family(&keys, &id);
+    let bytes = rec.encode(&id, &keys).unwrap();
+    let back = FamilyRecord::decode(&bytes, &id, &keys).unwrap();
+    assert_eq!(back, rec);
+    assert_eq!(back.open_body(&id, &keys).unwrap(), body());
+    assert_eq!(
+        back.grace_secret(&id, &keys).unwrap().unwrap().expose(),
+        &[5; 32]
+    );
+    assert_eq!(back.deadline(), 14_000);
+}
+
+#[test]
+fn access_round_trip() {
+    let keys = ring();
+    let id = TokenId::from_bytes([9; 32]);
+    let rec = access(&keys, &id);
+    let bytes = rec.encode(&id, &keys).unwrap();
+    let back = AccessRecord::decode(&bytes, &id, &keys).unwrap();
+    assert_eq!(back, rec);
+    assert_eq!(back.open_body(&id, &keys).unwrap(), body());
+}
+
+#[test]
+fn every_single_bit_flip_is_rejected() {
+    let keys = ring();
+    let fid = FamilyId::from_bytes([7; 16]);
+    let fam = family(&keys, &fid).encode(&fid, &keys).unwrap();
+    for i in 0..fam.len() * 8 {
+        let mut bad = fam.clone();
+        bad[i / 8] ^= 1 << (i % 8);
+        assert!(
+            FamilyRecord::decode(&bad, &fid, &keys).is_err(),
+            "family bit {i}"
+        );
+    }
+    let tid = TokenId::from_bytes([9; 32]);
+    let tok = access(&keys, &tid).encode(&tid, &keys).unwrap();
+    for i in 0..tok.len() * 8 {
+        let mut bad = tok.clone();
+        bad[i / 8] ^= 1 << (i % 8);
+        assert!(
+            AccessRecord::decode(&bad, &tid, &keys).is_err(),
+            "token bit {i}"
+        );
+    }
+    for n in 0..tok.len() {
+        assert!(
+            AccessRecord::decode(&tok[..n], &tid, &keys).is_err(),
+            "truncated to {n}"
+        );
+    }
+}
+
+#[test]
+fn records_cannot_move_or_swap_bodies() {
+    let keys = ring();
+    let a = TokenId::from_bytes([1; 32]);
+    let b = TokenId::from_bytes([2; 32]);
+    let rec_a = access(&keys, &a);
+    let bytes_a = rec_a.encode(&a, &keys).unwrap();
+    // Stored under another key: the MAC binds the record key.
+    assert_eq!(
+        AccessRecord::decode(&bytes_a, &b, &keys),
+        Err(CoreError::Unauthentic)
+    );
+    // A body sealed for A, re-framed with a valid MAC for B (an attacker who had the MAC key but
+    // not the sealing key could not do this; even so the AEAD refuses it).
+    let moved = AccessRecord {
+        body: rec_a.body.clone(),
+        ..access(&keys, &b)
+    };
+    let moved = AccessRecord::decode(&moved.encode(&b, &keys).unwrap(), &b, &keys).unwrap();
+    assert_eq!(moved.open_body(&b, &keys), Err(CoreError::Unauthentic));
+    // Another database's keys refuse it.
+    let other = KeyRing::generate();
+    assert!(AccessRecord::decode(&bytes_a, &a, &other).is_err());
+}
+
+#[test]
+fn unknown_version_and_key_are_named() {
+    let keys = ring();
+    let id = TokenId::from_bytes([9; 32]);
+    let mut bytes = access(&keys, &id).encode(&id, &keys).unwrap();
+    bytes[0] = 2;
+    assert_eq!(
+        AccessRecord::decode(&bytes, &id, &keys),
+        Err(CoreError::UnsupportedVersion(2))
+    );
+    bytes[0] = 1;
+    bytes[4] = 9;
+    assert_eq!(
+        AccessRecord::decode(&bytes, &id, &keys),
+        Err(CoreError::UnknownKeyId(9))
+    );
+}
+
+#[test]
+fn limits_are_enforced() {
+    let keys = ring();
+    let id = TokenId::from_bytes([9; 32]);
+    let mut b = body();
+    b.claims = vec![0; MAX_CLAIMS_LEN + 1];
+    assert!(matches!(
+        AccessRecord::seal_body(&keys, &id, &b),
+        Err(CoreError::TooLarge { what: "claims", .. })
+    ));
+    let mut b = body();
+    b.subject = "a".repeat(MAX_SUBJECT_LEN + 1);
+    assert!(matches!(
+        AccessRecord::seal_body(&keys, &id, &b),
+        Err(CoreError::TooLarge {
+            what: "subject",
+            ..
+        })
+    ));
+    let mut b = body();
+    b.client_id = String::new();
+    assert!(matches!(
+        AccessRecord::seal_body(&keys, &id, &b),
+        Err(CoreError::BadText(_))
+    ));
+    let mut b = body();
+    b.subject = "bob\u{0}".into();
+    assert!(matches!(
+        AccessRecord::seal_body(&keys, &id, &b),
+        Err(CoreError::BadText(_))
+    ));
+}
+
+#[test]
+fn reseal_moves_records_to_the_new_key() {
+    let mut keys = ring();
+    let id = FamilyId::from_bytes([7; 16]);
+    let mut rec = family(&keys, &id);
+    let new = keys.add_sealing_key();
+    rec.reseal(&id, &keys).unwrap();
+    assert_eq!(rec.key_id, new);
+    keys.retire_sealing_key(crate::KeyId(1)).unwrap();
+    let back = FamilyRecord::decode(&rec.encode(&id, &keys).unwrap(), &id, &keys).unwrap();
+    assert_eq!(back.open_body(&id, &keys).unwrap(), body());
+    assert_eq!(
+        back.grace_secret(&id, &keys).unwrap().unwrap().expose(),
+        &[5; 32]
+    );
+}
+
+/// Format version 1 fixtures, written once by this build and committed: every later build must
+/// still read them. Regenerate only for a new format version (`TOKENDB_WRITE_FIXTURES=1`).
+#[test]
+fn format_v1_fixtures_still_decode() {
+    let keys = ring();
+    let fid = FamilyId::from_bytes([7; 16]);
+    let tid = TokenId::from_bytes([9; 32]);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
+    if std::env::var_os("TOKENDB_WRITE_FIXTURES").is_some() {
+        std::fs::write(
+            format!("{dir}/family_v1.bin"),
+            family(&keys, &fid).encode(&fid, &keys).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            format!("{dir}/access_v1.bin"),
+            access(&keys, &tid).encode(&tid, &keys).unwrap(),
+        )
+        .unwrap();
+    }
+    let fam = std::fs::read(format!("{dir}/family_v1.bin")).unwrap();
+    let rec = FamilyRecord::decode(&fam, &fid, &keys).unwrap();
+    assert_eq!(rec.generation, 3);
+    assert_eq!(rec.absolute_deadline, 90_000);
+    assert_eq!(rec.open_body(&fid, &keys).unwrap(), body());
+    let tok = std::fs::read(format!("{dir}/access_v1.bin")).unwrap();
+    let rec = AccessRecord::decode(&tok, &tid, &keys).unwrap();
+    assert_eq!(
+        rec.state,
+        RecordState::Revoked {
+            reason: RevokeReason::Family,
+            at: 5
+        }
+    );
+    assert_eq!(rec.open_body(&tid, &keys).unwrap(), body());
+}
