@@ -1,0 +1,193 @@
+//! The family state machine: one decision per presentation of a refresh token.
+
+use crate::policy::{Policy, RotationMode};
+use tokendb_core::{FamilyRecord, RecordState, RevokeReason, Scope};
+
+/// What the caller presented, as far as the store could check it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Presented {
+    /// Generation carried in the token.
+    pub generation: u64,
+    /// Whether its tag verifies under the tag key: the token was really issued here.
+    pub tag_valid: bool,
+    /// Whether its secret hashes to the family's current token id.
+    pub matches_current: bool,
+}
+
+/// The request around the presentation.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// Whether the presenting client is the one the family was issued to.
+    pub client_matches: bool,
+    /// Scope asked for (RFC 6749 §6), or `None` for the full grant.
+    pub requested_scope: Option<&'a Scope>,
+    /// The family's granted scope (from its sealed body).
+    pub granted_scope: &'a Scope,
+}
+
+/// A family's status at `now`, for validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Usable.
+    Active,
+    /// Revoked.
+    Revoked(RevokeReason),
+    /// Past its absolute deadline.
+    ExpiredAbsolute,
+    /// Past its idle deadline (before the absolute).
+    ExpiredIdle,
+}
+
+/// Status of a family at `now`. A deadline is the first instant at which the family is no
+/// longer valid: `now == deadline` is expired. Revocation wins over expiry.
+#[must_use]
+pub fn family_status(f: &FamilyRecord, now: u64) -> Status {
+    match f.state {
+        RecordState::Revoked { reason, .. } => Status::Revoked(reason),
+        RecordState::Active if now >= f.absolute_deadline => Status::ExpiredAbsolute,
+        RecordState::Active if now >= f.idle_deadline => Status::ExpiredIdle,
+        RecordState::Active => Status::Active,
+    }
+}
+
+/// Why a presentation is refused without any change to the family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a token of this family: bad tag, unknown generation, wrong secret. Revokes nothing.
+    Unknown,
+    /// The family is revoked.
+    Revoked(RevokeReason),
+    /// Past the absolute deadline.
+    ExpiredAbsolute,
+    /// Past the idle deadline.
+    ExpiredIdle,
+    /// Presented by a client other than the one it was issued to. Not theft: revokes nothing.
+    ClientMismatch,
+    /// The requested scope is not a subset of the grant.
+    ScopeWidened,
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Mint generation `generation` with these deadlines (`absolute_deadline` is the family's,
+    /// unchanged). If `keep_for_grace`, keep its secret sealed in the family for the grace window.
+    Rotate {
+        /// The successor's generation.
+        generation: u64,
+        /// The family's absolute deadline, unchanged.
+        absolute_deadline: u64,
+        /// The successor's idle deadline: `now + idle`, capped by the absolute.
+        idle_deadline: u64,
+        /// Whether to keep the successor's secret for grace replays.
+        keep_for_grace: bool,
+    },
+    /// [`RotationMode::ReUse`]: the token stays; `Some(deadline)` if the idle deadline moved
+    /// enough to be written, `None` if the write is skipped (within the touch granularity).
+    Slide {
+        /// The idle deadline to write, if any.
+        idle_deadline: Option<u64>,
+    },
+    /// The immediate predecessor came back inside the grace window while its successor is
+    /// unused: answer with that same successor (generation `generation`), change nothing.
+    GraceReplay {
+        /// Generation of the successor to return.
+        generation: u64,
+    },
+    /// A genuine token of an earlier generation came back: revoke the family.
+    ReuseDetected {
+        /// Generation presented.
+        presented: u64,
+        /// The family's newest generation.
+        newest: u64,
+        /// Milliseconds since the newest generation was minted.
+        ms_since_rotation: u64,
+    },
+    /// Refuse, changing nothing.
+    Refuse(Refusal),
+}
+
+/// Decides one presentation of a refresh token. The order of the checks is the contract:
+///
+/// 1. a bad tag, or a generation beyond the newest, is [`Refusal::Unknown`] (a forged token
+///    naming a real family id revokes nothing);
+/// 2. a revoked family answers [`Refusal::Revoked`]; an expired one, `Expired*` — even before the
+///    sweeper deleted it;
+/// 3. another client is [`Refusal::ClientMismatch`], for any generation;
+/// 4. the current generation (secret must match) rotates or slides, if the requested scope is
+///    within the grant ([`Refusal::ScopeWidened`] otherwise);
+/// 5. the immediate predecessor inside the grace window, with the successor unused, is a
+///    [`Decision::GraceReplay`];
+/// 6. any other earlier generation is [`Decision::ReuseDetected`].
+///
+/// Generations, not timestamps, decide which token is newest.
+#[must_use]
+pub fn decide(
+    f: &FamilyRecord,
+    presented: &Presented,
+    req: &Request<'_>,
+    policy: &Policy,
+    now: u64,
+) -> Decision {
+    if !presented.tag_valid || presented.generation > f.generation || presented.generation == 0 {
+        return Decision::Refuse(Refusal::Unknown);
+    }
+    match family_status(f, now) {
+        Status::Active => {}
+        Status::Revoked(r) => return Decision::Refuse(Refusal::Revoked(r)),
+        Status::ExpiredAbsolute => return Decision::Refuse(Refusal::ExpiredAbsolute),
+        Status::ExpiredIdle => return Decision::Refuse(Refusal::ExpiredIdle),
+    }
+    if !req.client_matches {
+        return Decision::Refuse(Refusal::ClientMismatch);
+    }
+    let scope_ok = req
+        .requested_scope
+        .is_none_or(|s| s.is_subset_of(req.granted_scope));
+    if presented.generation == f.generation {
+        if !presented.matches_current {
+            // A valid tag with the wrong secret for the newest generation cannot be minted
+            // without the tag key; treat it as unknown rather than trust it.
+            return Decision::Refuse(Refusal::Unknown);
+        }
+        if !scope_ok {
+            return Decision::Refuse(Refusal::ScopeWidened);
+        }
+        let idle = policy.idle_after_use(now, f.absolute_deadline);
+        return match policy.mode {
+            RotationMode::OneTimeOnly => Decision::Rotate {
+                generation: f.generation.saturating_add(1),
+                absolute_deadline: f.absolute_deadline,
+                idle_deadline: idle,
+                keep_for_grace: policy.grace_ms > 0,
+            },
+            RotationMode::ReUse {
+                touch_granularity_ms,
+            } => Decision::Slide {
+                idle_deadline: (idle.saturating_sub(f.idle_deadline)
+                    >= touch_granularity_ms.max(1))
+                .then_some(idle),
+            },
+        };
+    }
+    let in_grace = policy.grace_ms > 0
+        && presented.generation.saturating_add(1) == f.generation
+        && !f.grace.is_empty()
+        && now < f.rotated_at.saturating_add(policy.grace_ms);
+    if in_grace {
+        if !scope_ok {
+            return Decision::Refuse(Refusal::ScopeWidened);
+        }
+        return Decision::GraceReplay {
+            generation: f.generation,
+        };
+    }
+    Decision::ReuseDetected {
+        presented: presented.generation,
+        newest: f.generation,
+        ms_since_rotation: now.saturating_sub(f.rotated_at),
+    }
+}
+
+#[cfg(test)]
+mod tests;
