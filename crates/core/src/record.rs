@@ -496,6 +496,10 @@ pub struct AccessRecord {
     pub state: RecordState,
     /// The family it was issued under, or `None` for a standalone token.
     pub family: Option<FamilyId>,
+    /// Keyed hash of the subject (for the revoke-all index of standalone tokens).
+    pub subject: IndexHash,
+    /// Keyed hash of the client id.
+    pub client: IndexHash,
     /// When it was issued, Unix ms.
     pub issued_at: u64,
     /// When it expires, Unix ms.
@@ -524,6 +528,8 @@ impl AccessRecord {
                 out.extend_from_slice(&[0; 16]);
             }
         }
+        out.extend_from_slice(self.subject.as_bytes());
+        out.extend_from_slice(self.client.as_bytes());
         out.extend_from_slice(&self.issued_at.to_be_bytes());
         out.extend_from_slice(&self.deadline.to_be_bytes());
         put_bytes32(&mut out, &self.body, "body")?;
@@ -546,6 +552,8 @@ impl AccessRecord {
             key_id,
             state,
             family,
+            subject: IndexHash::from_bytes(r.array()?),
+            client: IndexHash::from_bytes(r.array()?),
             issued_at: r.u64()?,
             deadline: r.u64()?,
             body: r.bytes32()?.to_vec(),

@@ -1,1 +1,333 @@
-//! stub
+//! # tokendb-store
+//!
+//! The storage layer of tokendb, on [redb](https://docs.rs/redb): the tables and indexes of the
+//! data model, creation and opening under a master key, lookups on cached read snapshots, and a
+//! group-commit writer thread that applies [`Op`]s — deciding with `tokendb-rotation` inside the
+//! same write transaction it read in.
+//!
+//! Users normally depend on the `tokendb` crate, which adds configuration, the token format, the
+//! clock and the sweeper on top.
+//!
+//! ```
+//! use tokendb_core::MasterKey;
+//! use tokendb_store::{Store, StoreOptions};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("tokens.tdb");
+//! let master = MasterKey::generate();
+//! let store = Store::create(&path, &master, StoreOptions::default())?;
+//! store.close()?;
+//! let store = Store::open(&path, &master, StoreOptions::default())?;
+//! assert!(Store::open(&path, &MasterKey::generate(), StoreOptions::default()).is_err());
+//! # drop(store);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+mod error;
+mod meta;
+mod ops;
+mod read;
+mod tables;
+mod writer;
+
+pub use error::{Result, StoreError};
+pub use meta::FORMAT_VERSION;
+pub use ops::{Op, Outcome, RotateRequest, SweepCounts};
+pub use read::{IndexEntry, ScanItem};
+pub use tables::Entry;
+pub use writer::WriterOptions;
+
+use read::ReaderPool;
+use redb::Database;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use tokendb_core::{KeyRing, MasterKey};
+
+/// Options for opening a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Group-commit tunables.
+    pub writer: WriterOptions,
+    /// redb page cache in bytes. Default 256 MiB.
+    pub cache_size: usize,
+    /// Write redb's allocator state with every commit, so that opening after a crash does not
+    /// walk the whole file (redb "quick repair"). Costs a little on each commit. Default on.
+    pub quick_repair: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            writer: WriterOptions::default(),
+            cache_size: 256 << 20,
+            quick_repair: true,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) db: RwLock<Option<Database>>,
+    keys: RwLock<Arc<KeyRing>>,
+    pub(crate) commit_seq: AtomicU64,
+    pub(crate) readers: ReaderPool,
+    failed: OnceLock<String>,
+    pub(crate) quick_repair: bool,
+}
+
+impl Shared {
+    pub(crate) fn keys(&self) -> Arc<KeyRing> {
+        match self.keys.read() {
+            Ok(k) => Arc::clone(&k),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failed.get().cloned()
+    }
+
+    pub(crate) fn fail(&self, why: String) {
+        let _ = self.failed.set(why);
+    }
+}
+
+/// An open token store. `Send + Sync`; share it behind an `Arc`.
+pub struct Store {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<writer::Writer>>,
+    closed: AtomicBool,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Creates a new database file under `master`, with fresh random data keys.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] if the path exists; storage errors.
+    pub fn create(path: impl AsRef<Path>, master: &MasterKey, opts: StoreOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let (db, keys) = meta::create(path, master, opts)?;
+        Self::start(path, db, keys, opts)
+    }
+
+    /// Opens an existing database file.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::NotATokenDb`], [`StoreError::NewerFormat`],
+    /// [`StoreError::WrongMasterKey`] (each before anything is written), [`StoreError::Locked`].
+    pub fn open(path: impl AsRef<Path>, master: &MasterKey, opts: StoreOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let (db, keys) = meta::open(path, master, opts)?;
+        Self::start(path, db, keys, opts)
+    }
+
+    fn start(path: &Path, db: Database, keys: KeyRing, opts: StoreOptions) -> Result<Self> {
+        let shared = Arc::new(Shared {
+            db: RwLock::new(Some(db)),
+            keys: RwLock::new(Arc::new(keys)),
+            commit_seq: AtomicU64::new(0),
+            readers: ReaderPool::default(),
+            failed: OnceLock::new(),
+            quick_repair: opts.quick_repair,
+        });
+        let writer = writer::spawn(Arc::clone(&shared), opts.writer)?;
+        Ok(Self {
+            shared,
+            writer: Mutex::new(Some(writer)),
+            closed: AtomicBool::new(false),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The unwrapped data keys (shared; replaced on data-key rotation).
+    #[must_use]
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.shared.keys()
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        match self.shared.failure() {
+            Some(why) => Err(StoreError::Failed(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the database failed: every later operation returns [`StoreError::Failed`] with
+    /// `why`. Used when a background thread dies.
+    pub fn mark_failed(&self, why: impl Into<String>) {
+        self.shared.fail(why.into());
+    }
+
+    /// Why the database is failed, if it is.
+    #[must_use]
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure()
+    }
+
+    /// Submits one operation to the group-commit writer and waits until its batch is durable.
+    ///
+    /// # Errors
+    /// [`StoreError::Closed`], [`StoreError::Failed`], storage errors (nothing of the batch is
+    /// durable), or the op's own `Invalid`/`Corrupt` error.
+    pub fn submit(&self, op: Op, now: u64) -> Result<Outcome> {
+        self.check_usable()?;
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        {
+            let guard = self
+                .writer
+                .lock()
+                .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+            let w = guard.as_ref().ok_or(StoreError::Closed)?;
+            w.tx.send(writer::Job {
+                op,
+                now,
+                reply: reply_tx,
+            })
+            .map_err(|_| StoreError::Closed)?;
+        }
+        reply_rx
+            .recv()
+            .map_err(|_| StoreError::Failed("the writer thread stopped".into()))?
+    }
+
+    /// Re-wraps the data keys under `new` (no record is rewritten). `current` must open them.
+    ///
+    /// # Errors
+    /// [`StoreError::WrongMasterKey`] if `current` is not the key in use.
+    pub fn rotate_master_key(&self, current: &MasterKey, new: &MasterKey) -> Result<()> {
+        self.check_usable()?;
+        let guard = self
+            .shared
+            .db
+            .read()
+            .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+        let db = guard.as_ref().ok_or(StoreError::Closed)?;
+        meta::verify_master(db, current)?;
+        meta::write_keys(db, new, &self.keys())
+    }
+
+    /// Adds a new sealing key, makes it current for new records, and returns its id. Records
+    /// under older keys keep opening; [`Op::Reseal`] batches move them; then
+    /// [`Store::retire_old_sealing_keys`].
+    ///
+    /// # Errors
+    /// [`StoreError::WrongMasterKey`] if `master` is not the key in use.
+    pub fn add_sealing_key(&self, master: &MasterKey) -> Result<tokendb_core::KeyId> {
+        self.change_keys(master, |ring| Ok(ring.add_sealing_key()))
+    }
+
+    /// Drops every sealing key but the current one, once no record uses them.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] if a record still uses an older key.
+    pub fn retire_old_sealing_keys(&self, master: &MasterKey) -> Result<Vec<tokendb_core::KeyId>> {
+        let in_use = self.key_ids_in_use()?;
+        self.change_keys(master, |ring| {
+            let current = ring.current_key_id();
+            let old: Vec<_> = ring
+                .sealing_key_ids()
+                .into_iter()
+                .filter(|k| *k != current)
+                .collect();
+            if let Some(k) = old.iter().find(|k| in_use.contains(k)) {
+                return Err(StoreError::Invalid(tokendb_core::CoreError::UnknownKeyId(
+                    k.0,
+                )));
+            }
+            for k in &old {
+                ring.retire_sealing_key(*k).map_err(StoreError::Invalid)?;
+            }
+            Ok(old)
+        })
+    }
+
+    fn change_keys<R>(
+        &self,
+        master: &MasterKey,
+        f: impl FnOnce(&mut KeyRing) -> Result<R>,
+    ) -> Result<R> {
+        self.check_usable()?;
+        let guard = self
+            .shared
+            .db
+            .read()
+            .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+        let db = guard.as_ref().ok_or(StoreError::Closed)?;
+        meta::verify_master(db, master)?;
+        let mut ring = meta::load_keys(db, master)?;
+        let r = f(&mut ring)?;
+        meta::write_keys(db, master, &ring)?;
+        let mut slot = self
+            .shared
+            .keys
+            .write()
+            .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+        *slot = Arc::new(ring);
+        self.shared.readers.clear();
+        Ok(r)
+    }
+
+    /// Stops the writer (after it drained what was queued), and closes the file. Later calls on
+    /// any handle get [`StoreError::Closed`]. Closing twice is fine.
+    ///
+    /// # Errors
+    /// Storage errors from the final close.
+    pub fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        let writer = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Failed("lock poisoned".into()))?
+            .take();
+        if let Some(w) = writer {
+            drop(w.tx);
+            let _ = w.handle.join();
+        }
+        self.shared.readers.clear();
+        let db = self
+            .shared
+            .db
+            .write()
+            .map_err(|_| StoreError::Failed("lock poisoned".into()))?
+            .take();
+        drop(db);
+        Ok(())
+    }
+
+    /// Whether [`Store::close`] was called.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests;

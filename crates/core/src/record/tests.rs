@@ -44,6 +44,8 @@ fn access(keys: &KeyRing, id: &TokenId) -> AccessRecord {
             at: 5,
         },
         family: Some(FamilyId::from_bytes([6; 16])),
+        subject: keys.subject_hash("alice@example.com"),
+        client: keys.client_hash("demo-client"),
         issued_at: 10,
         deadline: 3_600_010,
         body: sealed,

@@ -1,0 +1,187 @@
+//! Creating and opening database files: the `meta` table, format version and wrapped keys.
+
+use crate::StoreOptions;
+use crate::error::{Result, StoreError};
+use crate::tables::{BY_CLIENT, BY_SUBJECT, DEADLINES, FAMILIES, FAMILY_TOKENS, META, TOKENS};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableError};
+use std::io::Read;
+use std::path::Path;
+use tokendb_core::{CoreError, KeyId, KeyRing, MasterKey, WrappedKey};
+
+/// The database format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+const MAGIC: &[u8] = b"tokendb";
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+fn builder(opts: StoreOptions) -> redb::Builder {
+    let mut b = Database::builder();
+    b.set_cache_size(opts.cache_size);
+    b
+}
+
+pub(crate) fn create(
+    path: &Path,
+    master: &MasterKey,
+    opts: StoreOptions,
+) -> Result<(Database, KeyRing)> {
+    if path.exists() {
+        return Err(StoreError::AlreadyExists(path.display().to_string()));
+    }
+    let db = builder(opts).create(path)?;
+    let keys = KeyRing::generate();
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| StoreError::Storage(e.into()))?;
+    {
+        let mut meta = txn.open_table(META)?;
+        meta.insert("magic", MAGIC)?;
+        meta.insert("format_version", FORMAT_VERSION.to_be_bytes().as_slice())?;
+        txn.open_table(FAMILIES)?;
+        txn.open_table(TOKENS)?;
+        txn.open_table(FAMILY_TOKENS)?;
+        txn.open_table(DEADLINES)?;
+        txn.open_table(BY_SUBJECT)?;
+        txn.open_table(BY_CLIENT)?;
+    }
+    txn.commit()?;
+    write_keys(&db, master, &keys)?;
+    Ok((db, keys))
+}
+
+/// Refuses anything that is not a redb file before redb touches it.
+fn check_redb_magic(path: &Path) -> Result<()> {
+    let mut head = [0u8; REDB_MAGIC.len()];
+    let mut f = std::fs::File::open(path)?;
+    match f.read_exact(&mut head) {
+        Ok(()) if head == REDB_MAGIC => Ok(()),
+        Ok(()) => Err(StoreError::NotATokenDb(path.display().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(StoreError::NotATokenDb(path.display().to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) fn open(
+    path: &Path,
+    master: &MasterKey,
+    opts: StoreOptions,
+) -> Result<(Database, KeyRing)> {
+    if !path.exists() {
+        return Err(StoreError::NotFound(path.display().to_string()));
+    }
+    check_redb_magic(path)?;
+    // Check format and master key on a read-only handle first: opening for writing marks the
+    // file as in use, and a refused open must leave it byte-for-byte untouched. A file that
+    // needs crash recovery cannot be opened read-only; it is checked after the repair instead.
+    match builder(opts).open_read_only(path) {
+        Ok(ro) => {
+            check_format(&ro, path)?;
+            load_keys(&ro, master)?;
+            ro.close()?;
+        }
+        Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
+            return Err(StoreError::NotATokenDb(path.display().to_string()));
+        }
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked),
+        Err(_) => {}
+    }
+    let db = match builder(opts).open(path) {
+        Ok(db) => db,
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked),
+        Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
+            return Err(StoreError::NotATokenDb(path.display().to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    check_format(&db, path)?;
+    let keys = load_keys(&db, master)?;
+    Ok((db, keys))
+}
+
+fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<()> {
+    let not_ours = || StoreError::NotATokenDb(path.display().to_string());
+    let txn = db.begin_read()?;
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_) | TableError::TableTypeMismatch { .. }) => {
+            return Err(not_ours());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match meta.get("magic")? {
+        Some(v) if v.value() == MAGIC => {}
+        _ => return Err(not_ours()),
+    }
+    let version = meta
+        .get("format_version")?
+        .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(not_ours)?;
+    if version > FORMAT_VERSION {
+        return Err(StoreError::NewerFormat {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if version == 0 {
+        return Err(not_ours());
+    }
+    Ok(())
+}
+
+fn read_wrapped(db: &impl ReadableDatabase) -> Result<(Vec<WrappedKey>, KeyId)> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let current = meta
+        .get("current_key")?
+        .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
+        .map(|b| KeyId(u32::from_be_bytes(b)))
+        .ok_or(StoreError::Corrupt(CoreError::BadField("current key id")))?;
+    let mut wrapped = Vec::new();
+    for item in meta.range("key."..="key.~")? {
+        let (_, v) = item?;
+        wrapped.push(WrappedKey::decode(v.value()).map_err(StoreError::Corrupt)?);
+    }
+    Ok((wrapped, current))
+}
+
+pub(crate) fn load_keys(db: &impl ReadableDatabase, master: &MasterKey) -> Result<KeyRing> {
+    let (wrapped, current) = read_wrapped(db)?;
+    KeyRing::unwrap_all(master, &wrapped, current).map_err(|e| match e {
+        CoreError::WrongMasterKey => StoreError::WrongMasterKey,
+        e => StoreError::Corrupt(e),
+    })
+}
+
+pub(crate) fn verify_master(db: &Database, master: &MasterKey) -> Result<()> {
+    load_keys(db, master).map(drop)
+}
+
+/// Replaces the wrapped keys in `meta` with `keys` wrapped under `master`, in one durable commit.
+pub(crate) fn write_keys(db: &Database, master: &MasterKey, keys: &KeyRing) -> Result<()> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| StoreError::Storage(e.into()))?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let old: Vec<String> = meta
+            .range("key."..="key.~")?
+            .filter_map(|item| item.ok().map(|(k, _)| k.value().to_owned()))
+            .collect();
+        for k in old {
+            meta.remove(k.as_str())?;
+        }
+        for (i, w) in keys.wrap_all(master).iter().enumerate() {
+            let name = format!("key.{i:04}");
+            meta.insert(name.as_str(), w.encode().as_slice())?;
+        }
+        meta.insert(
+            "current_key",
+            keys.current_key_id().0.to_be_bytes().as_slice(),
+        )?;
+    }
+    txn.commit()?;
+    Ok(())
+}

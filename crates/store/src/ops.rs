@@ -1,0 +1,788 @@
+//! Write operations, applied inside one redb write transaction.
+//!
+//! Every operation reads and decides first, and mutates only once nothing can refuse any more;
+//! a failure during the mutations is a storage error, which fails the whole batch. So one
+//! operation's refusal never leaves half a change behind and never aborts its neighbours.
+
+use crate::error::{Result, StoreError};
+use crate::tables::{
+    BY_CLIENT, BY_SUBJECT, DEADLINES, DL_KEY_LEN, Entry, FAMILIES, FAMILY_TOKENS, FT_KEY_LEN,
+    IX_KEY_LEN, TOKENS, dl_key, dl_parse, dl_upto, ft_key, ft_range, ft_token, ix_key, ix_parse,
+    ix_range,
+};
+use redb::{ReadableTable, Table, WriteTransaction};
+use tokendb_core::ids::{FAMILY_ID_LEN, TOKEN_ID_LEN};
+use tokendb_core::{
+    AccessRecord, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing, RecordState, RevokeReason,
+    Scope, TokenId, TokenSecret,
+};
+use tokendb_rotation::{
+    CapAction, Decision, FamilyCap, Policy, Presented, Refusal, Request, cap_decision, decide,
+};
+
+/// A presentation of a refresh token for rotation, prepared by the caller (parsing, hashing and
+/// minting the successor's secret happen outside the writer thread).
+#[derive(Debug)]
+pub struct RotateRequest {
+    /// Family named by the token.
+    pub family: FamilyId,
+    /// Generation carried by the token.
+    pub generation: u64,
+    /// Whether the token's tag verified.
+    pub tag_valid: bool,
+    /// Token id of the presented secret.
+    pub presented_id: TokenId,
+    /// Keyed hash of the presenting client id.
+    pub client: IndexHash,
+    /// Requested scope, if narrower than the grant.
+    pub requested_scope: Option<Scope>,
+    /// Rotation policy in force.
+    pub policy: Policy,
+    /// The successor's secret, minted in advance (unused unless the decision is to rotate).
+    pub successor: TokenSecret,
+    /// Token id of `successor`.
+    pub successor_id: TokenId,
+}
+
+/// One write operation.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Op {
+    /// Store a new family (and, optionally, an access token tied to it), subject to the cap.
+    IssueFamily {
+        /// New family id.
+        id: FamilyId,
+        /// Its record (deadlines, current token hash, sealed body).
+        record: Box<FamilyRecord>,
+        /// Per-(subject, client) cap.
+        cap: Option<FamilyCap>,
+    },
+    /// Store a new access token. If it names a family, the family must be active; the token's
+    /// deadline is capped at the family's absolute deadline.
+    IssueAccess {
+        /// Token id.
+        id: TokenId,
+        /// Its record. Standalone tokens (no family) are also indexed by subject and client.
+        record: Box<AccessRecord>,
+    },
+    /// Present a refresh token for rotation.
+    Rotate(Box<RotateRequest>),
+    /// Revoke one access token.
+    RevokeToken {
+        /// Its id.
+        id: TokenId,
+    },
+    /// Revoke a family, its refresh token and every access token tied to it.
+    RevokeFamily {
+        /// The family.
+        id: FamilyId,
+        /// Why.
+        reason: RevokeReason,
+    },
+    /// Revoke everything of a subject (optionally only with one client).
+    RevokeSubject {
+        /// Subject hash.
+        subject: IndexHash,
+        /// Client hash filter.
+        client: Option<IndexHash>,
+    },
+    /// Revoke everything of a client.
+    RevokeClient {
+        /// Client hash.
+        client: IndexHash,
+    },
+    /// Delete up to `limit` expired index entries' records.
+    Sweep {
+        /// Most deadline entries to process.
+        limit: usize,
+    },
+    /// Re-seal up to `limit` records still under a key other than the current sealing key.
+    Reseal {
+        /// Most records to re-seal.
+        limit: usize,
+    },
+}
+
+/// Counts of one sweep batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepCounts {
+    /// Index entries examined.
+    pub examined: u64,
+    /// Families deleted.
+    pub families: u64,
+    /// Access tokens deleted.
+    pub tokens: u64,
+    /// Entries re-filed at a later deadline because their record lives longer.
+    pub refiled: u64,
+    /// Grace slots erased.
+    pub grace_erased: u64,
+    /// Entries whose record failed authentication: the entry is dropped, the record kept for
+    /// `verify` to report.
+    pub corrupt: u64,
+    /// Deadline of the oldest entry examined (for lag), if any.
+    pub oldest_deadline: Option<u64>,
+    /// Whether entries with deadline ≤ now remain after this batch.
+    pub more: bool,
+}
+
+/// What an operation did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Issued; these families were evicted by the cap to make room.
+    Issued {
+        /// Evicted families.
+        evicted: Vec<FamilyId>,
+        /// Final deadline (access tokens: after capping at the family's absolute deadline).
+        deadline: u64,
+    },
+    /// Issue refused by the family cap.
+    CapReached {
+        /// The cap.
+        limit: u32,
+    },
+    /// Rotated to `generation`.
+    Rotated {
+        /// New generation.
+        generation: u64,
+        /// Absolute deadline (unchanged).
+        absolute_deadline: u64,
+        /// New idle deadline.
+        idle_deadline: u64,
+    },
+    /// Grace replay: the same successor again.
+    GraceReplay {
+        /// Its generation.
+        generation: u64,
+        /// Its secret, from the grace slot.
+        secret: TokenSecret,
+        /// Absolute deadline.
+        absolute_deadline: u64,
+        /// Idle deadline.
+        idle_deadline: u64,
+    },
+    /// Non-rotating use; the idle deadline now stands at `idle_deadline`.
+    Slid {
+        /// Absolute deadline.
+        absolute_deadline: u64,
+        /// Idle deadline.
+        idle_deadline: u64,
+    },
+    /// Reuse detected: the family was revoked in this transaction.
+    ReuseDetected {
+        /// Generation presented.
+        presented: u64,
+        /// Newest generation.
+        newest: u64,
+        /// Ms since the newest generation was minted.
+        ms_since_rotation: u64,
+        /// Access tokens revoked with the family.
+        tokens_revoked: u64,
+    },
+    /// Refused; nothing changed.
+    Refused(Refusal),
+    /// Families and tokens newly revoked.
+    Revoked {
+        /// Families.
+        families: u64,
+        /// Access tokens.
+        tokens: u64,
+    },
+    /// The named record does not exist.
+    NotFound,
+    /// A sweep batch.
+    Swept(SweepCounts),
+    /// A re-seal batch: records moved to the current key, and whether any remain.
+    Resealed {
+        /// Records re-sealed.
+        records: u64,
+        /// Whether records under older keys remain.
+        more: bool,
+    },
+}
+
+type FamT<'t> = Table<'t, &'static [u8; FAMILY_ID_LEN], &'static [u8]>;
+type TokT<'t> = Table<'t, &'static [u8; TOKEN_ID_LEN], &'static [u8]>;
+type FtT<'t> = Table<'t, &'static [u8; FT_KEY_LEN], ()>;
+type DlT<'t> = Table<'t, &'static [u8; DL_KEY_LEN], ()>;
+type IxT<'t> = Table<'t, &'static [u8; IX_KEY_LEN], ()>;
+
+/// The tables of one write transaction, opened once per batch.
+pub(crate) struct Tx<'t> {
+    families: FamT<'t>,
+    tokens: TokT<'t>,
+    family_tokens: FtT<'t>,
+    deadlines: DlT<'t>,
+    by_subject: IxT<'t>,
+    by_client: IxT<'t>,
+    keys: &'t KeyRing,
+}
+
+fn corrupt(e: CoreError) -> StoreError {
+    StoreError::Corrupt(e)
+}
+
+impl<'t> Tx<'t> {
+    pub(crate) fn open(txn: &'t WriteTransaction, keys: &'t KeyRing) -> Result<Self> {
+        Ok(Self {
+            families: txn.open_table(FAMILIES)?,
+            tokens: txn.open_table(TOKENS)?,
+            family_tokens: txn.open_table(FAMILY_TOKENS)?,
+            deadlines: txn.open_table(DEADLINES)?,
+            by_subject: txn.open_table(BY_SUBJECT)?,
+            by_client: txn.open_table(BY_CLIENT)?,
+            keys,
+        })
+    }
+
+    pub(crate) fn apply(&mut self, op: &Op, now: u64) -> Result<Outcome> {
+        match op {
+            Op::IssueFamily { id, record, cap } => self.issue_family(*id, record, *cap, now),
+            Op::IssueAccess { id, record } => self.issue_access(*id, record),
+            Op::Rotate(r) => self.rotate(r, now),
+            Op::RevokeToken { id } => self.revoke_token(id, RevokeReason::Requested, now),
+            Op::RevokeFamily { id, reason } => self.revoke_family(id, *reason, now),
+            Op::RevokeSubject { subject, client } => {
+                self.revoke_indexed(true, subject, *client, now)
+            }
+            Op::RevokeClient { client } => self.revoke_indexed(false, client, None, now),
+            Op::Sweep { limit } => self.sweep(*limit, now).map(Outcome::Swept),
+            Op::Reseal { limit } => self.reseal(*limit),
+        }
+    }
+
+    // ---- record access ----
+
+    fn family(&self, id: &FamilyId) -> Result<Option<FamilyRecord>> {
+        match self.families.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(v) => FamilyRecord::decode(v.value(), id, self.keys)
+                .map(Some)
+                .map_err(corrupt),
+        }
+    }
+
+    fn token(&self, id: &TokenId) -> Result<Option<AccessRecord>> {
+        match self.tokens.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(v) => AccessRecord::decode(v.value(), id, self.keys)
+                .map(Some)
+                .map_err(corrupt),
+        }
+    }
+
+    /// Writes a family and keeps its deadline entry exact.
+    fn put_family(
+        &mut self,
+        id: &FamilyId,
+        rec: &FamilyRecord,
+        old_deadline: Option<u64>,
+    ) -> Result<()> {
+        let bytes = rec.encode(id, self.keys).map_err(StoreError::Invalid)?;
+        self.families.insert(id.as_bytes(), bytes.as_slice())?;
+        let entry = Entry::Family(*id);
+        if old_deadline != Some(rec.deadline()) {
+            if let Some(old) = old_deadline {
+                self.deadlines.remove(&dl_key(old, &entry))?;
+            }
+            self.deadlines.insert(&dl_key(rec.deadline(), &entry), ())?;
+        }
+        Ok(())
+    }
+
+    fn put_token(&mut self, id: &TokenId, rec: &AccessRecord) -> Result<()> {
+        let bytes = rec.encode(id, self.keys).map_err(StoreError::Invalid)?;
+        self.tokens.insert(id.as_bytes(), bytes.as_slice())?;
+        Ok(())
+    }
+
+    // ---- issue ----
+
+    fn live_families(
+        &self,
+        subject: &IndexHash,
+        client: &IndexHash,
+        now: u64,
+    ) -> Result<Vec<(FamilyId, u64)>> {
+        let (lo, hi) = ix_range(subject);
+        let mut ids = Vec::new();
+        for item in self.by_subject.range::<&[u8; IX_KEY_LEN]>(&lo..=&hi)? {
+            let (k, _) = item?;
+            if let Some(Entry::Family(f)) = ix_parse(k.value()) {
+                ids.push(f);
+            }
+        }
+        let mut live = Vec::new();
+        for f in ids {
+            if let Some(rec) = self.family(&f)? {
+                let active = rec.state == RecordState::Active && now < rec.deadline();
+                if active && rec.client == *client {
+                    live.push((f, rec.created_at));
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    fn issue_family(
+        &mut self,
+        id: FamilyId,
+        rec: &FamilyRecord,
+        cap: Option<FamilyCap>,
+        now: u64,
+    ) -> Result<Outcome> {
+        let evicted = match cap {
+            None => Vec::new(),
+            Some(_) => {
+                match cap_decision(cap, &self.live_families(&rec.subject, &rec.client, now)?) {
+                    CapAction::Allow => Vec::new(),
+                    CapAction::Refuse { limit } => return Ok(Outcome::CapReached { limit }),
+                    CapAction::Evict(ids) => ids,
+                }
+            }
+        };
+        if self.families.get(id.as_bytes())?.is_some() {
+            // 2^-128 per issue; refuse rather than overwrite.
+            return Err(StoreError::Invalid(CoreError::BadField(
+                "family id collision",
+            )));
+        }
+        for f in &evicted {
+            self.revoke_family(f, RevokeReason::Evicted, now)?;
+        }
+        self.put_family(&id, rec, None)?;
+        let entry = Entry::Family(id);
+        self.by_subject.insert(&ix_key(&rec.subject, &entry), ())?;
+        self.by_client.insert(&ix_key(&rec.client, &entry), ())?;
+        Ok(Outcome::Issued {
+            evicted,
+            deadline: rec.deadline(),
+        })
+    }
+
+    fn issue_access(&mut self, id: TokenId, rec: &AccessRecord) -> Result<Outcome> {
+        let mut rec = rec.clone();
+        if let Some(f) = rec.family {
+            let Some(fam) = self.family(&f)? else {
+                return Ok(Outcome::NotFound);
+            };
+            match fam.state {
+                RecordState::Revoked { reason, .. } => {
+                    return Ok(Outcome::Refused(Refusal::Revoked(reason)));
+                }
+                RecordState::Active if rec.issued_at >= fam.absolute_deadline => {
+                    return Ok(Outcome::Refused(Refusal::ExpiredAbsolute));
+                }
+                RecordState::Active if rec.issued_at >= fam.idle_deadline => {
+                    return Ok(Outcome::Refused(Refusal::ExpiredIdle));
+                }
+                RecordState::Active => {}
+            }
+            rec.deadline = rec.deadline.min(fam.absolute_deadline);
+            self.family_tokens.insert(&ft_key(&f, &id), ())?;
+        }
+        if self.tokens.get(id.as_bytes())?.is_some() {
+            return Err(StoreError::Invalid(CoreError::BadField(
+                "token id collision",
+            )));
+        }
+        self.put_token(&id, &rec)?;
+        let entry = Entry::Token(id);
+        self.deadlines.insert(&dl_key(rec.deadline, &entry), ())?;
+        if rec.family.is_none() {
+            self.by_subject.insert(&ix_key(&rec.subject, &entry), ())?;
+            self.by_client.insert(&ix_key(&rec.client, &entry), ())?;
+        }
+        Ok(Outcome::Issued {
+            evicted: Vec::new(),
+            deadline: rec.deadline,
+        })
+    }
+
+    // ---- rotate ----
+
+    fn rotate(&mut self, r: &RotateRequest, now: u64) -> Result<Outcome> {
+        let Some(mut fam) = self.family(&r.family)? else {
+            return Ok(Outcome::Refused(Refusal::Unknown));
+        };
+        let granted = match &r.requested_scope {
+            Some(_) => fam.open_body(&r.family, self.keys).map_err(corrupt)?.scope,
+            None => Scope::empty(),
+        };
+        let presented = Presented {
+            generation: r.generation,
+            tag_valid: r.tag_valid,
+            matches_current: fam.current == r.presented_id,
+        };
+        let req = Request {
+            client_matches: fam.client == r.client,
+            requested_scope: r.requested_scope.as_ref(),
+            granted_scope: &granted,
+        };
+        let old_deadline = fam.deadline();
+        match decide(&fam, &presented, &req, &r.policy, now) {
+            Decision::Refuse(why) => Ok(Outcome::Refused(why)),
+            Decision::Rotate {
+                generation,
+                absolute_deadline,
+                idle_deadline,
+                keep_for_grace,
+            } => {
+                fam.generation = generation;
+                fam.idle_deadline = idle_deadline;
+                fam.absolute_deadline = absolute_deadline;
+                fam.rotated_at = now;
+                fam.current = r.successor_id;
+                fam.grace.clear();
+                if keep_for_grace {
+                    fam.set_grace(&r.family, self.keys, &r.successor)
+                        .map_err(corrupt)?;
+                    let end = now.saturating_add(r.policy.grace_ms);
+                    self.deadlines
+                        .insert(&dl_key(end, &Entry::Grace(r.family, generation)), ())?;
+                }
+                self.put_family(&r.family, &fam, Some(old_deadline))?;
+                Ok(Outcome::Rotated {
+                    generation,
+                    absolute_deadline,
+                    idle_deadline,
+                })
+            }
+            Decision::GraceReplay { generation } => {
+                match fam.grace_secret(&r.family, self.keys).map_err(corrupt)? {
+                    Some(secret) => Ok(Outcome::GraceReplay {
+                        generation,
+                        secret,
+                        absolute_deadline: fam.absolute_deadline,
+                        idle_deadline: fam.idle_deadline,
+                    }),
+                    None => Ok(Outcome::Refused(Refusal::Unknown)),
+                }
+            }
+            Decision::Slide { idle_deadline } => {
+                if let Some(idle) = idle_deadline {
+                    fam.idle_deadline = idle;
+                    self.put_family(&r.family, &fam, Some(old_deadline))?;
+                }
+                Ok(Outcome::Slid {
+                    absolute_deadline: fam.absolute_deadline,
+                    idle_deadline: fam.idle_deadline,
+                })
+            }
+            Decision::ReuseDetected {
+                presented,
+                newest,
+                ms_since_rotation,
+            } => {
+                let tokens_revoked =
+                    match self.revoke_family(&r.family, RevokeReason::ReuseDetected, now)? {
+                        Outcome::Revoked { tokens, .. } => tokens,
+                        _ => 0,
+                    };
+                Ok(Outcome::ReuseDetected {
+                    presented,
+                    newest,
+                    ms_since_rotation,
+                    tokens_revoked,
+                })
+            }
+        }
+    }
+
+    // ---- revoke ----
+
+    fn revoke_token(&mut self, id: &TokenId, reason: RevokeReason, now: u64) -> Result<Outcome> {
+        let Some(mut rec) = self.token(id)? else {
+            return Ok(Outcome::NotFound);
+        };
+        if rec.state.is_revoked() {
+            return Ok(Outcome::Revoked {
+                families: 0,
+                tokens: 0,
+            });
+        }
+        rec.state = RecordState::Revoked { reason, at: now };
+        self.put_token(id, &rec)?;
+        Ok(Outcome::Revoked {
+            families: 0,
+            tokens: 1,
+        })
+    }
+
+    fn family_token_ids(&self, id: &FamilyId) -> Result<Vec<TokenId>> {
+        let (lo, hi) = ft_range(id);
+        let mut out = Vec::new();
+        for item in self.family_tokens.range::<&[u8; FT_KEY_LEN]>(&lo..=&hi)? {
+            let (k, _) = item?;
+            if let Some(t) = ft_token(k.value()) {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    fn revoke_family(&mut self, id: &FamilyId, reason: RevokeReason, now: u64) -> Result<Outcome> {
+        let Some(mut fam) = self.family(id)? else {
+            return Ok(Outcome::NotFound);
+        };
+        let mut families = 0;
+        if !fam.state.is_revoked() {
+            let old = fam.deadline();
+            fam.state = RecordState::Revoked { reason, at: now };
+            fam.grace.clear();
+            self.put_family(id, &fam, Some(old))?;
+            families = 1;
+        }
+        let mut tokens = 0;
+        for t in self.family_token_ids(id)? {
+            if let Outcome::Revoked { tokens: n, .. } =
+                self.revoke_token(&t, RevokeReason::Family, now)?
+            {
+                tokens += n;
+            }
+        }
+        Ok(Outcome::Revoked { families, tokens })
+    }
+
+    fn revoke_indexed(
+        &mut self,
+        by_subject: bool,
+        hash: &IndexHash,
+        client: Option<IndexHash>,
+        now: u64,
+    ) -> Result<Outcome> {
+        let (lo, hi) = ix_range(hash);
+        let table = if by_subject {
+            &self.by_subject
+        } else {
+            &self.by_client
+        };
+        let mut entries = Vec::new();
+        for item in table.range::<&[u8; IX_KEY_LEN]>(&lo..=&hi)? {
+            let (k, _) = item?;
+            if let Some(e) = ix_parse(k.value()) {
+                entries.push(e);
+            }
+        }
+        let reason = if by_subject {
+            RevokeReason::Subject
+        } else {
+            RevokeReason::Client
+        };
+        let (mut families, mut tokens) = (0, 0);
+        for e in entries {
+            let outcome = match e {
+                Entry::Family(f) => {
+                    if let Some(c) = client {
+                        match self.family(&f)? {
+                            Some(rec) if rec.client == c => {}
+                            _ => continue,
+                        }
+                    }
+                    self.revoke_family(&f, reason, now)?
+                }
+                Entry::Token(t) => {
+                    if let Some(c) = client {
+                        match self.token(&t)? {
+                            Some(rec) if rec.client == c => {}
+                            _ => continue,
+                        }
+                    }
+                    self.revoke_token(&t, reason, now)?
+                }
+                Entry::Grace(..) => continue,
+            };
+            if let Outcome::Revoked {
+                families: f,
+                tokens: t,
+            } = outcome
+            {
+                families += f;
+                tokens += t;
+            }
+        }
+        Ok(Outcome::Revoked { families, tokens })
+    }
+
+    // ---- sweep ----
+
+    fn delete_token(&mut self, id: &TokenId, rec: &AccessRecord) -> Result<()> {
+        self.tokens.remove(id.as_bytes())?;
+        self.deadlines
+            .remove(&dl_key(rec.deadline, &Entry::Token(*id)))?;
+        match rec.family {
+            Some(f) => {
+                self.family_tokens.remove(&ft_key(&f, id))?;
+            }
+            None => {
+                let entry = Entry::Token(*id);
+                self.by_subject.remove(&ix_key(&rec.subject, &entry))?;
+                self.by_client.remove(&ix_key(&rec.client, &entry))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_family(&mut self, id: &FamilyId, rec: &FamilyRecord) -> Result<u64> {
+        let mut tokens = 0;
+        for t in self.family_token_ids(id)? {
+            match self.token(&t) {
+                Ok(Some(trec)) => {
+                    self.delete_token(&t, &trec)?;
+                    tokens += 1;
+                }
+                Ok(None) | Err(StoreError::Corrupt(_)) => {
+                    self.family_tokens.remove(&ft_key(id, &t))?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.families.remove(id.as_bytes())?;
+        self.deadlines
+            .remove(&dl_key(rec.deadline(), &Entry::Family(*id)))?;
+        let entry = Entry::Family(*id);
+        self.by_subject.remove(&ix_key(&rec.subject, &entry))?;
+        self.by_client.remove(&ix_key(&rec.client, &entry))?;
+        Ok(tokens)
+    }
+
+    fn sweep(&mut self, limit: usize, now: u64) -> Result<SweepCounts> {
+        let mut c = SweepCounts::default();
+        let upto = dl_upto(now);
+        let mut due = Vec::new();
+        for item in self.deadlines.range::<&[u8; DL_KEY_LEN]>(..=&upto)? {
+            let (k, _) = item?;
+            if due.len() == limit {
+                c.more = true;
+                break;
+            }
+            due.push(*k.value());
+        }
+        for key in due {
+            c.examined += 1;
+            let Some((deadline, entry)) = dl_parse(&key) else {
+                self.deadlines.remove(&key)?;
+                c.corrupt += 1;
+                continue;
+            };
+            c.oldest_deadline = Some(c.oldest_deadline.map_or(deadline, |d| d.min(deadline)));
+            match entry {
+                Entry::Family(f) => match self.family(&f) {
+                    Ok(Some(rec)) if rec.deadline() > now => {
+                        self.deadlines.remove(&key)?;
+                        self.deadlines.insert(&dl_key(rec.deadline(), &entry), ())?;
+                        c.refiled += 1;
+                    }
+                    Ok(Some(rec)) => {
+                        if rec.deadline() != deadline {
+                            self.deadlines.remove(&key)?;
+                        }
+                        c.tokens += self.delete_family(&f, &rec)?;
+                        c.families += 1;
+                    }
+                    Ok(None) => {
+                        self.deadlines.remove(&key)?;
+                    }
+                    Err(StoreError::Corrupt(_)) => {
+                        self.deadlines.remove(&key)?;
+                        c.corrupt += 1;
+                    }
+                    Err(e) => return Err(e),
+                },
+                Entry::Token(t) => match self.token(&t) {
+                    Ok(Some(rec)) if rec.deadline > now => {
+                        self.deadlines.remove(&key)?;
+                        self.deadlines.insert(&dl_key(rec.deadline, &entry), ())?;
+                        c.refiled += 1;
+                    }
+                    Ok(Some(rec)) => {
+                        if rec.deadline != deadline {
+                            self.deadlines.remove(&key)?;
+                        }
+                        self.delete_token(&t, &rec)?;
+                        c.tokens += 1;
+                    }
+                    Ok(None) => {
+                        self.deadlines.remove(&key)?;
+                    }
+                    Err(StoreError::Corrupt(_)) => {
+                        self.deadlines.remove(&key)?;
+                        c.corrupt += 1;
+                    }
+                    Err(e) => return Err(e),
+                },
+                Entry::Grace(f, generation) => {
+                    self.deadlines.remove(&key)?;
+                    match self.family(&f) {
+                        Ok(Some(mut rec))
+                            if rec.generation == generation && !rec.grace.is_empty() =>
+                        {
+                            rec.grace.clear();
+                            let d = rec.deadline();
+                            self.put_family(&f, &rec, Some(d))?;
+                            c.grace_erased += 1;
+                        }
+                        Ok(_) => {}
+                        Err(StoreError::Corrupt(_)) => c.corrupt += 1,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    // ---- data-key rotation ----
+
+    fn reseal(&mut self, limit: usize) -> Result<Outcome> {
+        let current = self.keys.current_key_id();
+        let mut fams = Vec::new();
+        let mut toks = Vec::new();
+        let mut more = false;
+        for item in self.families.iter()? {
+            let (k, v) = item?;
+            let id = FamilyId::from_bytes(*k.value());
+            if key_id_of(v.value()) != Some(current.0) {
+                if fams.len() == limit {
+                    more = true;
+                    break;
+                }
+                fams.push(id);
+            }
+        }
+        let room = limit.saturating_sub(fams.len());
+        for item in self.tokens.iter()? {
+            let (k, v) = item?;
+            if key_id_of(v.value()) != Some(current.0) {
+                if toks.len() == room {
+                    more = true;
+                    break;
+                }
+                toks.push(TokenId::from_bytes(*k.value()));
+            }
+        }
+        let mut records = 0;
+        for id in fams {
+            if let Some(mut rec) = self.family(&id)? {
+                rec.reseal(&id, self.keys).map_err(corrupt)?;
+                let d = rec.deadline();
+                self.put_family(&id, &rec, Some(d))?;
+                records += 1;
+            }
+        }
+        for id in toks {
+            if let Some(mut rec) = self.token(&id)? {
+                rec.reseal(&id, self.keys).map_err(corrupt)?;
+                self.put_token(&id, &rec)?;
+                records += 1;
+            }
+        }
+        Ok(Outcome::Resealed { records, more })
+    }
+}
+
+/// The key id field of an encoded record (bytes 1..5), without authenticating it: used only to
+/// pick records for re-sealing, which then authenticates them.
+pub(crate) fn key_id_of(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?))
+}

@@ -1,0 +1,179 @@
+//! The group-commit writer: one thread owns the write path.
+//!
+//! Callers send operations on a channel. The writer takes the first, then whatever else is
+//! already queued (up to `max_batch`, optionally waiting up to `max_wait` for more), applies them
+//! in arrival order in one write transaction — each sees the ones before it — commits durably,
+//! and only then answers each caller. An `Ok` therefore means durable. A refusal is an `Ok`
+//! outcome and does not disturb the batch; a storage error fails the whole batch, and every
+//! caller in it gets that error (nothing of the batch is durable).
+
+use crate::Shared;
+use crate::error::{Result, StoreError};
+use crate::ops::{Op, Outcome, Tx};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use redb::Durability;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Tunables of the group-commit writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Most operations in one transaction. Default 1024. `1` gives one transaction (and one
+    /// fsync) per operation, the baseline the benchmarks compare against.
+    pub max_batch: usize,
+    /// Longest extra wait for more operations once the first has arrived. Default `None`: batch
+    /// only what queued while the previous commit was in flight, so a lone caller pays no delay.
+    pub max_wait: Option<Duration>,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 1024,
+            max_wait: None,
+        }
+    }
+}
+
+pub(crate) struct Job {
+    pub(crate) op: Op,
+    pub(crate) now: u64,
+    pub(crate) reply: Sender<Result<Outcome>>,
+}
+
+pub(crate) struct Writer {
+    pub(crate) tx: Sender<Job>,
+    pub(crate) handle: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn spawn(shared: Arc<Shared>, opts: WriterOptions) -> Result<Writer> {
+    let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+    let handle = std::thread::Builder::new()
+        .name("tokendb-writer".into())
+        .spawn(move || run(&shared, &rx, opts))?;
+    Ok(Writer { tx, handle })
+}
+
+fn collect(rx: &Receiver<Job>, first: Job, opts: WriterOptions) -> Vec<Job> {
+    let max = opts.max_batch.max(1);
+    let mut batch = vec![first];
+    let deadline = opts.max_wait.map(|w| Instant::now() + w);
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {
+                let Some(d) = deadline else { break };
+                match rx.recv_deadline(d) {
+                    Ok(job) => batch.push(job),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
+    }
+    batch
+}
+
+fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
+    while let Ok(first) = rx.recv() {
+        let batch = collect(rx, first, opts);
+        if let Some(why) = shared.failure() {
+            for job in batch {
+                let _ = job.reply.send(Err(StoreError::Failed(why.clone())));
+            }
+            continue;
+        }
+        let (replies, ops): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|j| (j.reply, (j.op, j.now))).unzip();
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply_batch(shared, ops)));
+        match result {
+            Ok(Ok(outcomes)) => {
+                shared.commit_seq.fetch_add(1, Ordering::AcqRel);
+                for (reply, out) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(out);
+                }
+            }
+            Ok(Err(e)) => {
+                let msg = e.to_string();
+                let mut first = Some(e);
+                for reply in replies {
+                    let err = first
+                        .take()
+                        .unwrap_or_else(|| StoreError::Failed(format!("batch failed: {msg}")));
+                    let _ = reply.send(Err(err));
+                }
+            }
+            Err(_) => {
+                shared.fail("the writer thread panicked".into());
+                for reply in replies {
+                    let _ =
+                        reply.send(Err(StoreError::Failed("the writer thread panicked".into())));
+                }
+            }
+        }
+    }
+}
+
+/// Applies a batch in one transaction. Returns one outcome per op, or the error that failed
+/// the transaction.
+///
+/// An op that fails on its own input or a damaged record of its own (`Invalid`, `Corrupt`) may
+/// have written part of its change already; so the transaction is dropped (aborted), that op is
+/// answered with its error, and the batch is applied again without it. Refusals are ordinary
+/// outcomes and need none of this.
+fn apply_batch(shared: &Shared, ops: Vec<(Op, u64)>) -> Result<Vec<Result<Outcome>>> {
+    let keys = shared.keys();
+    let guard = shared
+        .db
+        .read()
+        .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+    let db = guard.as_ref().ok_or(StoreError::Closed)?;
+    let mut failed: Vec<Option<StoreError>> = ops.iter().map(|_| None).collect();
+    'attempt: loop {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| StoreError::Storage(e.into()))?;
+        txn.set_quick_repair(shared.quick_repair);
+        let mut outcomes = Vec::with_capacity(ops.len());
+        {
+            let mut tx = Tx::open(&txn, &keys)?;
+            for (i, (op, now)) in ops.iter().enumerate() {
+                if failed.get(i).is_some_and(Option::is_some) {
+                    outcomes.push(None);
+                    continue;
+                }
+                match tx.apply(op, *now) {
+                    Ok(o) => outcomes.push(Some(o)),
+                    Err(e @ (StoreError::Invalid(_) | StoreError::Corrupt(_))) => {
+                        if let Some(slot) = failed.get_mut(i) {
+                            *slot = Some(e);
+                        }
+                        drop(tx);
+                        txn.abort()?;
+                        continue 'attempt;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        txn.commit()?;
+        return Ok(outcomes
+            .into_iter()
+            .zip(failed)
+            .map(|(o, f)| match (o, f) {
+                (Some(o), _) => Ok(o),
+                (None, Some(e)) => Err(e),
+                (None, None) => Err(StoreError::Failed("operation was not applied".into())),
+            })
+            .collect());
+    }
+}
