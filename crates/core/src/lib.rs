@@ -44,6 +44,7 @@ pub mod record;
 pub mod scope;
 pub mod seal;
 pub mod secret;
+pub mod time;
 pub mod token;
 
 pub use error::{CoreError, ParseError};
@@ -53,4 +54,5 @@ pub use record::{AccessRecord, FamilyRecord, RecordBody, RecordState, RevokeReas
 pub use scope::Scope;
 pub use seal::{KeyId, SealingKey};
 pub use secret::{TokenSecret, TokenString};
+pub use time::{Clock, ManualClock};
 pub use token::{AccessToken, ParsedToken, RefreshToken, TokenFormat, TokenKind};

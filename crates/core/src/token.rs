@@ -162,6 +162,15 @@ pub struct TokenFormat {
     prefix: String,
 }
 
+impl Default for TokenFormat {
+    /// The default prefix, `tdb`.
+    fn default() -> Self {
+        Self {
+            prefix: "tdb".to_owned(),
+        }
+    }
+}
+
 impl TokenFormat {
     /// A format with the given prefix: 1 to 16 characters of `a-z`, `0-9`.
     ///

@@ -98,6 +98,8 @@ fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
         match result {
             Ok(Ok(outcomes)) => {
                 shared.commit_seq.fetch_add(1, Ordering::AcqRel);
+                // Drop pooled snapshots now: they are stale, and would pin old pages.
+                shared.readers.clear();
                 for (reply, out) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(out);
                 }

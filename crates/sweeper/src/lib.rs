@@ -1,0 +1,341 @@
+//! # tokendb-sweeper
+//!
+//! The background expiry thread of tokendb. A named thread (`tokendb-sweeper`) waits on a
+//! crossbeam `tick` and a command channel; each pass takes index entries with deadline ≤ now in
+//! bounded batches — each batch one short write transaction through the store's group-commit
+//! writer, so lookups (which never wait for writers in redb) and other writes are held up for
+//! one batch at most — and deletes the expired families (with their access tokens) and tokens
+//! together with every index entry. An entry whose record shows a later deadline is re-filed,
+//! not deleted.
+//!
+//! A panic or an error in the thread marks the database failed, so operations report it instead
+//! of the sweeper dying silently. `tokendb::TokenDb` starts and stops it.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tokendb_core::{MasterKey, ManualClock};
+//! use tokendb_store::{Store, StoreOptions};
+//! use tokendb_sweeper::{Sweeper, SweeperConfig};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Arc::new(Store::create(dir.path().join("t.tdb"), &MasterKey::generate(), StoreOptions::default())?);
+//! let clock = Arc::new(ManualClock::new(1_000));
+//! let sweeper = Sweeper::start(Arc::clone(&store), clock, SweeperConfig::default())?;
+//! let report = sweeper.sweep_now(None)?;
+//! assert_eq!(report.families + report.tokens, 0);
+//! sweeper.shutdown();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+use crossbeam_channel::{Receiver, Sender, select};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokendb_core::Clock;
+use tokendb_store::{Op, Outcome, Store, StoreError, SweepCounts};
+
+/// Sweeper settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SweeperConfig {
+    /// Run the background thread. Default `true`; when `false`, sweep by hand with
+    /// `TokenDb::sweep_now`.
+    pub enabled: bool,
+    /// Time between passes. Default 10 s.
+    pub interval: Duration,
+    /// Index entries per batch (one write transaction). Default 2,000.
+    pub batch_size: usize,
+    /// Longest a pass keeps going before it yields to the next tick. Default 1 s.
+    pub pass_budget: Duration,
+}
+
+impl Default for SweeperConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(10),
+            batch_size: 2_000,
+            pass_budget: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Batches (write transactions).
+    pub batches: u64,
+    /// Families deleted.
+    pub families: u64,
+    /// Access tokens deleted.
+    pub tokens: u64,
+    /// Entries re-filed at a later deadline.
+    pub refiled: u64,
+    /// Grace slots erased.
+    pub grace_erased: u64,
+    /// Entries dropped because their record failed authentication (see `tokendb verify`).
+    pub corrupt: u64,
+    /// Whether expired entries remain (the pass hit its budget or limit).
+    pub more: bool,
+    /// Age in ms of the oldest overdue entry seen, 0 if none.
+    pub lag_ms: u64,
+    /// Wall time of the pass.
+    pub duration: Duration,
+}
+
+impl PassReport {
+    fn add(&mut self, c: &SweepCounts, now: u64) {
+        self.batches += 1;
+        self.families += c.families;
+        self.tokens += c.tokens;
+        self.refiled += c.refiled;
+        self.grace_erased += c.grace_erased;
+        self.corrupt += c.corrupt;
+        self.more = c.more;
+        if let Some(d) = c.oldest_deadline {
+            self.lag_ms = self.lag_ms.max(now.saturating_sub(d));
+        }
+    }
+}
+
+/// Counters since start, readable at any time.
+#[derive(Debug, Default)]
+pub struct SweeperMetrics {
+    passes: AtomicU64,
+    families: AtomicU64,
+    tokens: AtomicU64,
+    refiled: AtomicU64,
+    last_pass_us: AtomicU64,
+    lag_ms: AtomicU64,
+}
+
+/// A copy of the counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Passes run.
+    pub passes: u64,
+    /// Families deleted.
+    pub families_deleted: u64,
+    /// Access tokens deleted.
+    pub tokens_deleted: u64,
+    /// Entries re-filed.
+    pub refiled: u64,
+    /// Duration of the last pass, µs.
+    pub last_pass_us: u64,
+    /// Lag of the last pass: age of the oldest overdue entry it met, ms.
+    pub lag_ms: u64,
+}
+
+impl SweeperMetrics {
+    fn record(&self, r: &PassReport) {
+        self.passes.fetch_add(1, Ordering::Relaxed);
+        self.families.fetch_add(r.families, Ordering::Relaxed);
+        self.tokens.fetch_add(r.tokens, Ordering::Relaxed);
+        self.refiled.fetch_add(r.refiled, Ordering::Relaxed);
+        self.last_pass_us.store(
+            u64::try_from(r.duration.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.lag_ms.store(r.lag_ms, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    #[must_use]
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            passes: self.passes.load(Ordering::Relaxed),
+            families_deleted: self.families.load(Ordering::Relaxed),
+            tokens_deleted: self.tokens.load(Ordering::Relaxed),
+            refiled: self.refiled.load(Ordering::Relaxed),
+            last_pass_us: self.last_pass_us.load(Ordering::Relaxed),
+            lag_ms: self.lag_ms.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Runs one pass on the calling thread: batches until nothing is due, `limit` entries were
+/// examined, `budget` ran out, or `stop` is set. Records it in `metrics`.
+///
+/// # Errors
+/// The store's error; batches committed before it stay committed.
+pub fn run_pass(
+    store: &Store,
+    now: u64,
+    batch_size: usize,
+    limit: Option<u64>,
+    budget: Option<Duration>,
+    stop: &AtomicBool,
+    metrics: &SweeperMetrics,
+) -> Result<PassReport, StoreError> {
+    let started = Instant::now();
+    let mut report = PassReport::default();
+    let mut examined = 0u64;
+    loop {
+        let room = limit.map_or(u64::MAX, |l| l.saturating_sub(examined));
+        let batch = usize::try_from(room)
+            .unwrap_or(usize::MAX)
+            .min(batch_size.max(1));
+        if batch == 0 {
+            break;
+        }
+        match store.submit(Op::Sweep { limit: batch }, now)? {
+            Outcome::Swept(c) => {
+                examined += c.examined;
+                report.add(&c, now);
+                if !c.more {
+                    break;
+                }
+            }
+            _ => break,
+        }
+        if stop.load(Ordering::Acquire) || budget.is_some_and(|b| started.elapsed() >= b) {
+            break;
+        }
+    }
+    report.duration = started.elapsed();
+    metrics.record(&report);
+    Ok(report)
+}
+
+enum Command {
+    SweepNow(Option<u64>, Sender<Result<PassReport, StoreError>>),
+    Shutdown,
+}
+
+/// A running sweeper thread. Dropping it shuts it down.
+#[derive(Debug)]
+pub struct Sweeper {
+    cmd: Sender<Command>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+    metrics: Arc<SweeperMetrics>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::SweepNow(..) => "SweepNow",
+            Self::Shutdown => "Shutdown",
+        })
+    }
+}
+
+impl Sweeper {
+    /// Starts the thread.
+    ///
+    /// # Errors
+    /// If the OS refuses a thread.
+    pub fn start(
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        config: SweeperConfig,
+    ) -> std::io::Result<Self> {
+        let (cmd, rx) = crossbeam_channel::unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::new(SweeperMetrics::default());
+        let (s, m) = (Arc::clone(&stop), Arc::clone(&metrics));
+        let handle = std::thread::Builder::new()
+            .name("tokendb-sweeper".into())
+            .spawn(move || {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(&store, &*clock, config, &rx, &s, &m)
+                }));
+                if let Err(panic) = outcome {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(ToString::to_string)
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    store.mark_failed(format!("the sweeper thread panicked: {what}"));
+                }
+            })?;
+        Ok(Self {
+            cmd,
+            stop,
+            handle: Some(handle),
+            metrics,
+        })
+    }
+
+    /// Runs a pass now (on the sweeper thread) and waits for it. `limit` bounds the entries
+    /// examined; `None` sweeps everything due.
+    ///
+    /// # Errors
+    /// The pass's error, or [`StoreError::Failed`] if the thread is gone.
+    pub fn sweep_now(&self, limit: Option<u64>) -> Result<PassReport, StoreError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.cmd
+            .send(Command::SweepNow(limit, tx))
+            .map_err(|_| StoreError::Failed("the sweeper thread stopped".into()))?;
+        rx.recv()
+            .map_err(|_| StoreError::Failed("the sweeper thread stopped".into()))?
+    }
+
+    /// The counters.
+    #[must_use]
+    pub fn metrics(&self) -> &Arc<SweeperMetrics> {
+        &self.metrics
+    }
+
+    /// Stops the thread: a pass in progress ends after its current batch.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.cmd.send(Command::Shutdown);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn run(
+    store: &Store,
+    clock: &dyn Clock,
+    config: SweeperConfig,
+    rx: &Receiver<Command>,
+    stop: &AtomicBool,
+    metrics: &SweeperMetrics,
+) {
+    let ticker = crossbeam_channel::tick(config.interval.max(Duration::from_millis(1)));
+    loop {
+        select! {
+            recv(ticker) -> _ => {
+                if !config.enabled {
+                    continue;
+                }
+                match run_pass(store, clock.now_ms(), config.batch_size, None, Some(config.pass_budget), stop, metrics) {
+                    Ok(_) => {}
+                    Err(StoreError::Closed) => return,
+                    Err(StoreError::Failed(_)) => return,
+                    Err(e) => {
+                        store.mark_failed(format!("the sweeper failed: {e}"));
+                        return;
+                    }
+                }
+            }
+            recv(rx) -> cmd => match cmd {
+                Ok(Command::SweepNow(limit, reply)) => {
+                    let r = run_pass(store, clock.now_ms(), config.batch_size, limit, None, stop, metrics);
+                    let _ = reply.send(r);
+                }
+                Ok(Command::Shutdown) | Err(_) => return,
+            },
+        }
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+    }
+}

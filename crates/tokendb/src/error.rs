@@ -1,0 +1,146 @@
+//! The error type of `tokendb`.
+
+use core::fmt;
+use tokendb_core::{CoreError, FamilyId, ParseError, RevokeReason};
+use tokendb_store::StoreError;
+
+/// Why a refresh-token rotation was refused. Map it to an OAuth error with
+/// [`Error::oauth_error`]; tell the client nothing more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RotateRefusal {
+    /// Not a token of this database (bad tag, unknown family, wrong secret). `invalid_grant`.
+    Unknown,
+    /// The family is revoked. `invalid_grant`.
+    Revoked(RevokeReason),
+    /// Past the absolute deadline. `invalid_grant`.
+    ExpiredAbsolute,
+    /// Unused for longer than the idle window. `invalid_grant`.
+    ExpiredIdle,
+    /// Presented by another client; the family is left alone. `invalid_grant` (RFC 6749 §5.2).
+    ClientMismatch,
+    /// The requested scope is wider than the grant. `invalid_scope`.
+    ScopeWidened,
+    /// An already-rotated token came back: the family was revoked. `invalid_grant`.
+    ReuseDetected {
+        /// The family, now revoked.
+        family: FamilyId,
+        /// Generation presented.
+        presented: u64,
+        /// Newest generation.
+        newest: u64,
+    },
+}
+
+/// Errors of `tokendb`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The token string is malformed; nothing was read from disk.
+    Malformed(ParseError),
+    /// A rotation was refused.
+    Refused(RotateRefusal),
+    /// An input broke a limit or a rule (sizes, characters, scope syntax).
+    InvalidInput(CoreError),
+    /// The per-(subject, client) family cap is reached and configured to refuse.
+    CapReached {
+        /// The cap.
+        limit: u32,
+    },
+    /// The named family does not exist (or was swept).
+    FamilyNotFound,
+    /// A configuration value is out of range.
+    Config(String),
+    /// The storage layer failed (including wrong master key, closed or failed database).
+    Store(StoreError),
+}
+
+impl Error {
+    /// The OAuth 2.0 error code to give the client (RFC 6749 §5.2): `invalid_grant`,
+    /// `invalid_scope`, `invalid_request` or `server_error`.
+    #[must_use]
+    pub fn oauth_error(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) | Self::Refused(_) | Self::FamilyNotFound => match self {
+                Self::Refused(RotateRefusal::ScopeWidened) => "invalid_scope",
+                _ => "invalid_grant",
+            },
+            Self::InvalidInput(CoreError::BadScope(_)) => "invalid_scope",
+            Self::InvalidInput(_) | Self::CapReached { .. } => "invalid_request",
+            Self::Config(_) | Self::Store(_) => "server_error",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed(e) => write!(f, "malformed token: {e}"),
+            Self::Refused(r) => match r {
+                RotateRefusal::Unknown => f.write_str("refresh token unknown"),
+                RotateRefusal::Revoked(why) => write!(f, "refresh token revoked ({})", why.name()),
+                RotateRefusal::ExpiredAbsolute => {
+                    f.write_str("refresh token past its absolute lifetime")
+                }
+                RotateRefusal::ExpiredIdle => f.write_str("refresh token expired after inactivity"),
+                RotateRefusal::ClientMismatch => {
+                    f.write_str("refresh token was issued to another client")
+                }
+                RotateRefusal::ScopeWidened => f.write_str("requested scope exceeds the grant"),
+                RotateRefusal::ReuseDetected {
+                    family,
+                    presented,
+                    newest,
+                } => write!(
+                    f,
+                    "refresh token reuse detected: generation {presented} of family {family} presented after generation {newest} was issued; the family is revoked"
+                ),
+            },
+            Self::InvalidInput(e) => write!(f, "invalid input: {e}"),
+            Self::CapReached { limit } => {
+                write!(
+                    f,
+                    "this subject already has {limit} live grants for this client (the configured cap)"
+                )
+            }
+            Self::FamilyNotFound => f.write_str("no such token family"),
+            Self::Config(why) => write!(f, "invalid configuration: {why}"),
+            Self::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Malformed(e) => Some(e),
+            Self::InvalidInput(e) => Some(e),
+            Self::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Invalid(e) => Self::InvalidInput(e),
+            e => Self::Store(e),
+        }
+    }
+}
+
+impl From<ParseError> for Error {
+    fn from(e: ParseError) -> Self {
+        Self::Malformed(e)
+    }
+}
+
+impl From<CoreError> for Error {
+    fn from(e: CoreError) -> Self {
+        Self::InvalidInput(e)
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = core::result::Result<T, E>;
