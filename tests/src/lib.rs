@@ -1,1 +1,4 @@
-//! stub
+//! Shared helpers for tokendb's integration tests and the helper processes they drive.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
