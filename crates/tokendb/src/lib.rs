@@ -68,3 +68,8 @@ pub use tokendb_core::{
 pub use tokendb_rotation::{FamilyCap, RotationMode};
 pub use tokendb_store::{StoreError, WriterOptions};
 pub use tokendb_sweeper::{MetricsSnapshot, PassReport, SweeperConfig};
+
+/// The README's example, compiled and run as a doc-test.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
