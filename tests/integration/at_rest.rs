@@ -32,7 +32,9 @@ fn the_file_holds_no_secret_subject_client_scope_or_claim() {
     let subject = "alice.liddell@wonderland.example";
     let client = "rabbit-hole-client";
     let claims = b"{\"favourite_tea\":\"darjeeling-first-flush\"}".to_vec();
-    let grant = Grant::new(subject, client, "openid offline_access tea:brew").unwrap().with_claims(claims.clone());
+    let grant = Grant::new(subject, client, "openid offline_access tea:brew")
+        .unwrap()
+        .with_claims(claims.clone());
     let mut strings = Vec::new();
     for _ in 0..20 {
         let rt = f.db.issue_refresh(&grant).unwrap();
@@ -48,16 +50,37 @@ fn the_file_holds_no_secret_subject_client_scope_or_claim() {
     let bytes = std::fs::read(f.path()).unwrap();
     assert!(bytes.len() > 4096);
 
-    for needle in [subject.as_bytes(), client.as_bytes(), b"tea:brew", b"offline_access", b"darjeeling", &claims] {
-        assert!(!contains(&bytes, needle), "{:?} found in the file", String::from_utf8_lossy(needle));
+    for needle in [
+        subject.as_bytes(),
+        client.as_bytes(),
+        b"tea:brew",
+        b"offline_access",
+        b"darjeeling",
+        &claims,
+    ] {
+        assert!(
+            !contains(&bytes, needle),
+            "{:?} found in the file",
+            String::from_utf8_lossy(needle)
+        );
     }
     for s in &strings {
-        assert!(!contains(&bytes, s.as_bytes()), "a token string is in the file");
+        assert!(
+            !contains(&bytes, s.as_bytes()),
+            "a token string is in the file"
+        );
         let tail = s.splitn(3, '_').nth(2).unwrap();
         let body = b64url_decode(tail);
         // Access body = secret (32); refresh body = family (16) ‖ generation (8) ‖ secret (32) ‖ tag.
-        let secret = if s.contains("_at_") { &body[..32] } else { &body[24..56] };
-        assert!(!contains(&bytes, secret), "a raw token secret is in the file");
+        let secret = if s.contains("_at_") {
+            &body[..32]
+        } else {
+            &body[24..56]
+        };
+        assert!(
+            !contains(&bytes, secret),
+            "a raw token secret is in the file"
+        );
         // Any 12-byte window of the secret would already be a leak.
         assert!(!contains(&bytes, &secret[..12]));
     }
@@ -66,25 +89,36 @@ fn the_file_holds_no_secret_subject_client_scope_or_claim() {
 #[test]
 fn wrong_master_key_is_refused_at_open_and_rotation_retires_the_old_key() {
     let f = Fixture::new();
-    let rt = f.db.issue_refresh(&Grant::new("bob", "cli", "openid").unwrap()).unwrap();
+    let rt =
+        f.db.issue_refresh(&Grant::new("bob", "cli", "openid").unwrap())
+            .unwrap();
     let token = rt.token.expose().to_owned();
     f.db.close().unwrap();
 
     let config = || Fixture::base(&f.clock).build().unwrap();
     let err = TokenDb::open(f.path(), &MasterKey::generate(), config()).unwrap_err();
-    assert!(matches!(err, Error::Store(StoreError::WrongMasterKey)), "{err}");
+    assert!(
+        matches!(err, Error::Store(StoreError::WrongMasterKey)),
+        "{err}"
+    );
     assert!(err.to_string().contains("master key"));
 
     let db = TokenDb::open(f.path(), &f.master, config()).unwrap();
     let new = MasterKey::generate();
     // Rotation needs the key in use.
-    assert!(matches!(db.rotate_master_key(&new, &new), Err(Error::Store(StoreError::WrongMasterKey))));
+    assert!(matches!(
+        db.rotate_master_key(&new, &new),
+        Err(Error::Store(StoreError::WrongMasterKey))
+    ));
     db.rotate_master_key(&f.master, &new).unwrap();
     // The open handle keeps working; no record was rewritten.
     assert!(db.validate(&token).unwrap().is_active());
     db.close().unwrap();
 
-    assert!(matches!(TokenDb::open(f.path(), &f.master, config()), Err(Error::Store(StoreError::WrongMasterKey))));
+    assert!(matches!(
+        TokenDb::open(f.path(), &f.master, config()),
+        Err(Error::Store(StoreError::WrongMasterKey))
+    ));
     let db = TokenDb::open(f.path(), &new, config()).unwrap();
     assert!(db.validate(&token).unwrap().is_active());
 }
@@ -95,7 +129,10 @@ fn open_refuses_what_is_not_a_tokendb_file() {
     let p = dir.path().join("notes.txt");
     std::fs::write(&p, "not a database").unwrap();
     let err = TokenDb::open(&p, &MasterKey::generate(), Config::default()).unwrap_err();
-    assert!(matches!(err, Error::Store(StoreError::NotATokenDb(_))), "{err}");
+    assert!(
+        matches!(err, Error::Store(StoreError::NotATokenDb(_))),
+        "{err}"
+    );
     assert_eq!(std::fs::read_to_string(&p).unwrap(), "not a database");
     let missing = dir.path().join("missing.tdb");
     assert!(matches!(

@@ -11,7 +11,9 @@ fn grant() -> Grant {
 #[test]
 fn issue_validate_introspect() {
     let f = Fixture::new();
-    let rt = f.db.issue_refresh(&grant().with_claims(b"{\"acr\":\"2\"}".to_vec())).unwrap();
+    let rt =
+        f.db.issue_refresh(&grant().with_claims(b"{\"acr\":\"2\"}".to_vec()))
+            .unwrap();
     assert_eq!(rt.absolute.expires_in, 90 * DAY / 1000);
     assert_eq!(rt.idle.expires_in, 14 * DAY / 1000);
     let at = f.db.issue_access_for_family(rt.family, None).unwrap();
@@ -38,13 +40,18 @@ fn issue_validate_introspect() {
     // A well-formed token this database never issued.
     let other = crate::common::Fixture::new();
     let foreign = other.db.issue_access(&grant()).unwrap();
-    assert_eq!(f.db.validate(foreign.token.expose()).unwrap().status, TokenStatus::Unknown);
+    assert_eq!(
+        f.db.validate(foreign.token.expose()).unwrap().status,
+        TokenStatus::Unknown
+    );
     assert!(!f.db.introspect(foreign.token.expose()).unwrap().active);
 }
 
 #[test]
 fn expired_tokens_are_refused_before_any_sweep() {
-    let f = Fixture::with(|b| b.refresh_lifetime(Duration::from_millis(10 * DAY), Duration::from_millis(DAY)));
+    let f = Fixture::with(|b| {
+        b.refresh_lifetime(Duration::from_millis(10 * DAY), Duration::from_millis(DAY))
+    });
     let rt = f.db.issue_refresh(&grant()).unwrap();
     let at = f.db.issue_access(&grant()).unwrap();
 
@@ -52,12 +59,18 @@ fn expired_tokens_are_refused_before_any_sweep() {
     f.advance(HOUR - 1);
     assert!(f.db.validate(at.token.expose()).unwrap().is_active());
     f.advance(1);
-    assert_eq!(f.db.validate(at.token.expose()).unwrap().status, TokenStatus::ExpiredAbsolute);
+    assert_eq!(
+        f.db.validate(at.token.expose()).unwrap().status,
+        TokenStatus::ExpiredAbsolute
+    );
     assert!(!f.db.introspect(at.token.expose()).unwrap().active);
 
     // Refresh token: idle expiry long before the absolute one.
     f.advance(DAY - HOUR);
-    assert_eq!(f.db.validate(rt.token.expose()).unwrap().status, TokenStatus::ExpiredIdle);
+    assert_eq!(
+        f.db.validate(rt.token.expose()).unwrap().status,
+        TokenStatus::ExpiredIdle
+    );
     assert!(matches!(
         f.db.rotate(rt.token.expose(), "demo-client", None),
         Err(Error::Refused(RotateRefusal::ExpiredIdle))
@@ -67,10 +80,16 @@ fn expired_tokens_are_refused_before_any_sweep() {
     let mut tok = f.db.issue_refresh(&grant()).unwrap().token;
     for _ in 0..9 {
         f.advance(DAY - MINUTE);
-        tok = f.db.rotate(tok.expose(), "demo-client", None).unwrap().token;
+        tok =
+            f.db.rotate(tok.expose(), "demo-client", None)
+                .unwrap()
+                .token;
     }
     f.advance(10 * DAY);
-    assert_eq!(f.db.validate(tok.expose()).unwrap().status, TokenStatus::ExpiredAbsolute);
+    assert_eq!(
+        f.db.validate(tok.expose()).unwrap().status,
+        TokenStatus::ExpiredAbsolute
+    );
     // Nothing was swept: the sweeper never ran, yet every answer is "expired", not "active".
     assert_eq!(f.db.sweeper_metrics().passes, 0);
 }
@@ -81,45 +100,87 @@ fn revoking_a_refresh_token_revokes_its_family_and_access_tokens() {
     let events = f.db.subscribe();
     let rt = f.db.issue_refresh(&grant()).unwrap();
     let a1 = f.db.issue_access_for_family(rt.family, None).unwrap();
-    let a2 = f.db.issue_access_for_family(rt.family, Some(&tokendb::Scope::parse("openid").unwrap())).unwrap();
+    let a2 =
+        f.db.issue_access_for_family(rt.family, Some(&tokendb::Scope::parse("openid").unwrap()))
+            .unwrap();
     let unrelated = f.db.issue_access(&grant()).unwrap();
     let r = f.db.revoke(rt.token.expose()).unwrap();
     assert_eq!((r.families, r.tokens), (1, 2));
-    assert_eq!(f.db.validate(rt.token.expose()).unwrap().status, TokenStatus::Revoked(RevokeReason::Requested));
+    assert_eq!(
+        f.db.validate(rt.token.expose()).unwrap().status,
+        TokenStatus::Revoked(RevokeReason::Requested)
+    );
     for a in [&a1, &a2] {
-        assert_eq!(f.db.validate(a.token.expose()).unwrap().status, TokenStatus::Revoked(RevokeReason::Family));
+        assert_eq!(
+            f.db.validate(a.token.expose()).unwrap().status,
+            TokenStatus::Revoked(RevokeReason::Family)
+        );
         assert!(!f.db.introspect(a.token.expose()).unwrap().active);
     }
     assert!(f.db.validate(unrelated.token.expose()).unwrap().is_active());
-    assert!(matches!(events.try_recv(), Ok(tokendb::Event::FamilyRevoked { reason: RevokeReason::Requested, .. })));
+    assert!(matches!(
+        events.try_recv(),
+        Ok(tokendb::Event::FamilyRevoked {
+            reason: RevokeReason::Requested,
+            ..
+        })
+    ));
     // Revoking again, or an unknown token, is not an error (RFC 7009 §2.2).
     assert_eq!(f.db.revoke(rt.token.expose()).unwrap().families, 0);
     // A revoked family cannot mint access tokens or rotate.
-    assert!(matches!(f.db.issue_access_for_family(rt.family, None), Err(Error::Refused(RotateRefusal::Revoked(_)))));
-    assert!(matches!(f.db.rotate(rt.token.expose(), "demo-client", None), Err(Error::Refused(RotateRefusal::Revoked(_)))));
+    assert!(matches!(
+        f.db.issue_access_for_family(rt.family, None),
+        Err(Error::Refused(RotateRefusal::Revoked(_)))
+    ));
+    assert!(matches!(
+        f.db.rotate(rt.token.expose(), "demo-client", None),
+        Err(Error::Refused(RotateRefusal::Revoked(_)))
+    ));
 }
 
 #[test]
 fn revoke_by_subject_client_and_family() {
     let f = Fixture::new();
-    let alice_web = f.db.issue_refresh(&Grant::new("alice", "web", "openid").unwrap()).unwrap();
-    let alice_app = f.db.issue_refresh(&Grant::new("alice", "app", "openid").unwrap()).unwrap();
-    let alice_at = f.db.issue_access(&Grant::new("alice", "app", "openid").unwrap()).unwrap();
-    let bob_web = f.db.issue_refresh(&Grant::new("bob", "web", "openid").unwrap()).unwrap();
+    let alice_web =
+        f.db.issue_refresh(&Grant::new("alice", "web", "openid").unwrap())
+            .unwrap();
+    let alice_app =
+        f.db.issue_refresh(&Grant::new("alice", "app", "openid").unwrap())
+            .unwrap();
+    let alice_at =
+        f.db.issue_access(&Grant::new("alice", "app", "openid").unwrap())
+            .unwrap();
+    let bob_web =
+        f.db.issue_refresh(&Grant::new("bob", "web", "openid").unwrap())
+            .unwrap();
     let bob_at = f.db.issue_access_for_family(bob_web.family, None).unwrap();
 
     let r = f.db.revoke_subject("alice", Some("app")).unwrap();
     assert_eq!((r.families, r.tokens), (1, 1));
     assert!(f.db.validate(alice_web.token.expose()).unwrap().is_active());
-    assert_eq!(f.db.validate(alice_app.token.expose()).unwrap().status, TokenStatus::Revoked(RevokeReason::Subject));
-    assert_eq!(f.db.validate(alice_at.token.expose()).unwrap().status, TokenStatus::Revoked(RevokeReason::Subject));
+    assert_eq!(
+        f.db.validate(alice_app.token.expose()).unwrap().status,
+        TokenStatus::Revoked(RevokeReason::Subject)
+    );
+    assert_eq!(
+        f.db.validate(alice_at.token.expose()).unwrap().status,
+        TokenStatus::Revoked(RevokeReason::Subject)
+    );
 
     let r = f.db.revoke_client("web").unwrap();
     assert_eq!((r.families, r.tokens), (2, 1));
-    assert_eq!(f.db.validate(bob_at.token.expose()).unwrap().status, TokenStatus::Revoked(RevokeReason::Family));
-    assert_eq!(f.db.validate(alice_web.token.expose()).unwrap().status, TokenStatus::Revoked(RevokeReason::Client));
+    assert_eq!(
+        f.db.validate(bob_at.token.expose()).unwrap().status,
+        TokenStatus::Revoked(RevokeReason::Family)
+    );
+    assert_eq!(
+        f.db.validate(alice_web.token.expose()).unwrap().status,
+        TokenStatus::Revoked(RevokeReason::Client)
+    );
 
-    let carol = f.db.issue_refresh(&Grant::new("carol", "web", "openid").unwrap()).unwrap();
+    let carol =
+        f.db.issue_refresh(&Grant::new("carol", "web", "openid").unwrap())
+            .unwrap();
     assert_eq!(f.db.revoke_family(carol.family).unwrap().families, 1);
     assert!(!f.db.validate(carol.token.expose()).unwrap().is_active());
 }
@@ -153,10 +214,15 @@ fn cap_on_live_families_evicts_or_refuses() {
     f.advance(1);
     let second = f.db.issue_refresh(&grant()).unwrap();
     f.advance(1);
-    let other_client = f.db.issue_refresh(&Grant::new("alice@example.com", "other", "openid").unwrap()).unwrap();
+    let other_client =
+        f.db.issue_refresh(&Grant::new("alice@example.com", "other", "openid").unwrap())
+            .unwrap();
     let third = f.db.issue_refresh(&grant()).unwrap();
     assert_eq!(third.evicted, vec![first.family]);
-    assert_eq!(f.db.validate(first.token.expose()).unwrap().status, TokenStatus::Revoked(RevokeReason::Evicted));
+    assert_eq!(
+        f.db.validate(first.token.expose()).unwrap().status,
+        TokenStatus::Revoked(RevokeReason::Evicted)
+    );
     for t in [&second, &third, &other_client] {
         assert!(f.db.validate(t.token.expose()).unwrap().is_active());
     }
@@ -173,7 +239,10 @@ fn closed_database_says_so() {
     let clone = f.db.clone();
     let rt = f.db.issue_refresh(&grant()).unwrap();
     f.db.close().unwrap();
-    for r in [clone.validate(rt.token.expose()).map(drop), clone.issue_refresh(&grant()).map(drop)] {
+    for r in [
+        clone.validate(rt.token.expose()).map(drop),
+        clone.issue_refresh(&grant()).map(drop),
+    ] {
         assert!(matches!(r, Err(Error::Store(StoreError::Closed))));
     }
 }
