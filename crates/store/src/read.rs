@@ -14,13 +14,14 @@ use crate::tables::{
     IX_KEY_LEN, TOKENS, dl_parse, ix_parse,
 };
 use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use tokendb_core::ids::{FAMILY_ID_LEN, TOKEN_ID_LEN};
-use tokendb_core::{AccessRecord, CoreError, FamilyId, FamilyRecord, IndexHash, TokenId};
+use tokendb_core::{AccessRecord, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing, TokenId};
 
 pub(crate) struct Snapshot {
     seq: u64,
+    keys: Arc<KeyRing>,
     families: ReadOnlyTable<&'static [u8; FAMILY_ID_LEN], &'static [u8]>,
     tokens: ReadOnlyTable<&'static [u8; TOKEN_ID_LEN], &'static [u8]>,
 }
@@ -50,6 +51,53 @@ impl ReaderPool {
             && p.len() < POOL_MAX
         {
             p.push(s);
+        }
+    }
+}
+
+/// A consistent read view, handed to the closure of [`Store::read`].
+pub struct Reader<'a> {
+    snap: &'a Snapshot,
+}
+
+impl std::fmt::Debug for Reader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("seq", &self.snap.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reader<'_> {
+    /// The data keys this view reads with.
+    #[must_use]
+    pub fn keys(&self) -> &KeyRing {
+        &self.snap.keys
+    }
+
+    /// Reads and authenticates a family record.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
+    pub fn family(&self, id: &FamilyId) -> Result<Option<FamilyRecord>> {
+        match self.snap.families.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(v) => FamilyRecord::decode(v.value(), id, &self.snap.keys)
+                .map(Some)
+                .map_err(StoreError::Corrupt),
+        }
+    }
+
+    /// Reads and authenticates an access token record.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
+    pub fn token(&self, id: &TokenId) -> Result<Option<AccessRecord>> {
+        match self.snap.tokens.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(v) => AccessRecord::decode(v.value(), id, &self.snap.keys)
+                .map(Some)
+                .map_err(StoreError::Corrupt),
         }
     }
 }
@@ -92,18 +140,28 @@ impl Store {
             .read()
             .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
         let db = guard.as_ref().ok_or(StoreError::Closed)?;
+        let keys = self.keys();
         let txn = db.begin_read()?;
         Ok(Snapshot {
             seq,
+            keys,
             families: txn.open_table(FAMILIES)?,
             tokens: txn.open_table(TOKENS)?,
         })
     }
 
-    fn with_snapshot<R>(&self, f: impl FnOnce(&Snapshot) -> Result<R>) -> Result<R> {
+    /// Runs `f` on one consistent read view (a pooled snapshot and the keys to read it with).
+    /// Cheap: no transaction is opened unless a write committed since the pooled view was taken.
+    ///
+    /// # Errors
+    /// [`StoreError::Closed`], [`StoreError::Failed`], storage errors, or `f`'s own error.
+    pub fn read<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Reader<'_>) -> core::result::Result<R, E>,
+    ) -> core::result::Result<R, E> {
         self.check_usable()?;
         let snap = self.snapshot()?;
-        let r = f(&snap);
+        let r = f(&Reader { snap: &snap });
         if self.shared.commit_seq.load(Ordering::Acquire) == snap.seq {
             self.shared.readers.give(snap);
         }
@@ -115,13 +173,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
     pub fn family(&self, id: &FamilyId) -> Result<Option<FamilyRecord>> {
-        let keys = self.keys();
-        self.with_snapshot(|s| match s.families.get(id.as_bytes())? {
-            None => Ok(None),
-            Some(v) => FamilyRecord::decode(v.value(), id, &keys)
-                .map(Some)
-                .map_err(StoreError::Corrupt),
-        })
+        self.read(|r| r.family(id))
     }
 
     /// Reads and authenticates an access token record.
@@ -129,13 +181,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
     pub fn token(&self, id: &TokenId) -> Result<Option<AccessRecord>> {
-        let keys = self.keys();
-        self.with_snapshot(|s| match s.tokens.get(id.as_bytes())? {
-            None => Ok(None),
-            Some(v) => AccessRecord::decode(v.value(), id, &keys)
-                .map(Some)
-                .map_err(StoreError::Corrupt),
-        })
+        self.read(|r| r.token(id))
     }
 
     /// Visits every family and token record of one consistent snapshot.

@@ -16,7 +16,7 @@ use tokendb_core::{
     RecordState, RefreshToken, RevokeReason, Scope, TokenKind, TokenSecret,
 };
 use tokendb_rotation::{Refusal, Status, family_status};
-use tokendb_store::{Op, Outcome, RotateRequest, Store, StoreError};
+use tokendb_store::{Op, Outcome, Reader, RotateRequest, Store, StoreError};
 use tokendb_sweeper::{MetricsSnapshot, PassReport, Sweeper, SweeperMetrics};
 
 struct Inner {
@@ -151,8 +151,14 @@ impl TokenDb {
     /// steps backwards (NTP) cannot make a rotation's time precede the previous one's.
     fn now(&self) -> u64 {
         let t = self.inner.config.clock.now_ms();
-        let prev = self.inner.last_now.fetch_max(t, Ordering::AcqRel);
-        t.max(prev)
+        // Read first: in the common case time has not gone back and, within a millisecond,
+        // nothing needs writing, so concurrent lookups do not contend on this cache line.
+        let prev = self.inner.last_now.load(Ordering::Acquire);
+        if t > prev {
+            self.inner.last_now.fetch_max(t, Ordering::AcqRel).max(t)
+        } else {
+            prev
+        }
     }
 
     fn keys(&self) -> Arc<KeyRing> {
@@ -348,11 +354,12 @@ impl TokenDb {
 
     // ---- lookups ----
 
-    fn lookup_refresh(&self, t: &RefreshToken, keys: &KeyRing) -> Result<RefreshLookup> {
+    fn lookup_refresh(r: &Reader<'_>, t: &RefreshToken) -> Result<RefreshLookup> {
+        let keys = r.keys();
         if !t.tag_is_valid(keys) {
             return Ok(RefreshLookup::Unknown);
         }
-        let Some(rec) = self.inner.store.family(&t.family)? else {
+        let Some(rec) = r.family(&t.family)? else {
             return Ok(RefreshLookup::Unknown);
         };
         if t.generation > rec.generation || t.generation == 0 {
@@ -375,11 +382,10 @@ impl TokenDb {
         let parsed = self.parse(token)?;
         self.check_open()?;
         let now = self.now();
-        let keys = self.keys();
-        match parsed {
+        self.inner.store.read(|r| match &parsed {
             ParsedToken::Access(t) => {
-                let id = keys.token_id(TokenKind::Access, &t.secret);
-                Ok(match self.inner.store.token(&id)? {
+                let id = r.keys().token_id(TokenKind::Access, &t.secret);
+                Ok(match r.token(&id)? {
                     None => Validation {
                         kind: TokenKind::Access,
                         status: TokenStatus::Unknown,
@@ -398,7 +404,7 @@ impl TokenDb {
                     },
                 })
             }
-            ParsedToken::Refresh(t) => Ok(match self.lookup_refresh(&t, &keys)? {
+            ParsedToken::Refresh(t) => Ok(match Self::lookup_refresh(r, t)? {
                 RefreshLookup::Unknown => Validation {
                     kind: TokenKind::Refresh,
                     status: TokenStatus::Unknown,
@@ -422,7 +428,7 @@ impl TokenDb {
                     }
                 }
             }),
-        }
+        })
     }
 
     /// RFC 7662 introspection: the token's status and, when active, its claims (this opens the
@@ -434,18 +440,17 @@ impl TokenDb {
         let parsed = self.parse(token)?;
         self.check_open()?;
         let now = self.now();
-        let keys = self.keys();
-        match parsed {
+        self.inner.store.read(|r| match &parsed {
             ParsedToken::Access(t) => {
-                let id = keys.token_id(TokenKind::Access, &t.secret);
-                let Some(rec) = self.inner.store.token(&id)? else {
+                let id = r.keys().token_id(TokenKind::Access, &t.secret);
+                let Some(rec) = r.token(&id)? else {
                     return Ok(Introspection::inactive(TokenStatus::Unknown));
                 };
                 let status = access_status(&rec, now);
                 if status != TokenStatus::Active {
                     return Ok(Introspection::inactive(status));
                 }
-                let body = rec.open_body(&id, &keys).map_err(StoreError::Corrupt)?;
+                let body = rec.open_body(&id, r.keys()).map_err(StoreError::Corrupt)?;
                 let exp = Expiry::new(rec.deadline, now);
                 Ok(Introspection {
                     active: true,
@@ -462,7 +467,7 @@ impl TokenDb {
                     family: rec.family,
                 })
             }
-            ParsedToken::Refresh(t) => match self.lookup_refresh(&t, &keys)? {
+            ParsedToken::Refresh(t) => match Self::lookup_refresh(r, t)? {
                 RefreshLookup::Unknown => Ok(Introspection::inactive(TokenStatus::Unknown)),
                 RefreshLookup::Found { rec, current } => {
                     let status = match family_status(&rec, now) {
@@ -473,7 +478,7 @@ impl TokenDb {
                         return Ok(Introspection::inactive(status));
                     }
                     let body = rec
-                        .open_body(&t.family, &keys)
+                        .open_body(&t.family, r.keys())
                         .map_err(StoreError::Corrupt)?;
                     Ok(Introspection {
                         active: true,
@@ -491,7 +496,7 @@ impl TokenDb {
                     })
                 }
             },
-        }
+        })
     }
 
     // ---- rotation ----
@@ -643,12 +648,14 @@ impl TokenDb {
                 let id = keys.token_id(TokenKind::Access, &t.secret);
                 Ok(self.revoked(self.inner.store.submit(Op::RevokeToken { id }, now)?))
             }
-            ParsedToken::Refresh(t) => match self.lookup_refresh(&t, &keys)? {
-                RefreshLookup::Unknown => Ok(Revoked::default()),
-                RefreshLookup::Found { .. } => {
-                    self.revoke_family_reason(t.family, RevokeReason::Requested, now)
+            ParsedToken::Refresh(t) => {
+                match self.inner.store.read(|r| Self::lookup_refresh(r, &t))? {
+                    RefreshLookup::Unknown => Ok(Revoked::default()),
+                    RefreshLookup::Found { .. } => {
+                        self.revoke_family_reason(t.family, RevokeReason::Requested, now)
+                    }
                 }
-            },
+            }
         }
     }
 
