@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+mod admin;
 mod error;
 mod meta;
 mod ops;
@@ -34,10 +35,13 @@ mod read;
 mod tables;
 mod writer;
 
+pub use admin::{
+    AccessStats, Expiring, FamilyStats, IndexCounts, Problem, StoreStats, VerifyReport,
+};
 pub use error::{Result, StoreError};
 pub use meta::FORMAT_VERSION;
 pub use ops::{Op, Outcome, RotateRequest, SweepCounts};
-pub use read::{IndexEntry, ScanItem};
+pub use read::{IndexEntry, Reader, ScanItem};
 pub use tables::Entry;
 pub use writer::WriterOptions;
 
@@ -285,6 +289,9 @@ impl Store {
             .write()
             .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
         *slot = Arc::new(ring);
+        drop(slot);
+        // Pooled snapshots carry the old key ring: retire them as a commit would.
+        self.shared.commit_seq.fetch_add(1, Ordering::AcqRel);
         self.shared.readers.clear();
         Ok(r)
     }
@@ -314,6 +321,14 @@ impl Store {
             .take();
         drop(db);
         Ok(())
+    }
+
+    /// Write transactions committed through this handle since it opened (group-commit batches,
+    /// plus any key change): with the number of operations submitted, it shows how well writes
+    /// are being batched.
+    #[must_use]
+    pub fn commits(&self) -> u64 {
+        self.shared.commit_seq.load(Ordering::Acquire)
     }
 
     /// Whether [`Store::close`] was called.
