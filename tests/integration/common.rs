@@ -45,3 +45,296 @@ impl Fixture {
         self.clock.advance(ms);
     }
 }
+
+impl Fixture {
+    /// As [`Fixture::with`], but the file lives on a RAM-backed file system (`/dev/shm`) when the
+    /// machine has one: still a real redb file, but a commit costs no disk flush. For tests that
+    /// make thousands of commits to prove logic rather than durability.
+    pub fn on_tmpfs(tweak: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Self {
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let master = MasterKey::generate();
+        let config = tweak(Self::base(&clock)).build().unwrap();
+        let db = TokenDb::create(dir.path().join("tokens.tdb"), &master, config).unwrap();
+        Self {
+            dir,
+            clock,
+            master,
+            db,
+        }
+    }
+}
+
+// ---- Added for the crash, durability and sweeper modules ----
+
+use std::collections::BTreeMap;
+use tokendb::{FamilyId, Grant};
+use tokendb_core::{AccessRecord, FamilyRecord, TokenId};
+use tokendb_store::{Entry, IndexEntry, ScanItem, Store};
+
+/// A grant for subject `sub-{i}` of client `client-{i % 3}`.
+pub fn grant(i: usize) -> Grant {
+    Grant::new(
+        format!("sub-{i}"),
+        format!("client-{}", i % 3),
+        "openid offline_access",
+    )
+    .unwrap()
+}
+
+/// Every record and every index entry of a store: one scan of each (run it while no one writes).
+pub struct Contents {
+    pub families: BTreeMap<FamilyId, FamilyRecord>,
+    /// Access tokens by the bytes of their id.
+    pub tokens: BTreeMap<[u8; 32], AccessRecord>,
+    pub index: Vec<IndexEntry>,
+}
+
+impl Contents {
+    /// Reads everything; every record must authenticate.
+    pub fn read(store: &Store) -> Self {
+        let mut families = BTreeMap::new();
+        let mut tokens = BTreeMap::new();
+        store
+            .scan(|item| match item {
+                ScanItem::Family(id, rec) => {
+                    families.insert(id, rec.unwrap_or_else(|e| panic!("family {id}: {e}")));
+                }
+                ScanItem::Token(id, rec) => {
+                    tokens.insert(
+                        *id.as_bytes(),
+                        rec.unwrap_or_else(|e| panic!("token {id:?}: {e}")),
+                    );
+                }
+            })
+            .unwrap();
+        let mut index = Vec::new();
+        store.scan_indexes(|e| index.push(e)).unwrap();
+        Self {
+            families,
+            tokens,
+            index,
+        }
+    }
+
+    /// Nothing at all: no record, no index entry (grace timers included).
+    pub fn is_empty(&self) -> bool {
+        self.families.is_empty() && self.tokens.is_empty() && self.index.is_empty()
+    }
+
+    /// Grace timers (`deadlines` entries that erase a kept successor when its window ends).
+    pub fn grace_timers(&self) -> Vec<(u64, FamilyId, u64)> {
+        self.index
+            .iter()
+            .filter_map(|e| match e {
+                IndexEntry::Deadline(d, Entry::Grace(f, g)) => Some((*d, *f, *g)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Where records and indexes disagree, in words; empty when every record has exactly its
+    /// index entries and every index entry points at a record that agrees with it:
+    /// - a family has one `deadlines` entry, at min(absolute, idle), and its `by_subject` and
+    ///   `by_client` entries; if it keeps a grace slot, a grace timer for its generation;
+    /// - an access token has one `deadlines` entry at its deadline; a family-bound one has its
+    ///   `family_tokens` entry (and its family exists), a standalone one its `by_subject` and
+    ///   `by_client` entries;
+    /// - no entry is malformed or points at a missing or different record. Grace timers are
+    ///   timers, not index entries: one may outlive its family or generation until it fires.
+    pub fn index_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut fam_deadlines: BTreeMap<FamilyId, Vec<u64>> = BTreeMap::new();
+        let mut tok_deadlines: BTreeMap<[u8; 32], Vec<u64>> = BTreeMap::new();
+        let mut has = std::collections::HashSet::new();
+        let key = |e: &IndexEntry| -> Vec<u8> {
+            let entry = |out: &mut Vec<u8>, en: &Entry| match en {
+                Entry::Family(f) => out.extend([&[1][..], f.as_bytes()].concat()),
+                Entry::Token(t) => out.extend([&[2][..], t.as_bytes()].concat()),
+                Entry::Grace(f, g) => {
+                    out.extend([&[3][..], f.as_bytes(), &g.to_be_bytes()].concat())
+                }
+            };
+            let mut out = Vec::new();
+            match e {
+                IndexEntry::FamilyToken(f, t) => {
+                    out.extend([&[b'f'][..], f.as_bytes(), t.as_bytes()].concat())
+                }
+                IndexEntry::Deadline(d, en) => {
+                    out.extend([&[b'd'][..], &d.to_be_bytes()].concat());
+                    entry(&mut out, en);
+                }
+                IndexEntry::Subject(h, en) | IndexEntry::Client(h, en) => {
+                    out.push(if matches!(e, IndexEntry::Subject(..)) {
+                        b's'
+                    } else {
+                        b'c'
+                    });
+                    out.extend(h.as_bytes());
+                    entry(&mut out, en);
+                }
+                IndexEntry::Malformed(_) => out.push(b'm'),
+            }
+            out
+        };
+        for e in &self.index {
+            match e {
+                IndexEntry::Malformed(table) => {
+                    problems.push(format!("malformed entry in {table}"))
+                }
+                IndexEntry::Deadline(d, Entry::Family(f)) => {
+                    fam_deadlines.entry(*f).or_default().push(*d)
+                }
+                IndexEntry::Deadline(d, Entry::Token(t)) => {
+                    tok_deadlines.entry(*t.as_bytes()).or_default().push(*d)
+                }
+                IndexEntry::Deadline(..) => {}
+                IndexEntry::FamilyToken(f, t) => match self.tokens.get(t.as_bytes()) {
+                    Some(rec) if rec.family == Some(*f) => {}
+                    Some(rec) => problems.push(format!(
+                        "family_tokens {f} -> {t:?}, but the token says {:?}",
+                        rec.family
+                    )),
+                    None => problems.push(format!("family_tokens {f} -> {t:?}: no such token")),
+                },
+                IndexEntry::Subject(h, entry) | IndexEntry::Client(h, entry) => {
+                    let subject = matches!(e, IndexEntry::Subject(..));
+                    let ok = match entry {
+                        Entry::Family(f) => self
+                            .families
+                            .get(f)
+                            .is_some_and(|r| *h == if subject { r.subject } else { r.client }),
+                        Entry::Token(t) => self.tokens.get(t.as_bytes()).is_some_and(|r| {
+                            r.family.is_none() && *h == if subject { r.subject } else { r.client }
+                        }),
+                        Entry::Grace(..) => false,
+                    };
+                    if !ok {
+                        problems.push(format!("dangling or wrong {e:?}"));
+                    }
+                }
+            }
+            has.insert(key(e));
+        }
+        for (f, ds) in &fam_deadlines {
+            if !self.families.contains_key(f) {
+                problems.push(format!("deadline entries {ds:?} for missing family {f}"));
+            }
+        }
+        for (t, ds) in &tok_deadlines {
+            if !self.tokens.contains_key(t) {
+                problems.push(format!(
+                    "deadline entries {ds:?} for missing token {:?}",
+                    TokenId::from_bytes(*t)
+                ));
+            }
+        }
+        let grace = self.grace_timers();
+        for (id, rec) in &self.families {
+            let ds = fam_deadlines.get(id).cloned().unwrap_or_default();
+            if ds != [rec.deadline()] {
+                problems.push(format!(
+                    "family {id}: deadline entries {ds:?}, record says {}",
+                    rec.deadline()
+                ));
+            }
+            let entry = Entry::Family(*id);
+            for want in [
+                IndexEntry::Subject(rec.subject, entry),
+                IndexEntry::Client(rec.client, entry),
+            ] {
+                if !has.contains(&key(&want)) {
+                    problems.push(format!("family {id}: missing {want:?}"));
+                }
+            }
+            if !rec.grace.is_empty()
+                && !grace
+                    .iter()
+                    .any(|(_, f, g)| f == id && *g == rec.generation)
+            {
+                problems.push(format!(
+                    "family {id}: grace slot kept with no timer to erase it"
+                ));
+            }
+        }
+        for (t, rec) in &self.tokens {
+            let id = TokenId::from_bytes(*t);
+            let ds = tok_deadlines.get(t).cloned().unwrap_or_default();
+            if ds != [rec.deadline] {
+                problems.push(format!(
+                    "token {id:?}: deadline entries {ds:?}, record says {}",
+                    rec.deadline
+                ));
+            }
+            let entry = Entry::Token(id);
+            let wants = match rec.family {
+                Some(f) => {
+                    if !self.families.contains_key(&f) {
+                        problems.push(format!("token {id:?} of missing family {f}"));
+                    }
+                    vec![IndexEntry::FamilyToken(f, id)]
+                }
+                None => vec![
+                    IndexEntry::Subject(rec.subject, entry),
+                    IndexEntry::Client(rec.client, entry),
+                ],
+            };
+            for want in wants {
+                if !has.contains(&key(&want)) {
+                    problems.push(format!("token {id:?}: missing {want:?}"));
+                }
+            }
+        }
+        problems
+    }
+
+    /// Panics with every disagreement between records and indexes.
+    pub fn assert_exact(&self) {
+        let problems = self.index_problems();
+        assert!(
+            problems.is_empty(),
+            "index and records disagree:\n{}",
+            problems.join("\n")
+        );
+    }
+}
+
+/// A small deterministic generator (SplitMix64) for randomised tests; seed it from
+/// [`random_seed`] and print the seed, so a failure can be replayed.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo)
+    }
+}
+
+/// A fresh seed (from the standard library's per-process random hasher keys), or the value of
+/// `TOKENDB_TEST_SEED` to replay a run.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    if let Some(s) = std::env::var("TOKENDB_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return s;
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(u64::from(std::process::id()));
+    h.finish()
+}
