@@ -30,11 +30,21 @@ impl Fixture {
         let master = MasterKey::generate();
         let config = tweak(Self::base(&clock)).build().unwrap();
         let db = TokenDb::create(dir.path().join("tokens.tdb"), &master, config).unwrap();
-        Self { dir, clock, master, db }
+        Self {
+            dir,
+            clock,
+            master,
+            db,
+        }
     }
 
     pub fn base(clock: &Arc<ManualClock>) -> ConfigBuilder {
-        Config::builder().clock(clock.clone()).sweeper(SweeperConfig { enabled: false, ..SweeperConfig::default() })
+        Config::builder()
+            .clock(clock.clone())
+            .sweeper(SweeperConfig {
+                enabled: false,
+                ..SweeperConfig::default()
+            })
     }
 
     pub fn path(&self) -> std::path::PathBuf {
