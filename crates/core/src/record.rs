@@ -1,16 +1,18 @@
 //! The versioned on-disk record codec (format version 1).
 //!
-//! Every record is `version ‖ key id ‖ plaintext header ‖ sealed body ‖ MAC`:
+//! Every record is `version ‖ key id ‖ plaintext header ‖ MAC ‖ sealed parts`:
 //!
-//! * the **header** holds what lookups decide on (state, deadlines, generation, the current
-//!   token's hash) in plaintext, so validation needs no decryption;
-//! * the **body** (subject, client id, scope, caller claims) is sealed with XChaCha20-Poly1305
-//!   under the sealing key named by the key id, with AAD binding it to its table, its record key
-//!   and the key id;
-//! * the **MAC** is a keyed BLAKE3 (key derived from the same sealing key) over the table, the
-//!   record key and every preceding byte, so no header field can be edited, no record moved to
-//!   another key, and no body swapped in without detection — checked on every decode, before any
-//!   field is believed.
+//! * the fixed-size **header** holds what lookups decide on (state, deadlines, generation, the
+//!   current token's hash) in plaintext, so validation needs no decryption;
+//! * the **MAC** is a keyed BLAKE3 (key derived from the sealing key named by the key id) over
+//!   the table, the record key, the version, the key id and the header: no header field can be
+//!   edited and no record moved to another key or table without detection. It is checked on
+//!   every decode, before any field is believed, and covers only the ~100-byte header so that a
+//!   validation costs two BLAKE3 blocks;
+//! * the **sealed parts** — the body (subject, client id, scope, caller claims) and, for a family
+//!   in its grace window, the successor's secret — are XChaCha20-Poly1305 ciphertexts whose AAD
+//!   binds them to their table, record key and key id (and generation, for the grace slot): they
+//!   cannot be edited or moved between records, and are authenticated when opened.
 //!
 //! These types are the storage format, separate from the API types of `tokendb`.
 
@@ -277,19 +279,27 @@ fn open_body(
     RecordBody::decode(&pt)
 }
 
-/// Splits `bytes` into (content, mac) after checking version and key id, and verifies the MAC.
+/// Bytes of a family record's authenticated header, version and key id included.
+const FAMILY_HEADER_LEN: usize = 1 + 4 + STATE_LEN + 5 * 8 + 32 + 16 + 16;
+/// Bytes of an access record's authenticated header, version and key id included.
+const ACCESS_HEADER_LEN: usize = 1 + 4 + STATE_LEN + 1 + 16 + 16 + 16 + 8 + 8;
+const STATE_LEN: usize = 1 + 1 + 8;
+
+/// Checks version, key id and the MAC of the fixed-size header at the front of `bytes`.
+/// Returns the key id, a reader over the header fields (after version and key id) and a reader
+/// over the sealed tail (after the MAC).
 fn verify<'a>(
     keys: &KeyRing,
     table: RecordTable,
     record_key: &[u8],
     bytes: &'a [u8],
-) -> Result<(KeyId, Reader<'a>), CoreError> {
-    let split = bytes
-        .len()
-        .checked_sub(MAC_LEN)
+    header_len: usize,
+) -> Result<(KeyId, Reader<'a>, Reader<'a>), CoreError> {
+    let (header, rest) = bytes
+        .split_at_checked(header_len)
         .ok_or(CoreError::Truncated)?;
-    let (content, mac) = bytes.split_at_checked(split).ok_or(CoreError::Truncated)?;
-    let mut r = Reader::new(content);
+    let (mac, tail) = rest.split_at_checked(MAC_LEN).ok_or(CoreError::Truncated)?;
+    let mut r = Reader::new(header);
     let version = r.u8()?;
     if version != RECORD_VERSION {
         return Err(CoreError::UnsupportedVersion(version));
@@ -297,24 +307,25 @@ fn verify<'a>(
     let key_id = KeyId(r.u32()?);
     let key = keys.sealing(key_id)?;
     let key_len = u8::try_from(record_key.len()).map_err(|_| CoreError::BadField("record key"))?;
-    if !key.verify_mac(&[&[table.to_byte(), key_len], record_key, content], mac) {
+    if !key.verify_mac(&[&[table.to_byte(), key_len], record_key, header], mac) {
         return Err(CoreError::Unauthentic);
     }
-    Ok((key_id, r))
+    Ok((key_id, r, Reader::new(tail)))
 }
 
+/// Appends the MAC of the header written so far (`out` holds exactly the header).
 fn append_mac(
     keys: &KeyRing,
     table: RecordTable,
     record_key: &[u8],
     key_id: KeyId,
-    mut out: Vec<u8>,
-) -> Result<Vec<u8>, CoreError> {
+    out: &mut Vec<u8>,
+) -> Result<(), CoreError> {
     let key = keys.sealing(key_id)?;
     let key_len = u8::try_from(record_key.len()).map_err(|_| CoreError::BadField("record key"))?;
-    let mac = key.mac(&[&[table.to_byte(), key_len], record_key, &out]);
+    let mac = key.mac(&[&[table.to_byte(), key_len], record_key, out]);
     out.extend_from_slice(&mac);
-    Ok(out)
+    Ok(())
 }
 
 /// A family: one login's grant lineage, and its single current refresh token.
@@ -375,9 +386,16 @@ impl FamilyRecord {
         out.extend_from_slice(self.current.as_bytes());
         out.extend_from_slice(self.subject.as_bytes());
         out.extend_from_slice(self.client.as_bytes());
+        append_mac(
+            keys,
+            RecordTable::Families,
+            id.as_bytes(),
+            self.key_id,
+            &mut out,
+        )?;
         put_bytes16(&mut out, &self.grace, "grace slot")?;
         put_bytes32(&mut out, &self.body, "body")?;
-        append_mac(keys, RecordTable::Families, id.as_bytes(), self.key_id, out)
+        Ok(out)
     }
 
     /// Authenticates and decodes a stored record.
@@ -386,7 +404,13 @@ impl FamilyRecord {
     /// [`CoreError::Unauthentic`] if any byte was altered or the record belongs to another key;
     /// other variants for truncation, unknown versions or key ids.
     pub fn decode(bytes: &[u8], id: &FamilyId, keys: &KeyRing) -> Result<Self, CoreError> {
-        let (key_id, mut r) = verify(keys, RecordTable::Families, id.as_bytes(), bytes)?;
+        let (key_id, mut r, mut tail) = verify(
+            keys,
+            RecordTable::Families,
+            id.as_bytes(),
+            bytes,
+            FAMILY_HEADER_LEN,
+        )?;
         let state = RecordState::read(&mut r)?;
         let rec = Self {
             key_id,
@@ -399,10 +423,11 @@ impl FamilyRecord {
             current: TokenId::from_bytes(r.array()?),
             subject: IndexHash::from_bytes(r.array()?),
             client: IndexHash::from_bytes(r.array()?),
-            grace: r.bytes16()?.to_vec(),
-            body: r.bytes32()?.to_vec(),
+            grace: tail.bytes16()?.to_vec(),
+            body: tail.bytes32()?.to_vec(),
         };
         r.finish()?;
+        tail.finish()?;
         Ok(rec)
     }
 
@@ -532,8 +557,15 @@ impl AccessRecord {
         out.extend_from_slice(self.client.as_bytes());
         out.extend_from_slice(&self.issued_at.to_be_bytes());
         out.extend_from_slice(&self.deadline.to_be_bytes());
+        append_mac(
+            keys,
+            RecordTable::Tokens,
+            id.as_bytes(),
+            self.key_id,
+            &mut out,
+        )?;
         put_bytes32(&mut out, &self.body, "body")?;
-        append_mac(keys, RecordTable::Tokens, id.as_bytes(), self.key_id, out)
+        Ok(out)
     }
 
     /// Authenticates and decodes a stored record.
@@ -541,7 +573,13 @@ impl AccessRecord {
     /// # Errors
     /// As [`FamilyRecord::decode`].
     pub fn decode(bytes: &[u8], id: &TokenId, keys: &KeyRing) -> Result<Self, CoreError> {
-        let (key_id, mut r) = verify(keys, RecordTable::Tokens, id.as_bytes(), bytes)?;
+        let (key_id, mut r, mut tail) = verify(
+            keys,
+            RecordTable::Tokens,
+            id.as_bytes(),
+            bytes,
+            ACCESS_HEADER_LEN,
+        )?;
         let state = RecordState::read(&mut r)?;
         let family = match (r.u8()?, r.array::<16>()?) {
             (0, f) if f == [0; 16] => None,
@@ -556,9 +594,10 @@ impl AccessRecord {
             client: IndexHash::from_bytes(r.array()?),
             issued_at: r.u64()?,
             deadline: r.u64()?,
-            body: r.bytes32()?.to_vec(),
+            body: tail.bytes32()?.to_vec(),
         };
         r.finish()?;
+        tail.finish()?;
         Ok(rec)
     }
 
