@@ -1,0 +1,329 @@
+//! Result rows and the report: a table for people, a JSON document for tools.
+//!
+//! The JSON document has this shape, keys in this order (`mode` is left out when a row has none; `bytes_per_token` and
+//! `open_ms` are `null` until tokendb's measurements fill them in; `notes` says what was configured,
+//! skipped or failed):
+//!
+//! ```json
+//! {"machine": "...", "tokens": 1000000,
+//!  "results": [{"system": "redb", "op": "get", "threads": 1, "ops_per_sec": 1.0, "p50_us": 1.0, "p99_us": 1.0}],
+//!  "bytes_per_token": null, "open_ms": null, "notes": ["..."]}
+//! ```
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::harness::Measurement;
+
+/// One measured figure: a system doing one operation at one concurrency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRow {
+    /// The system measured, e.g. `tokendb`, `redb`, `sqlite`, `redis`, `postgres`.
+    pub system: String,
+    /// The operation, e.g. `get`, `validate`, `issue`, `rotate`.
+    pub op: String,
+    /// How it was done when that matters, e.g. `group commit`, `per-op`, `50 conns on 1 thread`.
+    pub mode: Option<String>,
+    /// Concurrent threads, clients or connections.
+    pub threads: usize,
+    /// Median over the rounds of the operations per second.
+    pub ops_per_sec: f64,
+    /// Median latency, in microseconds.
+    pub p50_us: f64,
+    /// 99th percentile latency, in microseconds.
+    pub p99_us: f64,
+}
+
+impl ResultRow {
+    /// A row from a harness measurement.
+    pub fn new(
+        system: &str,
+        op: &str,
+        mode: Option<&str>,
+        threads: usize,
+        m: &Measurement,
+    ) -> Self {
+        Self {
+            system: system.to_owned(),
+            op: op.to_owned(),
+            mode: mode.map(str::to_owned),
+            threads,
+            ops_per_sec: m.ops_per_sec,
+            p50_us: m.p50_us,
+            p99_us: m.p99_us,
+        }
+    }
+
+    /// The row's JSON fields, in document order; `mode` is left out when there is none.
+    pub fn json_fields(&self) -> Vec<(&'static str, Value)> {
+        let mut fields = vec![("system", json!(self.system)), ("op", json!(self.op))];
+        if let Some(mode) = &self.mode {
+            fields.push(("mode", json!(mode)));
+        }
+        fields.extend([
+            ("threads", json!(self.threads)),
+            ("ops_per_sec", json!(round_to(self.ops_per_sec, 1))),
+            ("p50_us", json!(round_to(self.p50_us, 3))),
+            ("p99_us", json!(round_to(self.p99_us, 3))),
+        ]);
+        fields
+    }
+
+    /// The row as a JSON object.
+    pub fn to_json(&self) -> Value {
+        Value::Object(
+            self.json_fields()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        )
+    }
+}
+
+/// Everything one run of the comparison found.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Report {
+    /// The machine, from [`crate::machine::describe`].
+    pub machine: String,
+    /// Number of tokens each system was loaded with.
+    pub tokens: u64,
+    /// The measured rows, in the order measured.
+    pub results: Vec<ResultRow>,
+    /// tokendb's database file size divided by its number of tokens.
+    pub bytes_per_token: Option<f64>,
+    /// Time tokendb takes to open its loaded database, in milliseconds.
+    pub open_ms: Option<f64>,
+    /// What was configured, skipped or failed, one sentence each.
+    pub notes: Vec<String>,
+    /// How many of the notes report a failure (a system that could not be set up, a measurement
+    /// that erred); not part of the JSON, for the exit status of `compare --strict`.
+    pub failures: usize,
+}
+
+impl Report {
+    /// An empty report for this machine and data set size.
+    pub fn new(machine: String, tokens: u64) -> Self {
+        Self {
+            machine,
+            tokens,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a row.
+    pub fn push(&mut self, row: ResultRow) {
+        self.results.push(row);
+    }
+
+    /// Adds a note.
+    pub fn note(&mut self, note: impl Into<String>) {
+        self.notes.push(note.into());
+    }
+
+    /// Adds a note that reports a failure, and counts it.
+    pub fn fail(&mut self, note: impl Into<String>) {
+        self.failures += 1;
+        self.note(note);
+    }
+
+    /// The report's JSON fields, in document order.
+    fn json_fields(&self) -> Vec<(&'static str, Value)> {
+        vec![
+            ("machine", json!(self.machine)),
+            ("tokens", json!(self.tokens)),
+            (
+                "results",
+                Value::Array(self.results.iter().map(ResultRow::to_json).collect()),
+            ),
+            (
+                "bytes_per_token",
+                json!(self.bytes_per_token.map(|b| round_to(b, 1))),
+            ),
+            ("open_ms", json!(self.open_ms.map(|ms| round_to(ms, 3)))),
+            ("notes", json!(self.notes)),
+        ]
+    }
+
+    /// The report as one JSON value (see the module docs for its shape). A `serde_json::Value`
+    /// object sorts its keys; [`Report::to_json_string`] keeps the documented order.
+    pub fn to_json(&self) -> Value {
+        Value::Object(
+            self.json_fields()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        )
+    }
+
+    /// The report as one line of JSON, keys in the documented order (rows too). Written by hand
+    /// rather than by turning on `serde_json`'s `preserve_order`, a feature that would change key
+    /// order for every crate of the workspace built together with this one.
+    pub fn to_json_string(&self) -> String {
+        let rows: Vec<String> = self
+            .results
+            .iter()
+            .map(|r| ordered_object(&r.json_fields()))
+            .collect();
+        let parts: Vec<String> = self
+            .json_fields()
+            .iter()
+            .map(|(key, value)| {
+                let value = if *key == "results" {
+                    format!("[{}]", rows.join(","))
+                } else {
+                    value.to_string()
+                };
+                format!("{}:{value}", Value::from(*key))
+            })
+            .collect();
+        format!("{{{}}}", parts.join(","))
+    }
+
+    /// The report as an aligned text table, with the machine line above and the notes below.
+    pub fn table(&self) -> String {
+        let header = [
+            "system", "op", "mode", "threads", "ops/s", "p50 µs", "p99 µs",
+        ];
+        let rows: Vec<[String; 7]> = self
+            .results
+            .iter()
+            .map(|r| {
+                [
+                    r.system.clone(),
+                    r.op.clone(),
+                    r.mode.clone().unwrap_or_default(),
+                    r.threads.to_string(),
+                    group_thousands(r.ops_per_sec),
+                    format!("{:.1}", r.p50_us),
+                    format!("{:.1}", r.p99_us),
+                ]
+            })
+            .collect();
+        let mut widths = header.map(|h| h.chars().count());
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let _ = writeln!(out, "machine: {}", self.machine);
+        let _ = writeln!(out, "tokens:  {}", self.tokens);
+        let line = |out: &mut String, cells: &[String]| {
+            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+                let pad = w.saturating_sub(cell.chars().count());
+                // Text columns left-aligned, numbers right-aligned.
+                if i < 3 {
+                    let _ = write!(out, "{cell}{}  ", " ".repeat(pad));
+                } else {
+                    let _ = write!(out, "{}{cell}  ", " ".repeat(pad));
+                }
+            }
+            let trimmed = out.trim_end().len();
+            out.truncate(trimmed);
+            out.push('\n');
+        };
+        line(&mut out, &header.map(str::to_owned));
+        line(&mut out, &widths.map(|w| "-".repeat(w)));
+        for row in &rows {
+            line(&mut out, row);
+        }
+        if let Some(b) = self.bytes_per_token {
+            let _ = writeln!(out, "tokendb bytes/token: {b:.1}");
+        }
+        if let Some(ms) = self.open_ms {
+            let _ = writeln!(out, "tokendb open: {ms:.1} ms");
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "note: {note}");
+        }
+        out
+    }
+}
+
+/// A JSON object with its keys in the given order.
+fn ordered_object(fields: &[(&str, Value)]) -> String {
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", Value::from(*k)))
+        .collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+/// Rounds to `digits` decimal places, so that the JSON does not carry noise digits.
+fn round_to(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+/// `1234567.8` as `1,234,568`.
+fn group_thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        let mut r = Report::new("test machine (shared machine)".into(), 2000);
+        r.push(ResultRow {
+            system: "redb".into(),
+            op: "get".into(),
+            mode: None,
+            threads: 1,
+            ops_per_sec: 1_234_567.891,
+            p50_us: 0.5004,
+            p99_us: 2.0,
+        });
+        r.push(ResultRow {
+            mode: Some("per-op".into()),
+            op: "issue".into(),
+            ..r.results[0].clone()
+        });
+        r.note("hello");
+        r
+    }
+
+    #[test]
+    fn json_shape() {
+        let v = sample().to_json();
+        assert_eq!(v["tokens"], 2000);
+        assert_eq!(v["machine"], "test machine (shared machine)");
+        assert!(v["bytes_per_token"].is_null() && v["open_ms"].is_null());
+        let rows = v["results"].as_array().unwrap();
+        assert!(rows[0].get("mode").is_none());
+        assert_eq!(rows[1]["mode"], "per-op");
+        assert_eq!(rows[0]["ops_per_sec"], 1_234_567.9);
+        assert_eq!(rows[0]["p50_us"], 0.5);
+        assert_eq!(rows[0]["threads"], 1);
+    }
+
+    #[test]
+    fn json_string_keeps_the_documented_order() {
+        let text = sample().to_json_string();
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, sample().to_json());
+        let pos = |k: &str| text.find(&format!("\"{k}\":")).unwrap();
+        assert!(pos("machine") < pos("tokens") && pos("tokens") < pos("results"));
+        assert!(pos("results") < pos("bytes_per_token") && pos("open_ms") < pos("notes"));
+        assert!(pos("system") < pos("op") && pos("threads") < pos("ops_per_sec"));
+    }
+
+    #[test]
+    fn table_lists_rows_and_notes() {
+        let t = sample().table();
+        assert!(t.contains("1,234,568"), "{t}");
+        assert!(t.contains("note: hello"), "{t}");
+        assert_eq!(group_thousands(999.0), "999");
+        assert_eq!(group_thousands(1000.0), "1,000");
+    }
+}

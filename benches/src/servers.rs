@@ -1,0 +1,474 @@
+//! Throw-away `redis-server` and PostgreSQL processes for the comparison.
+//!
+//! Each server runs as an ordinary process bound to 127.0.0.1 on a free port, with its files in a
+//! temporary directory, and is stopped when its guard is dropped (also on an error path or a panic
+//! that unwinds). A missing binary is installed from the Debian packages (`redis-server`,
+//! `postgresql`) when running as root with `apt-get`; otherwise starting fails with a message saying
+//! what to install.
+//!
+//! PostgreSQL refuses to run as root, so as root `initdb`, `postgres` and `pg_ctl` run as the
+//! `postgres` user (created if missing) through `runuser`, and its directory is handed to that user.
+//! The postmaster is started in the foreground as a child of this process (through `runuser`, which
+//! waits for it), not daemonized by `pg_ctl start`, so that it is reaped here when it stops. Its directory
+//! must then sit below directories that user may enter: the `compare` binary makes its work directory
+//! world-traversable for that reason.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::BenchResult;
+use crate::peers::redis;
+
+/// A port on 127.0.0.1 that was free a moment ago (the OS picks it; another process could take it
+/// before the server binds it, which then fails to start and says so).
+pub fn free_port() -> BenchResult<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// The full path of `name` if it is an executable file on `PATH`.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Whether this process runs as root (effective uid 0), read from `/proc/self/status`.
+pub fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Uid:"))?;
+            line.split_whitespace().nth(2).map(|euid| euid == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// Installs a Debian package with `apt-get` (refreshing the package lists once if the first try
+/// fails). Only as root.
+pub fn apt_install(package: &str) -> BenchResult<()> {
+    if !is_root() || find_in_path("apt-get").is_none() {
+        return Err(
+            format!("install the Debian package `{package}` (needs root and apt-get)").into(),
+        );
+    }
+    eprintln!("installing {package} with apt-get ...");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", package])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .output()
+    };
+    if install()?.status.success() {
+        return Ok(());
+    }
+    Command::new("apt-get")
+        .args(["update", "-q"])
+        .stdin(Stdio::null())
+        .output()?;
+    let out = install()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "apt-get install {package} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into())
+    }
+}
+
+/// The last lines of a log file, for an error message.
+fn log_tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .get(lines.len().saturating_sub(5)..)
+        .unwrap_or_default()
+        .join(" | ")
+}
+
+/// A running `redis-server`, killed when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl RedisServer {
+    /// Settings passed to `redis-server`, for the report: a pure in-memory cache, as a GET
+    /// comparison needs (persistence would not change a GET).
+    pub const SETTINGS: &'static str = "redis-server on 127.0.0.1, persistence off (save \"\", appendonly no), default io-threads 1";
+
+    /// Starts `redis-server` in a new temporary directory under `base` and waits until it answers
+    /// `PING`.
+    pub fn start(base: &Path) -> BenchResult<Self> {
+        let bin = match find_in_path("redis-server") {
+            Some(bin) => bin,
+            None => {
+                apt_install("redis-server")?;
+                find_in_path("redis-server").ok_or("redis-server is still missing after install")?
+            }
+        };
+        let dir = tempfile::Builder::new().prefix("redis-").tempdir_in(base)?;
+        let port = free_port()?;
+        let log = dir.path().join("redis.log");
+        let child = Command::new(bin)
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--port")
+            .arg(port.to_string())
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut server = Self {
+            child,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                return Err(format!("redis-server exited ({status}): {}", log_tail(&log)).into());
+            }
+            let ping =
+                redis::Connection::connect(server.addr).and_then(|mut c| c.command(&[b"PING"]));
+            match ping {
+                Ok(_) => return Ok(server),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!("redis-server did not answer in 10 s: {e}").into());
+                }
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // Nothing to save: persistence is off.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How PostgreSQL is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// `shared_buffers`, in MiB: enough to hold the whole data set, as for the other systems.
+    pub shared_buffers_mb: u64,
+    /// `max_connections`: the write benchmarks open up to 64 at once, and closing ones linger
+    /// briefly while the next measurement opens its own.
+    pub max_connections: u32,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            shared_buffers_mb: 1024,
+            max_connections: 200,
+        }
+    }
+}
+
+/// A running PostgreSQL cluster, stopped (`pg_ctl stop -m fast`) and deleted when dropped.
+#[derive(Debug)]
+pub struct PostgresServer {
+    bin_dir: PathBuf,
+    data: PathBuf,
+    port: u16,
+    run_as: Option<&'static str>,
+    settings: String,
+    /// The postmaster (or the `runuser` that waits for it), while it runs.
+    child: Option<Child>,
+    _dir: TempDir,
+}
+
+impl PostgresServer {
+    /// The user PostgreSQL runs as when this process is root.
+    pub const OS_USER: &'static str = "postgres";
+
+    /// Creates a cluster with `initdb` in a new temporary directory under `base`, configures it and
+    /// starts the postmaster, and waits until it accepts connections.
+    pub fn start(base: &Path, options: PostgresOptions) -> BenchResult<Self> {
+        let bin_dir = match postgres_bin_dir() {
+            Some(dir) => dir,
+            None => {
+                apt_install("postgresql")?;
+                postgres_bin_dir().ok_or("PostgreSQL binaries are still missing after install")?
+            }
+        };
+        let run_as = is_root().then_some(Self::OS_USER);
+        let dir = tempfile::Builder::new()
+            .prefix("postgres-")
+            .tempdir_in(base)?;
+        if let Some(user) = run_as {
+            let (uid, gid) = os_user_ids(user)?;
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
+        }
+        let data = dir.path().join("data");
+        let port = free_port()?;
+        let settings = format!(
+            "listen_addresses = '127.0.0.1'\n\
+             port = {port}\n\
+             unix_socket_directories = ''\n\
+             max_connections = {max_connections}\n\
+             shared_buffers = {shared_buffers}MB\n\
+             fsync = on\n\
+             synchronous_commit = on\n\
+             full_page_writes = on\n\
+             max_wal_size = 4GB\n\
+             checkpoint_timeout = 30min\n\
+             huge_pages = off\n\
+             jit = off\n",
+            max_connections = options.max_connections,
+            shared_buffers = options.shared_buffers_mb,
+        );
+        let mut server = Self {
+            bin_dir,
+            data,
+            port,
+            run_as,
+            settings,
+            child: None,
+            _dir: dir,
+        };
+
+        let out = server
+            .pg_command("initdb")
+            .arg("-D")
+            .arg(&server.data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+            ])
+            .args(["--no-instructions"])
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .replace('\n', " | ")
+            )
+            .into());
+        }
+        OpenOptions::new()
+            .append(true)
+            .open(server.data.join("postgresql.conf"))?
+            .write_all(format!("\n# tokendb-benches\n{}", server.settings).as_bytes())?;
+
+        let log = server.data.with_file_name("postgres.log");
+        let log_file = File::create(&log)?;
+        // Output goes to a file, never to a pipe nobody reads.
+        server.child = Some(
+            server
+                .pg_command("postgres")
+                .arg("-D")
+                .arg(&server.data)
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone()?)
+                .stderr(log_file)
+                .spawn()?,
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = server
+                .child
+                .as_mut()
+                .map(Child::try_wait)
+                .transpose()?
+                .flatten()
+            {
+                server.child = None;
+                return Err(format!("postgres exited ({status}): {}", log_tail(&log)).into());
+            }
+            match server.config().connect(postgres::NoTls) {
+                Ok(_) => return Ok(server),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!(
+                        "postgres did not accept connections in 60 s: {e}: {}",
+                        log_tail(&log)
+                    )
+                    .into());
+                }
+                Err(_) => thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// A client configuration for the `postgres` database as the `postgres` superuser, over TCP.
+    pub fn config(&self) -> postgres::Config {
+        let mut config = postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(10));
+        config
+    }
+
+    /// The settings added to `postgresql.conf`, one per line.
+    pub fn settings(&self) -> &str {
+        &self.settings
+    }
+
+    /// The major version directory of the binaries, e.g. `15`.
+    pub fn version(&self) -> String {
+        self.bin_dir
+            .parent()
+            .and_then(Path::file_name)
+            .map(|v| v.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast -w`: clients disconnected, a shutdown checkpoint) and
+    /// reaps it; also done on drop.
+    pub fn stop(&mut self) -> BenchResult<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let stopped = self
+            .pg_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "-t", "30", "stop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if stopped {
+            child.wait()?;
+            return Ok(());
+        }
+        // Last resort: kill the postmaster named in its pid file, then what we started.
+        let pid_file = fs::read_to_string(self.data.join("postmaster.pid")).unwrap_or_default();
+        if let Some(pid) = pid_file.lines().next().filter(|p| p.parse::<u32>().is_ok()) {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+        let _ = child.kill();
+        child.wait()?;
+        Err("pg_ctl stop failed; the postmaster was killed".into())
+    }
+
+    /// A command running PostgreSQL's binary `name`, as [`Self::OS_USER`] when we are root.
+    fn pg_command(&self, name: &str) -> Command {
+        let bin = self.bin_dir.join(name);
+        match self.run_as {
+            Some(user) => {
+                let mut cmd = Command::new("runuser");
+                cmd.args(["-u", user, "--"]).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        }
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("warning: {e}");
+        }
+    }
+}
+
+/// The `bin` directory of the newest PostgreSQL under `/usr/lib/postgresql`, or the one `pg_ctl` on
+/// `PATH` lives in.
+fn postgres_bin_dir() -> Option<PathBuf> {
+    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            has_tools(&bin).then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Some(bin);
+    }
+    let pg_ctl = fs::canonicalize(find_in_path("pg_ctl")?).ok()?;
+    pg_ctl
+        .parent()
+        .filter(|d| has_tools(d))
+        .map(Path::to_path_buf)
+}
+
+/// The uid and gid of OS user `user`, creating it (as a system user) if it does not exist.
+fn os_user_ids(user: &str) -> BenchResult<(u32, u32)> {
+    let lookup = || -> Option<(u32, u32)> {
+        let passwd = fs::read_to_string("/etc/passwd").ok()?;
+        passwd.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next()? == user).then_some(())?;
+            let uid = fields.nth(1)?.parse().ok()?;
+            let gid = fields.next()?.parse().ok()?;
+            Some((uid, gid))
+        })
+    };
+    if let Some(ids) = lookup() {
+        return Ok(ids);
+    }
+    let status = Command::new("useradd")
+        .args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            user,
+        ])
+        .status()?;
+    if !status.success() {
+        return Err(format!("cannot create the OS user {user}").into());
+    }
+    lookup().ok_or_else(|| format!("OS user {user} missing after useradd").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_and_path_lookup() {
+        assert!(free_port().unwrap() > 0);
+        assert!(find_in_path("sh").is_some());
+        assert!(find_in_path("no-such-binary-tokendb").is_none());
+    }
+}

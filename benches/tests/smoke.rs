@@ -1,0 +1,64 @@
+//! Runs `compare --smoke --no-servers --json --strict`, the CI smoke mode, and checks the JSON shape.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::process::Command;
+
+#[test]
+fn smoke_run_prints_valid_json() {
+    let out = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .args(["--smoke", "--no-servers", "--json", "--strict"])
+        .output()
+        .expect("run compare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "compare failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["tokens"], 2000);
+    assert!(
+        report["machine"]
+            .as_str()
+            .unwrap()
+            .contains("shared machine")
+    );
+    assert!(report.get("bytes_per_token").is_some() && report.get("open_ms").is_some());
+    let rows = report["results"].as_array().unwrap();
+    for (system, op) in [
+        ("redb", "get"),
+        ("redb", "issue"),
+        ("sqlite", "get"),
+        ("sqlite", "rotate"),
+    ] {
+        assert!(
+            rows.iter().any(|r| r["system"] == system && r["op"] == op),
+            "no {system}/{op} row in {report}"
+        );
+    }
+    for row in rows {
+        assert!(row["ops_per_sec"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["threads"].as_u64().unwrap() >= 1, "{row}");
+        assert!(
+            row["p99_us"].as_f64().unwrap() >= row["p50_us"].as_f64().unwrap(),
+            "{row}"
+        );
+    }
+}
+
+#[test]
+fn help_and_bad_options() {
+    let help = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--no-servers"));
+    let bad = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .args(["--only", "mysql"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
