@@ -8,7 +8,7 @@
 //! Only wrapped (sealed under the master key) forms of these keys ever reach the file.
 
 use crate::CoreError;
-use crate::ids::{FamilyId, INDEX_HASH_LEN, IndexHash, TOKEN_ID_LEN, TokenId};
+use crate::ids::{FamilyId, INDEX_HASH_LEN, IndexHash, TokenId};
 use crate::seal::{KeyId, SealingKey, open_raw, seal_raw};
 use crate::secret::{KeyBytes, SECRET_LEN, TokenSecret};
 use crate::token::{TAG_LEN, TokenKind};
@@ -337,12 +337,13 @@ impl KeyRing {
     /// `BLAKE3-keyed(lookup, kind ‖ secret)`: the id a token is stored and compared under.
     #[must_use]
     pub fn token_id(&self, kind: TokenKind, secret: &TokenSecret) -> TokenId {
-        let mut h = blake3::Hasher::new_keyed(&self.lookup.0);
-        h.update(&[kind.to_byte()]);
-        h.update(secret.expose());
-        let mut out = [0u8; TOKEN_ID_LEN];
-        out.copy_from_slice(h.finalize().as_bytes());
-        TokenId::from_bytes(out)
+        // One-shot over a stack buffer: cheaper than the incremental hasher for one block.
+        let mut input = zeroize::Zeroizing::new([0u8; 1 + SECRET_LEN]);
+        if let Some((k, rest)) = input.split_first_mut() {
+            *k = kind.to_byte();
+            rest.copy_from_slice(secret.expose());
+        }
+        TokenId::from_bytes(*blake3::keyed_hash(&self.lookup.0, &input[..]).as_bytes())
     }
 
     /// The truncated keyed MAC that proves a refresh token was issued by this database.
@@ -353,13 +354,15 @@ impl KeyRing {
         generation: u64,
         secret: &TokenSecret,
     ) -> [u8; TAG_LEN] {
-        let mut h = blake3::Hasher::new_keyed(&self.tag.0);
-        h.update(family.as_bytes());
-        h.update(&generation.to_be_bytes());
-        h.update(secret.expose());
-        let mut out = [0u8; TAG_LEN];
-        h.finalize_xof().fill(&mut out);
-        out
+        let input = zeroize::Zeroizing::new(
+            [
+                &family.as_bytes()[..],
+                &generation.to_be_bytes(),
+                secret.expose(),
+            ]
+            .concat(),
+        );
+        crate::seal::keyed_mac16(&self.tag.0, &[&input])
     }
 
     /// Keyed hash of a subject id for the `by_subject` index.

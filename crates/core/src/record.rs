@@ -4,8 +4,8 @@
 //!
 //! * the fixed-size **header** holds what lookups decide on (state, deadlines, generation, the
 //!   current token's hash) in plaintext, so validation needs no decryption;
-//! * the **MAC** is a keyed BLAKE3 (key derived from the sealing key named by the key id) over
-//!   the table, the record key, the version, the key id and the header: no header field can be
+//! * the **MAC** is a keyed BLAKE3 (a key per table, derived from the sealing key named by the
+//!   key id) over the record key, the version, the key id and the header: no header field can be
 //!   edited and no record moved to another key or table without detection. It is checked on
 //!   every decode, before any field is believed, and covers only the ~100-byte header so that a
 //!   validation costs two BLAKE3 blocks;
@@ -21,7 +21,7 @@ use crate::codec::{Reader, put_bytes16, put_bytes32};
 use crate::ids::{FamilyId, IndexHash, TokenId};
 use crate::keys::KeyRing;
 use crate::scope::Scope;
-use crate::seal::{KeyId, MAC_LEN};
+use crate::seal::{KeyId, MAC_LEN, MacDomain};
 use crate::secret::{SECRET_LEN, TokenSecret};
 use zeroize::Zeroizing;
 
@@ -44,6 +44,13 @@ pub enum RecordTable {
 }
 
 impl RecordTable {
+    const fn mac_domain(self) -> MacDomain {
+        match self {
+            Self::Families => MacDomain::Families,
+            Self::Tokens => MacDomain::Tokens,
+        }
+    }
+
     const fn to_byte(self) -> u8 {
         match self {
             Self::Families => 1,
@@ -306,8 +313,7 @@ fn verify<'a>(
     }
     let key_id = KeyId(r.u32()?);
     let key = keys.sealing(key_id)?;
-    let key_len = u8::try_from(record_key.len()).map_err(|_| CoreError::BadField("record key"))?;
-    if !key.verify_mac(&[&[table.to_byte(), key_len], record_key, header], mac) {
+    if !key.verify_mac(table.mac_domain(), &[record_key, header], mac) {
         return Err(CoreError::Unauthentic);
     }
     Ok((key_id, r, Reader::new(tail)))
@@ -322,8 +328,7 @@ fn append_mac(
     out: &mut Vec<u8>,
 ) -> Result<(), CoreError> {
     let key = keys.sealing(key_id)?;
-    let key_len = u8::try_from(record_key.len()).map_err(|_| CoreError::BadField("record key"))?;
-    let mac = key.mac(&[&[table.to_byte(), key_len], record_key, out]);
+    let mac = key.mac(table.mac_domain(), &[record_key, out]);
     out.extend_from_slice(&mac);
     Ok(())
 }

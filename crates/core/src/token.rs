@@ -204,16 +204,26 @@ impl TokenFormat {
     }
 
     fn checksum(&self, kind: TokenKind, body: &[u8]) -> [u8; CHECKSUM_LEN] {
-        let mut h = blake3::Hasher::new();
-        h.update(self.prefix.as_bytes());
-        h.update(b"_");
-        h.update(kind.code().as_bytes());
-        h.update(b"_");
-        h.update(body);
+        // One-shot over a stack buffer (at most 16 + 4 + 72 bytes): the incremental hasher
+        // would cost as much again in bookkeeping.
+        let mut buf = Zeroizing::new([0u8; MAX_PREFIX_LEN + 4 + REFRESH_BODY_LEN]);
+        let mut len = 0;
+        for part in [
+            self.prefix.as_bytes(),
+            b"_",
+            kind.code().as_bytes(),
+            b"_",
+            body,
+        ] {
+            if let Some(dst) = buf.get_mut(len..len + part.len()) {
+                dst.copy_from_slice(part);
+                len += part.len();
+            }
+        }
+        let hash = blake3::hash(buf.get(..len).unwrap_or_default());
         let mut out = [0u8; CHECKSUM_LEN];
         out.copy_from_slice(
-            h.finalize()
-                .as_bytes()
+            hash.as_bytes()
                 .get(..CHECKSUM_LEN)
                 .unwrap_or(&[0; CHECKSUM_LEN]),
         );
