@@ -56,6 +56,7 @@ impl Fixture {
     }
 }
 
+#[allow(clippy::unwrap_used)] // test fixture: a failure to set up is a test failure
 impl Fixture {
     /// As [`Fixture::with`], but the file lives on a RAM-backed file system (`/dev/shm`) when the
     /// machine has one: still a real redb file, but a commit costs no disk flush. For tests that

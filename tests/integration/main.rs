@@ -3,6 +3,14 @@
 //! Each module proves promises of `docs/architecture.md` / design §9 against the public API,
 //! on real files.
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 mod at_rest;

@@ -187,6 +187,8 @@ pub enum Outcome {
         families: u64,
         /// Access tokens.
         tokens: u64,
+        /// Ids of the families newly revoked.
+        family_ids: Vec<FamilyId>,
     },
     /// The named record does not exist.
     NotFound,
@@ -378,7 +380,9 @@ impl<'t> Tx<'t> {
                 }
                 RecordState::Active => {}
             }
-            rec.deadline = rec.deadline.min(fam.absolute_deadline);
+            // Idle deadlines only move forward, so a token capped at the family's deadline now
+            // can never outlive the family: the sweeper never deletes a live token with it.
+            rec.deadline = rec.deadline.min(fam.deadline());
             self.family_tokens.insert(&ft_key(&f, &id), ())?;
         }
         if self.tokens.get(id.as_bytes())?.is_some() {
@@ -428,6 +432,13 @@ impl<'t> Tx<'t> {
                 idle_deadline,
                 keep_for_grace,
             } => {
+                // The kept successor's window is moot once that successor rotates: drop its
+                // sweeper entry with it, or entries would pile up with rotations (promise 8).
+                if !fam.grace.is_empty() {
+                    let end = fam.rotated_at.saturating_add(r.policy.grace_ms);
+                    self.deadlines
+                        .remove(&dl_key(end, &Entry::Grace(r.family, fam.generation)))?;
+                }
                 fam.generation = generation;
                 fam.idle_deadline = idle_deadline;
                 fam.absolute_deadline = absolute_deadline;
@@ -499,6 +510,7 @@ impl<'t> Tx<'t> {
             return Ok(Outcome::Revoked {
                 families: 0,
                 tokens: 0,
+                family_ids: Vec::new(),
             });
         }
         rec.state = RecordState::Revoked { reason, at: now };
@@ -506,6 +518,7 @@ impl<'t> Tx<'t> {
         Ok(Outcome::Revoked {
             families: 0,
             tokens: 1,
+            family_ids: Vec::new(),
         })
     }
 
@@ -526,12 +539,14 @@ impl<'t> Tx<'t> {
             return Ok(Outcome::NotFound);
         };
         let mut families = 0;
+        let mut family_ids = Vec::new();
         if !fam.state.is_revoked() {
             let old = fam.deadline();
             fam.state = RecordState::Revoked { reason, at: now };
             fam.grace.clear();
             self.put_family(id, &fam, Some(old))?;
             families = 1;
+            family_ids.push(*id);
         }
         let mut tokens = 0;
         for t in self.family_token_ids(id)? {
@@ -541,7 +556,11 @@ impl<'t> Tx<'t> {
                 tokens += n;
             }
         }
-        Ok(Outcome::Revoked { families, tokens })
+        Ok(Outcome::Revoked {
+            families,
+            tokens,
+            family_ids,
+        })
     }
 
     fn revoke_indexed(
@@ -570,6 +589,7 @@ impl<'t> Tx<'t> {
             RevokeReason::Client
         };
         let (mut families, mut tokens) = (0, 0);
+        let mut family_ids = Vec::new();
         for e in entries {
             let outcome = match e {
                 Entry::Family(f) => {
@@ -595,13 +615,19 @@ impl<'t> Tx<'t> {
             if let Outcome::Revoked {
                 families: f,
                 tokens: t,
+                family_ids: ids,
             } = outcome
             {
                 families += f;
                 tokens += t;
+                family_ids.extend(ids);
             }
         }
-        Ok(Outcome::Revoked { families, tokens })
+        Ok(Outcome::Revoked {
+            families,
+            tokens,
+            family_ids,
+        })
     }
 
     // ---- sweep ----

@@ -91,7 +91,7 @@ impl ConfigBuilder {
     }
 
     /// Access-token lifetime. Default 60 minutes. An access token tied to a family never
-    /// outlives the family's absolute deadline.
+    /// outlives the family: it is capped at the family's deadline when issued.
     pub fn access_lifetime(mut self, lifetime: Duration) -> Self {
         self.config.access_ms = ms(lifetime);
         self

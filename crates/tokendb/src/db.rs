@@ -323,8 +323,8 @@ impl TokenDb {
         self.issue_access_record(&Self::body(grant), None, now)
     }
 
-    /// Issues an access token tied to a family: revoked with it, never outliving its absolute
-    /// deadline. `scope` may narrow the family's grant (never widen it).
+    /// Issues an access token tied to a family: revoked with it, and never outliving it (its
+    /// deadline is capped at the family's deadline, the earlier of absolute and idle). `scope` may narrow the family's grant (never widen it).
     ///
     /// # Errors
     /// [`Error::FamilyNotFound`], [`Error::Refused`] if the family is revoked or expired or the
@@ -624,9 +624,20 @@ impl TokenDb {
 
     // ---- revocation ----
 
-    fn revoked(&self, outcome: Outcome) -> Revoked {
+    fn revoked(&self, outcome: Outcome, reason: RevokeReason) -> Revoked {
         match outcome {
-            Outcome::Revoked { families, tokens } => Revoked { families, tokens },
+            Outcome::Revoked {
+                families,
+                tokens,
+                family_ids,
+            } => {
+                for family in family_ids {
+                    self.inner
+                        .events
+                        .emit(Event::FamilyRevoked { family, reason });
+                }
+                Revoked { families, tokens }
+            }
             _ => Revoked::default(),
         }
     }
@@ -646,7 +657,10 @@ impl TokenDb {
         match parsed {
             ParsedToken::Access(t) => {
                 let id = keys.token_id(TokenKind::Access, &t.secret);
-                Ok(self.revoked(self.inner.store.submit(Op::RevokeToken { id }, now)?))
+                Ok(self.revoked(
+                    self.inner.store.submit(Op::RevokeToken { id }, now)?,
+                    RevokeReason::Requested,
+                ))
             }
             ParsedToken::Refresh(t) => {
                 match self.inner.store.read(|r| Self::lookup_refresh(r, &t))? {
@@ -665,17 +679,11 @@ impl TokenDb {
         reason: RevokeReason,
         now: u64,
     ) -> Result<Revoked> {
-        let r = self.revoked(
-            self.inner
-                .store
-                .submit(Op::RevokeFamily { id: family, reason }, now)?,
-        );
-        if r.families > 0 {
-            self.inner
-                .events
-                .emit(Event::FamilyRevoked { family, reason });
-        }
-        Ok(r)
+        let outcome = self
+            .inner
+            .store
+            .submit(Op::RevokeFamily { id: family, reason }, now)?;
+        Ok(self.revoked(outcome, reason))
     }
 
     /// Revokes a family by id, with its access tokens.
@@ -701,7 +709,7 @@ impl TokenDb {
             subject: keys.subject_hash(subject),
             client: client_id.map(|c| keys.client_hash(c)),
         };
-        Ok(self.revoked(self.inner.store.submit(op, now)?))
+        Ok(self.revoked(self.inner.store.submit(op, now)?, RevokeReason::Subject))
     }
 
     /// Revokes every family and standalone access token of a client.
@@ -712,12 +720,10 @@ impl TokenDb {
         self.check_open()?;
         let now = self.now();
         let keys = self.keys();
-        Ok(self.revoked(self.inner.store.submit(
-            Op::RevokeClient {
-                client: keys.client_hash(client_id),
-            },
-            now,
-        )?))
+        let op = Op::RevokeClient {
+            client: keys.client_hash(client_id),
+        };
+        Ok(self.revoked(self.inner.store.submit(op, now)?, RevokeReason::Client))
     }
 
     // ---- maintenance ----
