@@ -280,6 +280,18 @@ impl<'t> Tx<'t> {
         rec: &FamilyRecord,
         old_deadline: Option<u64>,
     ) -> Result<()> {
+        // Every write lands under the current sealing key: a record prepared under a key that
+        // a concurrent data-key rotation has since replaced is re-sealed here, so the rotation
+        // can never leave a record behind under a key it retires.
+        let resealed;
+        let rec = if rec.key_id == self.keys.current_key_id() {
+            rec
+        } else {
+            let mut r = rec.clone();
+            r.reseal(id, self.keys).map_err(corrupt)?;
+            resealed = r;
+            &resealed
+        };
         let bytes = rec.encode(id, self.keys).map_err(StoreError::Invalid)?;
         self.families.insert(id.as_bytes(), bytes.as_slice())?;
         let entry = Entry::Family(*id);
@@ -293,6 +305,15 @@ impl<'t> Tx<'t> {
     }
 
     fn put_token(&mut self, id: &TokenId, rec: &AccessRecord) -> Result<()> {
+        let resealed;
+        let rec = if rec.key_id == self.keys.current_key_id() {
+            rec
+        } else {
+            let mut r = rec.clone();
+            r.reseal(id, self.keys).map_err(corrupt)?;
+            resealed = r;
+            &resealed
+        };
         let bytes = rec.encode(id, self.keys).map_err(StoreError::Invalid)?;
         self.tokens.insert(id.as_bytes(), bytes.as_slice())?;
         Ok(())
