@@ -30,13 +30,17 @@ pub(crate) fn create(
     }
     let db = builder(opts).create(path)?;
     let keys = KeyRing::generate();
+    // One commit: a crash during creation leaves either no tokendb metadata or all of it, never
+    // a magic without keys (which no later open could use).
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| StoreError::Storage(e.into()))?;
+    txn.set_quick_repair(opts.quick_repair);
     {
         let mut meta = txn.open_table(META)?;
         meta.insert("magic", MAGIC)?;
         meta.insert("format_version", FORMAT_VERSION.to_be_bytes().as_slice())?;
+        put_keys(&mut meta, master, &keys)?;
         txn.open_table(FAMILIES)?;
         txn.open_table(TOKENS)?;
         txn.open_table(FAMILY_TOKENS)?;
@@ -45,7 +49,6 @@ pub(crate) fn create(
         txn.open_table(BY_CLIENT)?;
     }
     txn.commit()?;
-    write_keys(&db, master, &keys)?;
     Ok((db, keys))
 }
 
@@ -164,24 +167,36 @@ pub(crate) fn write_keys(db: &Database, master: &MasterKey, keys: &KeyRing) -> R
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| StoreError::Storage(e.into()))?;
+    // Key changes are rare; keep the allocator state so a crash right after one does not force
+    // a full-file repair.
+    txn.set_quick_repair(true);
     {
         let mut meta = txn.open_table(META)?;
-        let old: Vec<String> = meta
-            .range("key."..="key.~")?
-            .filter_map(|item| item.ok().map(|(k, _)| k.value().to_owned()))
-            .collect();
-        for k in old {
-            meta.remove(k.as_str())?;
-        }
-        for (i, w) in keys.wrap_all(master).iter().enumerate() {
-            let name = format!("key.{i:04}");
-            meta.insert(name.as_str(), w.encode().as_slice())?;
-        }
-        meta.insert(
-            "current_key",
-            keys.current_key_id().0.to_be_bytes().as_slice(),
-        )?;
+        put_keys(&mut meta, master, keys)?;
     }
     txn.commit()?;
+    Ok(())
+}
+
+fn put_keys(
+    meta: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    master: &MasterKey,
+    keys: &KeyRing,
+) -> Result<()> {
+    let old: Vec<String> = meta
+        .range("key."..="key.~")?
+        .filter_map(|item| item.ok().map(|(k, _)| k.value().to_owned()))
+        .collect();
+    for k in old {
+        meta.remove(k.as_str())?;
+    }
+    for (i, w) in keys.wrap_all(master).iter().enumerate() {
+        let name = format!("key.{i:04}");
+        meta.insert(name.as_str(), w.encode().as_slice())?;
+    }
+    meta.insert(
+        "current_key",
+        keys.current_key_id().0.to_be_bytes().as_slice(),
+    )?;
     Ok(())
 }

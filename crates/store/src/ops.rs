@@ -224,6 +224,15 @@ fn corrupt(e: CoreError) -> StoreError {
     StoreError::Corrupt(e)
 }
 
+/// A record prepared under a key the ring no longer holds is the caller's stale input; any
+/// other failure to re-seal means its sealed parts do not open.
+fn reseal_error(e: CoreError) -> StoreError {
+    match e {
+        CoreError::UnknownKeyId(_) => StoreError::Invalid(e),
+        e => StoreError::Corrupt(e),
+    }
+}
+
 impl<'t> Tx<'t> {
     pub(crate) fn open(txn: &'t WriteTransaction, keys: &'t KeyRing) -> Result<Self> {
         Ok(Self {
@@ -288,7 +297,7 @@ impl<'t> Tx<'t> {
             rec
         } else {
             let mut r = rec.clone();
-            r.reseal(id, self.keys).map_err(corrupt)?;
+            r.reseal(id, self.keys).map_err(reseal_error)?;
             resealed = r;
             &resealed
         };
@@ -310,7 +319,7 @@ impl<'t> Tx<'t> {
             rec
         } else {
             let mut r = rec.clone();
-            r.reseal(id, self.keys).map_err(corrupt)?;
+            r.reseal(id, self.keys).map_err(reseal_error)?;
             resealed = r;
             &resealed
         };
@@ -456,7 +465,7 @@ impl<'t> Tx<'t> {
                 // The kept successor's window is moot once that successor rotates: drop its
                 // sweeper entry with it, or entries would pile up with rotations (promise 8).
                 if !fam.grace.is_empty() {
-                    let end = fam.rotated_at.saturating_add(r.policy.grace_ms);
+                    let end = grace_end(fam.rotated_at, r.policy.grace_ms, fam.absolute_deadline);
                     self.deadlines
                         .remove(&dl_key(end, &Entry::Grace(r.family, fam.generation)))?;
                 }
@@ -469,7 +478,7 @@ impl<'t> Tx<'t> {
                 if keep_for_grace {
                     fam.set_grace(&r.family, self.keys, &r.successor)
                         .map_err(corrupt)?;
-                    let end = now.saturating_add(r.policy.grace_ms);
+                    let end = grace_end(now, r.policy.grace_ms, absolute_deadline);
                     self.deadlines
                         .insert(&dl_key(end, &Entry::Grace(r.family, generation)), ())?;
                 }
@@ -826,6 +835,12 @@ impl<'t> Tx<'t> {
         }
         Ok(Outcome::Resealed { records, more })
     }
+}
+
+/// When a grace window opened at `rotated_at` closes: never after the family's absolute
+/// deadline, so no grace timer outlives its family.
+fn grace_end(rotated_at: u64, grace_ms: u64, absolute_deadline: u64) -> u64 {
+    rotated_at.saturating_add(grace_ms).min(absolute_deadline)
 }
 
 /// The key id field of an encoded record (bytes 1..5), without authenticating it: used only to

@@ -58,7 +58,16 @@ pub(crate) fn spawn(shared: Arc<Shared>, opts: WriterOptions) -> Result<Writer> 
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
     let handle = std::thread::Builder::new()
         .name("tokendb-writer".into())
-        .spawn(move || run(&shared, &rx, opts))?;
+        .spawn(move || {
+            // A batch's panic is caught in `run`; anything else that unwinds the thread must
+            // still leave the database failed, or callers would see a mere `Closed`.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(&shared, &rx, opts);
+            }));
+            if ran.is_err() {
+                shared.fail("the writer thread panicked".into());
+            }
+        })?;
     Ok(Writer { tx, handle })
 }
 
