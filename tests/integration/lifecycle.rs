@@ -246,3 +246,34 @@ fn closed_database_says_so() {
         assert!(matches!(r, Err(Error::Store(StoreError::Closed))));
     }
 }
+
+#[test]
+fn the_background_sweeper_deletes_expired_tokens_and_says_so() {
+    let f = Fixture::with(|b| {
+        b.sweeper(tokendb::SweeperConfig {
+            enabled: true,
+            interval: Duration::from_millis(10),
+            ..tokendb::SweeperConfig::default()
+        })
+    });
+    let events = f.db.subscribe();
+    let at = f.db.issue_access(&grant()).unwrap();
+    let live = f.db.issue_refresh(&grant()).unwrap();
+    f.advance(HOUR);
+    let event = events
+        .recv_timeout(Duration::from_secs(20))
+        .expect("an Expired event from the background sweeper");
+    assert_eq!(
+        event,
+        tokendb::Event::Expired {
+            families: 0,
+            tokens: 1
+        }
+    );
+    assert_eq!(
+        f.db.validate(at.token.expose()).unwrap().status,
+        TokenStatus::Unknown
+    );
+    assert!(f.db.validate(live.token.expose()).unwrap().is_active());
+    assert!(f.db.sweeper_metrics().passes >= 1);
+}

@@ -220,6 +220,9 @@ fn sweep_due(
     }
 }
 
+/// Called after each background pass that deleted something.
+pub type PassObserver = Box<dyn Fn(&PassReport) + Send + Sync>;
+
 enum Command {
     SweepNow(Option<u64>, Sender<Result<PassReport, StoreError>>),
     Shutdown,
@@ -253,6 +256,21 @@ impl Sweeper {
         clock: Arc<dyn Clock>,
         config: SweeperConfig,
     ) -> std::io::Result<Self> {
+        Self::start_with_observer(store, clock, config, Box::new(|_| {}))
+    }
+
+    /// Starts the thread; `observer` is called (on the sweeper thread) after every background
+    /// pass that deleted something — `tokendb` turns it into an `Expired` event. It must not
+    /// block.
+    ///
+    /// # Errors
+    /// If the OS refuses a thread.
+    pub fn start_with_observer(
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        config: SweeperConfig,
+        observer: PassObserver,
+    ) -> std::io::Result<Self> {
         let (cmd, rx) = crossbeam_channel::unbounded();
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(SweeperMetrics::default());
@@ -261,7 +279,7 @@ impl Sweeper {
             .name("tokendb-sweeper".into())
             .spawn(move || {
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run(&store, &*clock, config, &rx, &s, &m)
+                    run(&store, &*clock, config, &rx, &s, &m, &*observer)
                 }));
                 if let Err(panic) = outcome {
                     let what = panic
@@ -327,6 +345,7 @@ fn run(
     rx: &Receiver<Command>,
     stop: &AtomicBool,
     metrics: &SweeperMetrics,
+    observer: &(dyn Fn(&PassReport) + Send + Sync),
 ) {
     let ticker = crossbeam_channel::tick(config.interval.max(Duration::from_millis(1)));
     loop {
@@ -336,7 +355,11 @@ fn run(
                     continue;
                 }
                 match run_pass(store, clock.now_ms(), config.batch_size, None, Some(config.pass_budget), stop, metrics) {
-                    Ok(_) => {}
+                    Ok(report) => {
+                        if report.families + report.tokens > 0 {
+                            observer(&report);
+                        }
+                    }
                     Err(StoreError::Closed) => return,
                     Err(StoreError::Failed(_)) => return,
                     Err(e) => {

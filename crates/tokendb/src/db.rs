@@ -22,7 +22,7 @@ use tokendb_sweeper::{MetricsSnapshot, PassReport, Sweeper, SweeperMetrics};
 struct Inner {
     store: Arc<Store>,
     config: Config,
-    events: EventBus,
+    events: Arc<EventBus>,
     sweeper: Mutex<Option<Sweeper>>,
     manual_metrics: SweeperMetrics,
     last_now: AtomicU64,
@@ -122,12 +122,21 @@ impl TokenDb {
 
     fn start(store: Store, config: Config) -> Result<Self> {
         let store = Arc::new(store);
+        let events = Arc::new(EventBus::default());
         let sweeper = if config.sweeper.enabled {
+            let bus = Arc::clone(&events);
+            let observer: tokendb_sweeper::PassObserver = Box::new(move |r: &PassReport| {
+                bus.emit(Event::Expired {
+                    families: r.families,
+                    tokens: r.tokens,
+                });
+            });
             Some(
-                Sweeper::start(
+                Sweeper::start_with_observer(
                     Arc::clone(&store),
                     Arc::clone(&config.clock),
                     config.sweeper,
+                    observer,
                 )
                 .map_err(StoreError::Io)?,
             )
@@ -138,7 +147,7 @@ impl TokenDb {
             inner: Arc::new(Inner {
                 store,
                 config,
-                events: EventBus::default(),
+                events,
                 sweeper: Mutex::new(sweeper),
                 manual_metrics: SweeperMetrics::default(),
                 last_now: AtomicU64::new(0),
