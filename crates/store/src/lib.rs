@@ -40,7 +40,7 @@ pub use admin::{
 };
 pub use error::{Result, StoreError};
 pub use meta::FORMAT_VERSION;
-pub use ops::{Op, Outcome, RotateRequest, SweepCounts};
+pub use ops::{Op, Outcome, ResealCursor, RotateRequest, SweepCounts};
 pub use read::{IndexEntry, Reader, ScanItem};
 pub use tables::Entry;
 pub use writer::WriterOptions;

@@ -100,6 +100,9 @@ pub enum Op {
     Reseal {
         /// Most records to re-seal.
         limit: usize,
+        /// Where to start: `ResealCursor::default()` for the first batch, then the cursor the
+        /// previous batch returned.
+        from: ResealCursor,
     },
 }
 
@@ -198,8 +201,13 @@ pub enum Outcome {
     Resealed {
         /// Records re-sealed.
         records: u64,
-        /// Whether records under older keys remain.
+        /// Records skipped because they fail authentication (`tokendb verify` names them); they
+        /// keep their old key, which therefore cannot be retired.
+        corrupt: u64,
+        /// Whether records under older keys may remain past the cursor.
         more: bool,
+        /// Where the next batch starts.
+        cursor: ResealCursor,
     },
 }
 
@@ -258,7 +266,7 @@ impl<'t> Tx<'t> {
             }
             Op::RevokeClient { client } => self.revoke_indexed(false, client, None, now),
             Op::Sweep { limit } => self.sweep(*limit, now).map(Outcome::Swept),
-            Op::Reseal { limit } => self.reseal(*limit),
+            Op::Reseal { limit, from } => self.reseal(*limit, from),
         }
     }
 
@@ -790,51 +798,104 @@ impl<'t> Tx<'t> {
 
     // ---- data-key rotation ----
 
-    fn reseal(&mut self, limit: usize) -> Result<Outcome> {
+    fn reseal(&mut self, limit: usize, from: &ResealCursor) -> Result<Outcome> {
         let current = self.keys.current_key_id();
         let mut fams = Vec::new();
         let mut toks = Vec::new();
+        let mut cursor = from.clone();
         let mut more = false;
-        for item in self.families.iter()? {
-            let (k, v) = item?;
-            let id = FamilyId::from_bytes(*k.value());
-            if key_id_of(v.value()) != Some(current.0) {
-                if fams.len() == limit {
-                    more = true;
-                    break;
+        if !from.families_done {
+            let range = match &from.family {
+                Some(after) => self.families.range::<&[u8; FAMILY_ID_LEN]>((
+                    std::ops::Bound::Excluded(after.as_bytes()),
+                    std::ops::Bound::Unbounded,
+                ))?,
+                None => self.families.iter()?,
+            };
+            let mut exhausted = true;
+            for item in range {
+                let (k, v) = item?;
+                if key_id_of(v.value()) != Some(current.0) {
+                    if fams.len() == limit {
+                        exhausted = false;
+                        break;
+                    }
+                    fams.push(FamilyId::from_bytes(*k.value()));
                 }
-                fams.push(id);
             }
+            cursor.family = fams.last().copied().or(cursor.family);
+            cursor.families_done = exhausted;
+            more |= !exhausted;
         }
         let room = limit.saturating_sub(fams.len());
-        for item in self.tokens.iter()? {
-            let (k, v) = item?;
-            if key_id_of(v.value()) != Some(current.0) {
-                if toks.len() == room {
-                    more = true;
-                    break;
+        if cursor.families_done && room > 0 {
+            let range = match &from.token {
+                Some(after) => self.tokens.range::<&[u8; TOKEN_ID_LEN]>((
+                    std::ops::Bound::Excluded(after.as_bytes()),
+                    std::ops::Bound::Unbounded,
+                ))?,
+                None => self.tokens.iter()?,
+            };
+            for item in range {
+                let (k, v) = item?;
+                if key_id_of(v.value()) != Some(current.0) {
+                    if toks.len() == room {
+                        more = true;
+                        break;
+                    }
+                    toks.push(TokenId::from_bytes(*k.value()));
                 }
-                toks.push(TokenId::from_bytes(*k.value()));
             }
+            cursor.token = toks.last().copied().or(cursor.token);
+        } else if !cursor.families_done || room == 0 {
+            more = true;
         }
-        let mut records = 0;
+        let (mut records, mut corrupt_records) = (0, 0);
         for id in fams {
-            if let Some(mut rec) = self.family(&id)? {
-                rec.reseal(&id, self.keys).map_err(corrupt)?;
-                let d = rec.deadline();
-                self.put_family(&id, &rec, Some(d))?;
-                records += 1;
+            match self.family(&id) {
+                Ok(Some(mut rec)) => match rec.reseal(&id, self.keys) {
+                    Ok(()) => {
+                        let d = rec.deadline();
+                        self.put_family(&id, &rec, Some(d))?;
+                        records += 1;
+                    }
+                    Err(_) => corrupt_records += 1,
+                },
+                Ok(None) => {}
+                Err(StoreError::Corrupt(_)) => corrupt_records += 1,
+                Err(e) => return Err(e),
             }
         }
         for id in toks {
-            if let Some(mut rec) = self.token(&id)? {
-                rec.reseal(&id, self.keys).map_err(corrupt)?;
-                self.put_token(&id, &rec)?;
-                records += 1;
+            match self.token(&id) {
+                Ok(Some(mut rec)) => match rec.reseal(&id, self.keys) {
+                    Ok(()) => {
+                        self.put_token(&id, &rec)?;
+                        records += 1;
+                    }
+                    Err(_) => corrupt_records += 1,
+                },
+                Ok(None) => {}
+                Err(StoreError::Corrupt(_)) => corrupt_records += 1,
+                Err(e) => return Err(e),
             }
         }
-        Ok(Outcome::Resealed { records, more })
+        Ok(Outcome::Resealed {
+            records,
+            corrupt: corrupt_records,
+            more,
+            cursor,
+        })
     }
+}
+
+/// Where a data-key re-seal pass stands: records are visited in key order, families first, so
+/// each batch starts where the previous one stopped instead of rescanning from the start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResealCursor {
+    family: Option<FamilyId>,
+    token: Option<TokenId>,
+    families_done: bool,
 }
 
 /// When a grace window opened at `rotated_at` closes: never after the family's absolute

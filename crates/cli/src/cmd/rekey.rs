@@ -9,7 +9,7 @@ use clap::{ArgGroup, Args, value_parser};
 use serde_json::json;
 use std::path::PathBuf;
 use tokendb::{Clock, SystemClock};
-use tokendb_store::{Op, Outcome};
+use tokendb_store::{Op, Outcome, ResealCursor};
 
 /// Exit code of a run stopped by `--stop-after-batches` (tests only).
 const STOPPED: i32 = 99;
@@ -94,14 +94,27 @@ fn data(a: &RekeyArgs) -> Result<Report, CliError> {
         .sum();
     let pb = progress(total, "re-sealing");
     let limit = usize::try_from(a.batch).unwrap_or(usize::MAX);
-    let (mut resealed, mut batches) = (0u64, 0u64);
+    let (mut resealed, mut batches, mut skipped) = (0u64, 0u64, 0u64);
+    let mut cursor = ResealCursor::default();
     loop {
         let now = SystemClock.now_ms();
         // Through the group-commit writer, like any write of a running server: lookups and
         // other writes carry on between batches.
-        let Outcome::Resealed { records, more } = store.submit(Op::Reseal { limit }, now)? else {
+        let op = Op::Reseal {
+            limit,
+            from: cursor.clone(),
+        };
+        let Outcome::Resealed {
+            records,
+            corrupt,
+            more,
+            cursor: next,
+        } = store.submit(op, now)?
+        else {
             break;
         };
+        cursor = next;
+        skipped += corrupt;
         resealed += records;
         batches += 1;
         pb.inc(records);
@@ -117,6 +130,14 @@ fn data(a: &RekeyArgs) -> Result<Report, CliError> {
         }
     }
     pb.finish_and_clear();
+    if skipped > 0 {
+        return Err(CliError::new(
+            crate::error::Exit::Failed,
+            "damaged_records",
+            format!("{skipped} record(s) could not be re-sealed: they fail authentication"),
+            "run `tokendb verify` to find them; the old key stays until they are dealt with",
+        ));
+    }
     let retired: Vec<u32> = store
         .retire_old_sealing_keys(&opened.master)?
         .iter()
