@@ -137,6 +137,12 @@ impl From<StoreError> for CliError {
                 format!("damaged or tampered record: {e}"),
                 DAMAGE_HINT,
             ),
+            StoreError::Damaged(why) => Self::new(
+                Exit::Failed,
+                "damaged_file",
+                format!("the database file is damaged: {why}"),
+                DAMAGE_HINT,
+            ),
             StoreError::Invalid(e) => Self::usage(
                 "invalid_input",
                 format!("invalid input: {e}"),

@@ -268,89 +268,93 @@ impl Store {
     /// Storage errors. Records that fail authentication are counted in
     /// [`StoreStats::unreadable`], not returned as errors.
     pub fn stats(&self, now: u64, horizons_ms: &[u64]) -> Result<StoreStats> {
-        let keys = self.keys();
-        self.with_tables(|t| {
-            let mut s = StoreStats {
-                expiring: horizons_ms
-                    .iter()
-                    .map(|h| Expiring {
-                        within_ms: *h,
-                        ..Expiring::default()
-                    })
-                    .collect(),
-                ..StoreStats::default()
-            };
-            for item in t.families.iter()? {
-                let (k, v) = item?;
-                let id = FamilyId::from_bytes(*k.value());
-                let Ok(rec) = FamilyRecord::decode(v.value(), &id, &keys) else {
-                    s.unreadable += 1;
-                    continue;
+        crate::error::contain("scanning the file", || {
+            let keys = self.keys();
+            self.with_tables(|t| {
+                let mut s = StoreStats {
+                    expiring: horizons_ms
+                        .iter()
+                        .map(|h| Expiring {
+                            within_ms: *h,
+                            ..Expiring::default()
+                        })
+                        .collect(),
+                    ..StoreStats::default()
                 };
-                *s.records_by_key.entry(rec.key_id).or_default() += 1;
-                s.families.generations = s.families.generations.saturating_add(rec.generation);
-                let f = &mut s.families;
-                match rec.state {
-                    RecordState::Revoked { reason, .. } => {
-                        f.revoked += 1;
-                        *f.revoked_by_reason.entry(reason.name()).or_default() += 1;
-                    }
-                    RecordState::Active if now >= rec.absolute_deadline => f.expired_absolute += 1,
-                    RecordState::Active if now >= rec.idle_deadline => f.expired_idle += 1,
-                    RecordState::Active => {
-                        f.active += 1;
-                        if !rec.grace.is_empty() {
-                            f.in_grace += 1;
+                for item in t.families.iter()? {
+                    let (k, v) = item?;
+                    let id = FamilyId::from_bytes(*k.value());
+                    let Ok(rec) = FamilyRecord::decode(v.value(), &id, &keys) else {
+                        s.unreadable += 1;
+                        continue;
+                    };
+                    *s.records_by_key.entry(rec.key_id).or_default() += 1;
+                    s.families.generations = s.families.generations.saturating_add(rec.generation);
+                    let f = &mut s.families;
+                    match rec.state {
+                        RecordState::Revoked { reason, .. } => {
+                            f.revoked += 1;
+                            *f.revoked_by_reason.entry(reason.name()).or_default() += 1;
                         }
-                        for e in &mut s.expiring {
-                            if rec.deadline() <= now.saturating_add(e.within_ms) {
-                                e.families += 1;
+                        RecordState::Active if now >= rec.absolute_deadline => {
+                            f.expired_absolute += 1
+                        }
+                        RecordState::Active if now >= rec.idle_deadline => f.expired_idle += 1,
+                        RecordState::Active => {
+                            f.active += 1;
+                            if !rec.grace.is_empty() {
+                                f.in_grace += 1;
+                            }
+                            for e in &mut s.expiring {
+                                if rec.deadline() <= now.saturating_add(e.within_ms) {
+                                    e.families += 1;
+                                }
                             }
                         }
                     }
                 }
-            }
-            for item in t.tokens.iter()? {
-                let (k, v) = item?;
-                let id = TokenId::from_bytes(*k.value());
-                let Ok(rec) = AccessRecord::decode(v.value(), &id, &keys) else {
-                    s.unreadable += 1;
-                    continue;
-                };
-                *s.records_by_key.entry(rec.key_id).or_default() += 1;
-                let a = if rec.family.is_some() {
-                    &mut s.family_access_tokens
-                } else {
-                    &mut s.standalone_access_tokens
-                };
-                match rec.state {
-                    RecordState::Revoked { .. } => a.revoked += 1,
-                    RecordState::Active if now >= rec.deadline => a.expired += 1,
-                    RecordState::Active => {
-                        a.active += 1;
-                        for e in &mut s.expiring {
-                            if rec.deadline <= now.saturating_add(e.within_ms) {
-                                e.access_tokens += 1;
+                for item in t.tokens.iter()? {
+                    let (k, v) = item?;
+                    let id = TokenId::from_bytes(*k.value());
+                    let Ok(rec) = AccessRecord::decode(v.value(), &id, &keys) else {
+                        s.unreadable += 1;
+                        continue;
+                    };
+                    *s.records_by_key.entry(rec.key_id).or_default() += 1;
+                    let a = if rec.family.is_some() {
+                        &mut s.family_access_tokens
+                    } else {
+                        &mut s.standalone_access_tokens
+                    };
+                    match rec.state {
+                        RecordState::Revoked { .. } => a.revoked += 1,
+                        RecordState::Active if now >= rec.deadline => a.expired += 1,
+                        RecordState::Active => {
+                            a.active += 1;
+                            for e in &mut s.expiring {
+                                if rec.deadline <= now.saturating_add(e.within_ms) {
+                                    e.access_tokens += 1;
+                                }
                             }
                         }
                     }
                 }
-            }
-            let upto = dl_upto(now);
-            for item in t.deadlines.iter()? {
-                let (k, _) = item?;
-                s.index_entries.deadlines += 1;
-                if *k.value() <= upto {
-                    s.due += 1;
-                    if s.oldest_due.is_none() {
-                        s.oldest_due = dl_parse(k.value()).map(|(d, _)| d);
+                let upto = dl_upto(now);
+                for item in t.deadlines.iter()? {
+                    let (k, _) = item?;
+                    s.index_entries.deadlines += 1;
+                    if *k.value() <= upto {
+                        s.due += 1;
+                        if s.oldest_due.is_none() {
+                            s.oldest_due = dl_parse(k.value()).map(|(d, _)| d);
+                        }
                     }
                 }
-            }
-            s.index_entries.family_tokens = count(t.family_tokens.iter()?)?;
-            s.index_entries.by_subject = count(t.by_subject.iter()?)?;
-            s.index_entries.by_client = count(t.by_client.iter()?)?;
-            Ok(s)
+                s.index_entries.family_tokens = count(t.family_tokens.iter()?)?;
+                s.index_entries.by_subject = count(t.by_subject.iter()?)?;
+                s.index_entries.by_client = count(t.by_client.iter()?)?;
+                Ok(s)
+            })
         })
     }
 
@@ -361,21 +365,23 @@ impl Store {
     /// # Errors
     /// Storage errors.
     pub fn records_by_key(&self) -> Result<BTreeMap<KeyId, u64>> {
-        self.with_tables(|t| {
-            let mut out = BTreeMap::new();
-            for item in t.families.iter()? {
-                let (_, v) = item?;
-                if let Some(k) = crate::ops::key_id_of(v.value()) {
-                    *out.entry(KeyId(k)).or_default() += 1;
+        crate::error::contain("scanning the file", || {
+            self.with_tables(|t| {
+                let mut out = BTreeMap::new();
+                for item in t.families.iter()? {
+                    let (_, v) = item?;
+                    if let Some(k) = crate::ops::key_id_of(v.value()) {
+                        *out.entry(KeyId(k)).or_default() += 1;
+                    }
                 }
-            }
-            for item in t.tokens.iter()? {
-                let (_, v) = item?;
-                if let Some(k) = crate::ops::key_id_of(v.value()) {
-                    *out.entry(KeyId(k)).or_default() += 1;
+                for item in t.tokens.iter()? {
+                    let (_, v) = item?;
+                    if let Some(k) = crate::ops::key_id_of(v.value()) {
+                        *out.entry(KeyId(k)).or_default() += 1;
+                    }
                 }
-            }
-            Ok(out)
+                Ok(out)
+            })
         })
     }
 
@@ -384,9 +390,11 @@ impl Store {
     /// # Errors
     /// Storage errors.
     pub fn due_entries(&self, now: u64) -> Result<u64> {
-        self.with_tables(|t| {
-            let upto = dl_upto(now);
-            count(t.deadlines.range::<&[u8; DL_KEY_LEN]>(..=&upto)?)
+        crate::error::contain("scanning the file", || {
+            self.with_tables(|t| {
+                let upto = dl_upto(now);
+                count(t.deadlines.range::<&[u8; DL_KEY_LEN]>(..=&upto)?)
+            })
         })
     }
 
@@ -406,13 +414,15 @@ impl Store {
     /// Storage errors (a structurally broken file); every damaged record or entry is a
     /// [`Problem`] instead.
     pub fn verify(&self, max_problems: usize) -> Result<VerifyReport> {
-        let keys = self.keys();
-        self.with_tables(|t| {
-            let mut r = VerifyReport::default();
-            let grace = verify_indexes(t, &keys, &mut r, max_problems)?;
-            verify_families(t, &keys, &grace, &mut r, max_problems)?;
-            verify_tokens(t, &keys, &mut r, max_problems)?;
-            Ok(r)
+        crate::error::contain("scanning the file", || {
+            let keys = self.keys();
+            self.with_tables(|t| {
+                let mut r = VerifyReport::default();
+                let grace = verify_indexes(t, &keys, &mut r, max_problems)?;
+                verify_families(t, &keys, &grace, &mut r, max_problems)?;
+                verify_tokens(t, &keys, &mut r, max_problems)?;
+                Ok(r)
+            })
         })
     }
 

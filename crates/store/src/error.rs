@@ -33,6 +33,9 @@ pub enum StoreError {
     /// A record or index entry failed authentication or decoding: the file was damaged or
     /// tampered with.
     Corrupt(CoreError),
+    /// The storage engine failed on damaged file structure (a B-tree page or allocator state
+    /// that does not parse). The operation was abandoned; nothing was changed.
+    Damaged(String),
     /// Bad input to a store operation (limits, sizes).
     Invalid(CoreError),
     /// redb reported an error.
@@ -58,6 +61,10 @@ impl fmt::Display for StoreError {
             Self::Closed => f.write_str("the database handle was closed; open it again"),
             Self::Failed(why) => write!(f, "the database is in a failed state ({why}); close and reopen it"),
             Self::Corrupt(e) => write!(f, "damaged or tampered record: {e}"),
+            Self::Damaged(why) => write!(
+                f,
+                "the database file is damaged ({why}); run `tokendb verify`, and restore from a backup"
+            ),
             Self::Invalid(e) => write!(f, "invalid input: {e}"),
             Self::Storage(e) => write!(f, "storage error: {e}"),
             Self::Io(e) => write!(f, "I/O error: {e}"),
@@ -103,6 +110,27 @@ from_redb!(
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         Self::Io(e)
+    }
+}
+
+/// Runs `f`, turning a panic inside it into [`StoreError::Damaged`].
+///
+/// redb trusts its own file: on some damaged pages it indexes out of bounds or fails an
+/// internal `expect` instead of returning an error. A token store must answer a damaged file
+/// with an error, never by unwinding through the caller's request handler, so every read of
+/// the file goes through here. (Writes run on the writer thread, whose own guard marks the
+/// database failed instead.)
+pub(crate) fn contain<R>(what: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(ToString::to_string)
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            Err(StoreError::Damaged(format!("{what}: {detail}")))
+        }
     }
 }
 

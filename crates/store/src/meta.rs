@@ -71,6 +71,10 @@ pub(crate) fn open(
     master: &MasterKey,
     opts: StoreOptions,
 ) -> Result<(Database, KeyRing)> {
+    crate::error::contain("opening the file", || open_inner(path, master, opts))
+}
+
+fn open_inner(path: &Path, master: &MasterKey, opts: StoreOptions) -> Result<(Database, KeyRing)> {
     if !path.exists() {
         return Err(StoreError::NotFound(path.display().to_string()));
     }

@@ -8,7 +8,7 @@
 //! stale snapshot stays pinned (holding pages the writer would reuse) while nothing reads.
 
 use crate::Store;
-use crate::error::{Result, StoreError};
+use crate::error::{Result, StoreError, contain};
 use crate::tables::{
     BY_CLIENT, BY_SUBJECT, DEADLINES, DL_KEY_LEN, Entry, FAMILIES, FAMILY_TOKENS, FT_KEY_LEN,
     IX_KEY_LEN, TOKENS, dl_parse, ix_parse,
@@ -80,12 +80,14 @@ impl Reader<'_> {
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
     pub fn family(&self, id: &FamilyId) -> Result<Option<FamilyRecord>> {
-        match self.snap.families.get(id.as_bytes())? {
-            None => Ok(None),
-            Some(v) => FamilyRecord::decode(v.value(), id, &self.snap.keys)
-                .map(Some)
-                .map_err(StoreError::Corrupt),
-        }
+        contain("reading a family", || {
+            match self.snap.families.get(id.as_bytes())? {
+                None => Ok(None),
+                Some(v) => FamilyRecord::decode(v.value(), id, &self.snap.keys)
+                    .map(Some)
+                    .map_err(StoreError::Corrupt),
+            }
+        })
     }
 
     /// Reads and authenticates an access token record.
@@ -93,12 +95,14 @@ impl Reader<'_> {
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
     pub fn token(&self, id: &TokenId) -> Result<Option<AccessRecord>> {
-        match self.snap.tokens.get(id.as_bytes())? {
-            None => Ok(None),
-            Some(v) => AccessRecord::decode(v.value(), id, &self.snap.keys)
-                .map(Some)
-                .map_err(StoreError::Corrupt),
-        }
+        contain("reading a token", || {
+            match self.snap.tokens.get(id.as_bytes())? {
+                None => Ok(None),
+                Some(v) => AccessRecord::decode(v.value(), id, &self.snap.keys)
+                    .map(Some)
+                    .map_err(StoreError::Corrupt),
+            }
+        })
     }
 }
 
@@ -141,7 +145,7 @@ impl Store {
             .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
         let db = guard.as_ref().ok_or(StoreError::Closed)?;
         let keys = self.keys();
-        let txn = db.begin_read()?;
+        let txn = contain("opening a read snapshot", || Ok(db.begin_read()?))?;
         Ok(Snapshot {
             seq,
             keys,
@@ -189,32 +193,34 @@ impl Store {
     /// # Errors
     /// Storage errors; decode failures are reported per item instead.
     pub fn scan(&self, mut f: impl FnMut(ScanItem)) -> Result<()> {
-        self.check_usable()?;
-        let keys = self.keys();
-        let guard = self
-            .shared
-            .db
-            .read()
-            .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
-        let db = guard.as_ref().ok_or(StoreError::Closed)?;
-        let txn = db.begin_read()?;
-        for item in txn.open_table(FAMILIES)?.iter()? {
-            let (k, v) = item?;
-            let id = FamilyId::from_bytes(*k.value());
-            f(ScanItem::Family(
-                id,
-                FamilyRecord::decode(v.value(), &id, &keys),
-            ));
-        }
-        for item in txn.open_table(TOKENS)?.iter()? {
-            let (k, v) = item?;
-            let id = TokenId::from_bytes(*k.value());
-            f(ScanItem::Token(
-                id,
-                AccessRecord::decode(v.value(), &id, &keys),
-            ));
-        }
-        Ok(())
+        contain("scanning the file", || {
+            self.check_usable()?;
+            let keys = self.keys();
+            let guard = self
+                .shared
+                .db
+                .read()
+                .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+            let db = guard.as_ref().ok_or(StoreError::Closed)?;
+            let txn = db.begin_read()?;
+            for item in txn.open_table(FAMILIES)?.iter()? {
+                let (k, v) = item?;
+                let id = FamilyId::from_bytes(*k.value());
+                f(ScanItem::Family(
+                    id,
+                    FamilyRecord::decode(v.value(), &id, &keys),
+                ));
+            }
+            for item in txn.open_table(TOKENS)?.iter()? {
+                let (k, v) = item?;
+                let id = TokenId::from_bytes(*k.value());
+                f(ScanItem::Token(
+                    id,
+                    AccessRecord::decode(v.value(), &id, &keys),
+                ));
+            }
+            Ok(())
+        })
     }
 
     /// Visits every index entry of one consistent snapshot.
@@ -222,51 +228,53 @@ impl Store {
     /// # Errors
     /// Storage errors.
     pub fn scan_indexes(&self, mut f: impl FnMut(IndexEntry)) -> Result<()> {
-        self.check_usable()?;
-        let guard = self
-            .shared
-            .db
-            .read()
-            .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
-        let db = guard.as_ref().ok_or(StoreError::Closed)?;
-        let txn = db.begin_read()?;
-        for item in txn.open_table(FAMILY_TOKENS)?.iter()? {
-            let (k, _) = item?;
-            let k: &[u8; FT_KEY_LEN] = k.value();
-            let parsed = k.split_at_checked(FAMILY_ID_LEN).and_then(|(a, b)| {
-                Some(IndexEntry::FamilyToken(
-                    FamilyId::from_slice(a)?,
-                    TokenId::from_slice(b)?,
-                ))
-            });
-            f(parsed.unwrap_or(IndexEntry::Malformed("family_tokens")));
-        }
-        for item in txn.open_table(DEADLINES)?.iter()? {
-            let (k, _) = item?;
-            let k: &[u8; DL_KEY_LEN] = k.value();
-            f(
-                dl_parse(k).map_or(IndexEntry::Malformed("deadlines"), |(d, e)| {
-                    IndexEntry::Deadline(d, e)
-                }),
-            );
-        }
-        for (table, name, subject) in [
-            (BY_SUBJECT, "by_subject", true),
-            (BY_CLIENT, "by_client", false),
-        ] {
-            for item in txn.open_table(table)?.iter()? {
+        contain("scanning the file", || {
+            self.check_usable()?;
+            let guard = self
+                .shared
+                .db
+                .read()
+                .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+            let db = guard.as_ref().ok_or(StoreError::Closed)?;
+            let txn = db.begin_read()?;
+            for item in txn.open_table(FAMILY_TOKENS)?.iter()? {
                 let (k, _) = item?;
-                let k: &[u8; IX_KEY_LEN] = k.value();
-                let hash = k.get(..16).and_then(IndexHash::from_slice);
-                let entry = match (hash, ix_parse(k)) {
-                    (Some(h), Some(e)) if subject => IndexEntry::Subject(h, e),
-                    (Some(h), Some(e)) => IndexEntry::Client(h, e),
-                    _ => IndexEntry::Malformed(name),
-                };
-                f(entry);
+                let k: &[u8; FT_KEY_LEN] = k.value();
+                let parsed = k.split_at_checked(FAMILY_ID_LEN).and_then(|(a, b)| {
+                    Some(IndexEntry::FamilyToken(
+                        FamilyId::from_slice(a)?,
+                        TokenId::from_slice(b)?,
+                    ))
+                });
+                f(parsed.unwrap_or(IndexEntry::Malformed("family_tokens")));
             }
-        }
-        Ok(())
+            for item in txn.open_table(DEADLINES)?.iter()? {
+                let (k, _) = item?;
+                let k: &[u8; DL_KEY_LEN] = k.value();
+                f(
+                    dl_parse(k).map_or(IndexEntry::Malformed("deadlines"), |(d, e)| {
+                        IndexEntry::Deadline(d, e)
+                    }),
+                );
+            }
+            for (table, name, subject) in [
+                (BY_SUBJECT, "by_subject", true),
+                (BY_CLIENT, "by_client", false),
+            ] {
+                for item in txn.open_table(table)?.iter()? {
+                    let (k, _) = item?;
+                    let k: &[u8; IX_KEY_LEN] = k.value();
+                    let hash = k.get(..16).and_then(IndexHash::from_slice);
+                    let entry = match (hash, ix_parse(k)) {
+                        (Some(h), Some(e)) if subject => IndexEntry::Subject(h, e),
+                        (Some(h), Some(e)) => IndexEntry::Client(h, e),
+                        _ => IndexEntry::Malformed(name),
+                    };
+                    f(entry);
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Deadline of the earliest entry in the sweeper's index, if any.
@@ -274,37 +282,41 @@ impl Store {
     /// # Errors
     /// Storage errors.
     pub fn earliest_deadline(&self) -> Result<Option<u64>> {
-        self.check_usable()?;
-        let guard = self
-            .shared
-            .db
-            .read()
-            .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
-        let db = guard.as_ref().ok_or(StoreError::Closed)?;
-        let txn = db.begin_read()?;
-        let table = txn.open_table(DEADLINES)?;
-        let first = table.first()?;
-        Ok(first.and_then(|(k, _)| dl_parse(k.value()).map(|(d, _)| d)))
+        contain("scanning the file", || {
+            self.check_usable()?;
+            let guard = self
+                .shared
+                .db
+                .read()
+                .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+            let db = guard.as_ref().ok_or(StoreError::Closed)?;
+            let txn = db.begin_read()?;
+            let table = txn.open_table(DEADLINES)?;
+            let first = table.first()?;
+            Ok(first.and_then(|(k, _)| dl_parse(k.value()).map(|(d, _)| d)))
+        })
     }
 
     /// Sealing key ids used by at least one record.
     pub(crate) fn key_ids_in_use(&self) -> Result<Vec<tokendb_core::KeyId>> {
-        let guard = self
-            .shared
-            .db
-            .read()
-            .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
-        let db = guard.as_ref().ok_or(StoreError::Closed)?;
-        let txn = db.begin_read()?;
-        let mut ids = std::collections::BTreeSet::new();
-        for item in txn.open_table(FAMILIES)?.iter()? {
-            let (_, v) = item?;
-            ids.extend(crate::ops::key_id_of(v.value()));
-        }
-        for item in txn.open_table(TOKENS)?.iter()? {
-            let (_, v) = item?;
-            ids.extend(crate::ops::key_id_of(v.value()));
-        }
-        Ok(ids.into_iter().map(tokendb_core::KeyId).collect())
+        contain("scanning the file", || {
+            let guard = self
+                .shared
+                .db
+                .read()
+                .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+            let db = guard.as_ref().ok_or(StoreError::Closed)?;
+            let txn = db.begin_read()?;
+            let mut ids = std::collections::BTreeSet::new();
+            for item in txn.open_table(FAMILIES)?.iter()? {
+                let (_, v) = item?;
+                ids.extend(crate::ops::key_id_of(v.value()));
+            }
+            for item in txn.open_table(TOKENS)?.iter()? {
+                let (_, v) = item?;
+                ids.extend(crate::ops::key_id_of(v.value()));
+            }
+            Ok(ids.into_iter().map(tokendb_core::KeyId).collect())
+        })
     }
 }
