@@ -9,8 +9,10 @@
 use rand::rngs::SmallRng;
 use rand::{Rng, RngExt, SeedableRng};
 
-/// Default value size in bytes, to be matched to the size of a tokendb record.
-pub const DEFAULT_VALUE_SIZE: usize = 160;
+/// Default value size in bytes: the size of the record tokendb stores for one standalone access
+/// token in the comparison (`engine::access_record_size`, checked by a test), so that every peer
+/// stores values as large as tokendb's.
+pub const DEFAULT_VALUE_SIZE: usize = 204;
 
 /// Length of a key: a BLAKE3 output, like a token id.
 pub const KEY_LEN: usize = 32;

@@ -10,9 +10,10 @@
 //! - [`peers`]: one module per peer system (raw redb, SQLite, Redis, PostgreSQL), each with a loader and
 //!   the workers the harness drives;
 //! - [`servers`]: start and stop `redis-server` and PostgreSQL as throw-away processes on loopback;
-//! - [`systems`]: one function per system that runs its measurements into a [`report::Report`];
-//!   **tokendb's own measurements plug in at [`systems::tokendb`]**;
-//! - [`report`]: the result rows, the human table and the JSON document.
+//! - [`engine`]: tokendb itself, through its public API: loading, workers, sweeps, open after a kill;
+//! - [`systems`]: one function per system that runs its measurements into a [`report::Report`]
+//!   (tokendb's in [`systems::tokendb`]);
+//! - [`report`]: the result rows, the human table, the JSON document, and the goal ratios.
 //!
 //! The `compare` binary (`src/bin/compare.rs`) ties them together:
 //!
@@ -44,6 +45,7 @@
 #![warn(missing_debug_implementations)]
 
 pub mod dataset;
+pub mod engine;
 pub mod harness;
 pub mod machine;
 pub mod peers;

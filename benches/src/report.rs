@@ -241,6 +241,156 @@ impl Report {
     }
 }
 
+/// One goal of the tokendb issues, checked on the rows of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Goal {
+    /// What is compared, e.g. `validate x1 / redb get x1`.
+    pub what: String,
+    /// The measured ratio (or absolute figure for the sweep rate).
+    pub value: f64,
+    /// The goal: `value` must be at least this.
+    pub target: f64,
+}
+
+impl Goal {
+    /// Whether the goal is met.
+    pub fn met(&self) -> bool {
+        self.value >= self.target
+    }
+
+    /// `what = value (goal >= target): met|MISSED by x%`.
+    pub fn describe(&self) -> String {
+        let verdict = if self.met() {
+            "met".to_owned()
+        } else {
+            format!(
+                "MISSED by {:.0}%",
+                100.0 * (1.0 - self.value / self.target.max(1e-9))
+            )
+        };
+        if self.target >= 1_000.0 {
+            format!(
+                "goal: {} = {} (goal >= {}): {verdict}",
+                self.what,
+                group_thousands(self.value),
+                group_thousands(self.target)
+            )
+        } else {
+            format!(
+                "goal: {} = {:.2}x (goal >= {}x): {verdict}",
+                self.what, self.value, self.target
+            )
+        }
+    }
+}
+
+impl Report {
+    /// The median throughput of the first row matching, if any.
+    fn rate(&self, system: &str, op: &str, mode: Option<&str>, threads: usize) -> Option<f64> {
+        self.results
+            .iter()
+            .find(|r| {
+                r.system == system
+                    && r.op == op
+                    && r.threads == threads
+                    && mode.is_none_or(|m| r.mode.as_deref() == Some(m))
+            })
+            .map(|r| r.ops_per_sec)
+    }
+
+    /// The best throughput of `system`'s `op` over all its rows, and that row's thread count.
+    fn best(&self, system: &str, op: &str) -> Option<(f64, usize)> {
+        self.results
+            .iter()
+            .filter(|r| r.system == system && r.op == op)
+            .map(|r| (r.ops_per_sec, r.threads))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    }
+
+    /// The goals of the tokendb issues (benchmarks, durable writes, sweeper) that this run has
+    /// the rows to check, each a ratio of two figures of this run.
+    pub fn goals(&self) -> Vec<Goal> {
+        const TDB: &str = "tokendb";
+        let validate = |t| self.rate(TDB, "validate", Some("access token"), t);
+        let mut goals = Vec::new();
+        let ratio = |what: String, a: Option<f64>, b: Option<f64>, target: f64| {
+            Some(Goal {
+                what,
+                value: a? / b?.max(1e-9),
+                target,
+            })
+        };
+        for t in [1, 2] {
+            goals.extend(ratio(
+                format!("validate x{t} / redb get x{t}"),
+                validate(t),
+                self.rate("redb", "get", None, t),
+                0.8,
+            ));
+        }
+        for t in [1, 2] {
+            goals.extend(ratio(
+                format!("introspect x{t} / redb get x{t}"),
+                self.rate(TDB, "introspect", Some("access token"), t),
+                self.rate("redb", "get", None, t),
+                0.5,
+            ));
+        }
+        if let Some((best, conns)) = self.best("redis", "get") {
+            goals.extend(ratio(
+                format!("validate x2 / redis get at its best ({conns} conns)"),
+                validate(2),
+                Some(best),
+                5.0,
+            ));
+        }
+        for (t, target) in [(1, 1.5), (2, 2.5)] {
+            goals.extend(ratio(
+                format!("validate x{t} / sqlite get x{t}"),
+                validate(t),
+                self.rate("sqlite", "get", None, t),
+                target,
+            ));
+        }
+        let rotate64 = self.rate(TDB, "rotate", Some("group"), 64);
+        if let Some((best, clients)) = self.best("postgres", "rotate") {
+            goals.extend(ratio(
+                format!("rotate group x64 / postgres rotate at its best ({clients} clients)"),
+                rotate64,
+                Some(best),
+                3.0,
+            ));
+        }
+        goals.extend(ratio(
+            "rotate group x64 / rotate per_op x64".to_owned(),
+            rotate64,
+            self.rate(TDB, "rotate", Some("per_op"), 64),
+            10.0,
+        ));
+        if let Some(rate) = self.rate(TDB, "sweep", None, 1) {
+            goals.push(Goal {
+                what: "sweep, expired tokens deleted per second".to_owned(),
+                value: rate,
+                target: 200_000.0,
+            });
+        }
+        for t in [1, 2] {
+            goals.extend(ratio(
+                format!("validate_during_sweep x{t} / validate x{t} (same loop)"),
+                self.rate(TDB, "validate_during_sweep", None, t),
+                self.rate(
+                    TDB,
+                    "validate",
+                    Some("baseline of validate_during_sweep"),
+                    t,
+                ),
+                0.7,
+            ));
+        }
+        goals
+    }
+}
+
 /// A JSON object with its keys in the given order.
 fn ordered_object(fields: &[(&str, Value)]) -> String {
     let parts: Vec<String> = fields

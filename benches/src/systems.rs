@@ -2,12 +2,15 @@
 //! notes to the [`Report`]. A failure (a server that does not start, a measurement that errs) becomes a
 //! note, and the other measurements still run.
 //!
-//! **Extension point:** tokendb's own measurements go in [`tokendb`], which the engine issue fills in.
+//! tokendb's own measurements are in [`tokendb`], driven through [`crate::engine`].
 
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokendb::SweeperConfig;
 
 use crate::dataset::Dataset;
+use crate::engine::{self, Engine};
 use crate::harness::{self, Measurement, Timing};
 use crate::peers::postgres::Postgres;
 use crate::peers::redb_raw::RedbRaw;
@@ -37,6 +40,16 @@ pub struct Settings {
     /// Extra Redis layouts to measure, as (OS threads, connections per thread), besides the
     /// default [`redis::MULTI_CONN_LAYOUT`]: to find Redis's best concurrency on a machine.
     pub redis_layouts: Vec<(usize, usize)>,
+    /// Expired tokens tokendb's `sweep` deletes (`validate_during_sweep` sweeps half as many at
+    /// each read thread count); 0 skips both.
+    pub sweep_tokens: usize,
+    /// A program that, run as `<program> --hold-open <file>`, opens a tokendb file and writes to
+    /// it until killed (the `compare` binary itself): tokendb's open time after a SIGKILL is
+    /// measured with it. `None` skips that measurement.
+    pub crash_child: Option<PathBuf>,
+    /// redb page cache of tokendb's database, in bytes (default [`engine::CACHE_BYTES`], the
+    /// raw redb peer's).
+    pub tokendb_cache_bytes: usize,
 }
 
 /// What every system function gets.
@@ -62,24 +75,288 @@ pub fn run(name: &str, ctx: &Context<'_>, report: &mut Report) {
     }
 }
 
-/// **Extension point: tokendb's own measurements. Filled in by the engine issue; does nothing yet.**
+/// tokendb itself, through its public API, on a database of `ctx.data.len()` standalone access
+/// tokens issued by `TokenDb::issue_access` (see [`crate::engine`] for how it is loaded and
+/// driven), with the sweeper thread disabled except where a measurement sweeps:
 ///
-/// The tokendb crate's API is not ready, so this crate does not depend on it. When it is, this
-/// function should, with the same data set size (`ctx.data.len()` tokens, issued through tokendb so
-/// that records have their real size) and the same [`harness`] calls as the peers:
-///
-/// - `validate` and `introspect`: lookups of random issued tokens at each of
-///   `ctx.settings.read_threads` ([`harness::run_reads`]; compare with `redb`/`get`);
-/// - `issue` and `rotate`, each with `mode` `"group commit"` and `"per-op"`, at each of
-///   `ctx.settings.write_clients` ([`harness::run_writes`]; compare with `sqlite` and `postgres`);
-/// - `sweep` (expired tokens deleted per second) and `validate_during_sweep` (lookups while the
-///   sweeper deletes);
-/// - set `report.bytes_per_token` (file size / tokens) and `report.open_ms` (time to open the loaded
-///   database).
-///
-/// Add rows with [`record`], settings with [`Report::note`] and failures with [`Report::fail`].
+/// - `validate` (status only) and `introspect` (claims: opens the sealed body) of random loaded
+///   tokens at each of `ctx.settings.read_threads` (compare with `redb`/`get`);
+/// - `issue` (one standalone access token) and `rotate` (each caller rotates its own family,
+///   presenting the newest token each time), durable, at each of `ctx.settings.write_clients`,
+///   `mode` `group` (the default group-commit writer) and then `per_op` (`max_batch: 1`), in
+///   the same run on the same file;
+/// - `sweep`: `ctx.settings.sweep_tokens` tokens expired by moving the clock, deleted by one timed
+///   `sweep_now(None)`; `validate_during_sweep` at each read thread count, beside a `validate`
+///   row (mode `baseline of validate_during_sweep`) measured by the same threads in alternating
+///   phases;
+/// - `report.bytes_per_token` (file size / loaded tokens after a compaction; the size straight
+///   after loading is a note) and `report.open_ms` (`TokenDb::open` after a clean close; the
+///   open after a SIGKILL of a process writing to the file is a note).
 pub fn tokendb(ctx: &Context<'_>, report: &mut Report) {
-    let _ = (ctx, report);
+    if let Err(e) = tokendb_measurements(ctx, report) {
+        report.fail(format!("tokendb: stopped: {}", error_chain(&*e)));
+    }
+}
+
+fn tokendb_measurements(ctx: &Context<'_>, report: &mut Report) -> BenchResult<()> {
+    const SYSTEM: &str = "tokendb";
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let n = ctx.data.len();
+    let s = ctx.settings;
+    let access_size = engine::access_record_size()?;
+    let family_size = engine::family_record_size()?;
+    report.note(format!(
+        "{SYSTEM}: records are {access_size} bytes per standalone access token (under a 32-byte \
+         token id; plus 3 index entries: deadline, subject, client) and {family_size} bytes per \
+         refresh family; peers' values are {} bytes",
+        ctx.data.value_size()
+    ));
+    report.note(format!(
+        "{SYSTEM}: sweeper thread disabled (sweeps only where measured), redb cache {} MiB \
+         (tokendb's default: 256 MiB), quick repair on; writer group = max_batch {}, no added \
+         wait; per_op = max_batch 1; loaded by {} threads calling issue_access, writer max_batch {}",
+        s.tokendb_cache_bytes >> 20,
+        engine::GROUP_WRITER.max_batch,
+        engine::LOAD_THREADS,
+        engine::LOAD_WRITER.max_batch
+    ));
+
+    let mut eng = Engine::create(
+        ctx.dir,
+        engine::LOAD_WRITER,
+        engine::LIVE_LIFETIME,
+        s.tokendb_cache_bytes,
+    )?;
+    let start = Instant::now();
+    let tokens = engine::load_access(eng.db()?, 0, n, engine::LOAD_THREADS, true)?;
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "[{SYSTEM}] loaded {n} tokens in {secs:.2} s ({:.0} tokens/s, {} commits)",
+        n as f64 / secs.max(1e-9),
+        eng.db()?.store().commits()
+    );
+    report.note(format!(
+        "{SYSTEM}: loaded {n} access tokens in {secs:.1} s ({:.0}/s) through issue_access from \
+         {} threads ({} group commits); tokendb has no bulk-load API",
+        n as f64 / secs.max(1e-9),
+        engine::LOAD_THREADS,
+        eng.db()?.store().commits()
+    ));
+    let loaded_bytes = eng.file_bytes()?;
+    let start = Instant::now();
+    let compacted = eng.db()?.store().compact();
+    let compact_secs = start.elapsed().as_secs_f64();
+    let compact_bytes = eng.file_bytes()?;
+    let per_token = |b: u64| b as f64 / n.max(1) as f64;
+    match compacted {
+        Ok(_) => {
+            report.bytes_per_token = Some(per_token(compact_bytes));
+            report.note(format!(
+                "{SYSTEM}: file {:.1} MB after load ({:.0} bytes/token), {:.1} MB after compact \
+                 ({:.0} bytes/token, the bytes_per_token figure; compact took {compact_secs:.1} s)",
+                loaded_bytes as f64 / 1e6,
+                per_token(loaded_bytes),
+                compact_bytes as f64 / 1e6,
+                per_token(compact_bytes)
+            ));
+        }
+        Err(e) => {
+            report.bytes_per_token = Some(per_token(loaded_bytes));
+            report.note(format!(
+                "{SYSTEM}: file {:.1} MB after load ({:.0} bytes/token, the bytes_per_token \
+                 figure); compact failed: {e}",
+                loaded_bytes as f64 / 1e6,
+                per_token(loaded_bytes)
+            ));
+        }
+    }
+    let open = eng.reopen(engine::GROUP_WRITER, engine::LIVE_LIFETIME)?;
+    report.open_ms = Some(open.as_secs_f64() * 1e3);
+    eprintln!(
+        "[{SYSTEM}] open after a clean close: {:.1} ms",
+        open.as_secs_f64() * 1e3
+    );
+
+    {
+        let db = eng.db()?;
+        for &t in &s.read_threads {
+            let m = harness::run_reads(t, &s.read_timing, |_| {
+                Ok(engine::validate_worker(db, &tokens))
+            });
+            record(report, SYSTEM, "validate", Some("access token"), t, m);
+        }
+        for &t in &s.read_threads {
+            let m = harness::run_reads(t, &s.read_timing, |_| {
+                Ok(engine::introspect_worker(db, &tokens))
+            });
+            record(report, SYSTEM, "introspect", Some("access token"), t, m);
+        }
+    }
+
+    for (mode, writer) in [
+        ("group", engine::GROUP_WRITER),
+        ("per_op", engine::PER_OP_WRITER),
+    ] {
+        if s.write_clients.is_empty() {
+            break;
+        }
+        eng.reopen(writer, engine::LIVE_LIFETIME)?;
+        let db = eng.db()?;
+        for &c in &s.write_clients {
+            let m = harness::run_writes(c, &s.write_timing, |i| engine::issue_worker(db, i));
+            record(report, SYSTEM, "issue", Some(mode), c, m);
+        }
+        for &c in &s.write_clients {
+            let m = harness::run_writes(c, &s.write_timing, |i| engine::rotate_worker(db, i));
+            record(report, SYSTEM, "rotate", Some(mode), c, m);
+        }
+    }
+
+    match &s.crash_child {
+        Some(exe) => {
+            let after = s.write_timing.round.min(Duration::from_millis(500));
+            match engine::open_after_kill(
+                &mut eng,
+                exe,
+                after,
+                engine::GROUP_WRITER,
+                engine::LIVE_LIFETIME,
+            ) {
+                Ok(took) => {
+                    eprintln!(
+                        "[{SYSTEM}] open after SIGKILL of a writing process: {:.1} ms",
+                        took.as_secs_f64() * 1e3
+                    );
+                    report.note(format!(
+                        "{SYSTEM}: open {:.1} ms after a clean close (open_ms); {:.1} ms after a \
+                         SIGKILL of a child process that had the file open and was issuing from \
+                         4 threads (redb quick repair)",
+                        open.as_secs_f64() * 1e3,
+                        took.as_secs_f64() * 1e3
+                    ));
+                }
+                Err(e) => {
+                    report.fail(format!(
+                        "{SYSTEM}: open after SIGKILL not measured: {}",
+                        error_chain(&*e)
+                    ));
+                    eng.reopen(engine::GROUP_WRITER, engine::LIVE_LIFETIME)?;
+                }
+            }
+        }
+        None => report.note(format!(
+            "{SYSTEM}: open {:.1} ms after a clean close; open after SIGKILL not measured (no \
+             child program)",
+            open.as_secs_f64() * 1e3
+        )),
+    }
+
+    if s.sweep_tokens > 0 {
+        // Cohorts of expiring tokens with lifetimes 1, 2, 3... days: moving the clock a day at a
+        // time makes exactly one cohort due (loading takes far less than a day of real time).
+        let during = (s.sweep_tokens / 2).max(1);
+        let cohorts: Vec<usize> = std::iter::once(s.sweep_tokens)
+            .chain(s.read_threads.iter().map(|_| during))
+            .collect();
+        let mut first = n;
+        for (k, &size) in cohorts.iter().enumerate() {
+            eng.reopen(engine::LOAD_WRITER, DAY * (k as u32 + 1))?;
+            let start = Instant::now();
+            engine::load_access(eng.db()?, first, size, engine::LOAD_THREADS, false)?;
+            eprintln!(
+                "[{SYSTEM}] loaded {size} tokens expiring in {} day(s) in {:.2} s",
+                k + 1,
+                start.elapsed().as_secs_f64()
+            );
+            first += size;
+        }
+        eng.reopen(engine::GROUP_WRITER, engine::LIVE_LIFETIME)?;
+        eng.clock().advance(DAY + Duration::from_secs(3600));
+        let db = eng.db()?;
+        let start = Instant::now();
+        let pass = db.sweep_now(None);
+        let took = start.elapsed();
+        match pass {
+            Ok(pass) => {
+                let deleted = pass.tokens + pass.families;
+                let secs = took.as_secs_f64().max(1e-9);
+                let batch_us = secs * 1e6 / pass.batches.max(1) as f64;
+                eprintln!(
+                    "[{SYSTEM}] sweep: {deleted} deleted in {secs:.2} s ({:.0}/s), {} batches",
+                    deleted as f64 / secs,
+                    pass.batches
+                );
+                if deleted != s.sweep_tokens as u64 {
+                    report.fail(format!(
+                        "{SYSTEM}: sweep deleted {deleted} records, expected {}",
+                        s.sweep_tokens
+                    ));
+                }
+                report.push(ResultRow {
+                    system: SYSTEM.to_owned(),
+                    op: "sweep".to_owned(),
+                    mode: Some("sweep_now(None)".to_owned()),
+                    threads: 1,
+                    ops_per_sec: deleted as f64 / secs,
+                    p50_us: batch_us,
+                    p99_us: batch_us,
+                });
+                report.note(format!(
+                    "{SYSTEM}: sweep: {deleted} expired access tokens deleted by one \
+                     sweep_now(None) in {secs:.2} s, {} batches of up to {} (one write \
+                     transaction each); its p50/p99 columns are the mean time of one batch",
+                    pass.batches,
+                    SweeperConfig::default().batch_size
+                ));
+            }
+            Err(e) => report.fail(format!("{SYSTEM}: sweep failed: {e}")),
+        }
+        for &t in &s.read_threads {
+            eng.clock().advance(DAY);
+            let m = engine::validate_during_sweep(
+                db,
+                &tokens,
+                t,
+                s.read_timing.warmup,
+                s.read_timing.rounds,
+                s.read_timing.round,
+                during as u64,
+            );
+            match m {
+                Ok(m) => {
+                    let ratio = m.during.ops_per_sec / m.baseline.ops_per_sec.max(1e-9);
+                    report.note(format!(
+                        "{SYSTEM}: validate_during_sweep x{t}: {:.0}/s while sweeping vs {:.0}/s \
+                         without ({ratio:.2}x), same threads, alternating phases; {} expired \
+                         deleted in {:.2} s ({:.0}/s)",
+                        m.during.ops_per_sec,
+                        m.baseline.ops_per_sec,
+                        m.deleted,
+                        m.sweep_time.as_secs_f64(),
+                        m.deleted as f64 / m.sweep_time.as_secs_f64().max(1e-9)
+                    ));
+                    record(
+                        report,
+                        SYSTEM,
+                        "validate",
+                        Some("baseline of validate_during_sweep"),
+                        t,
+                        Ok(m.baseline),
+                    );
+                    record(
+                        report,
+                        SYSTEM,
+                        "validate_during_sweep",
+                        Some("access token"),
+                        t,
+                        Ok(m.during),
+                    );
+                }
+                Err(e) => record(report, SYSTEM, "validate_during_sweep", None, t, Err(e)),
+            }
+        }
+    }
+    eng.close()
 }
 
 /// Raw redb: lookups from one long-lived read transaction per thread, and per-op durable inserts.

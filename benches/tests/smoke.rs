@@ -1,4 +1,5 @@
-//! Runs `compare --smoke --no-servers --json --strict`, the CI smoke mode, and checks the JSON shape.
+//! Runs `compare --smoke --no-servers --json --strict`, the CI smoke mode, and checks the JSON shape
+//! and that every system and tokendb measurement produced its row (no timing is asserted).
 
 #![allow(
     clippy::unwrap_used,
@@ -25,9 +26,14 @@ fn smoke_run_prints_valid_json() {
             .unwrap()
             .contains("shared machine")
     );
-    assert!(report.get("bytes_per_token").is_some() && report.get("open_ms").is_some());
+    assert!(report["bytes_per_token"].as_f64().unwrap() > 0.0);
+    assert!(report["open_ms"].as_f64().unwrap() > 0.0);
     let rows = report["results"].as_array().unwrap();
     for (system, op) in [
+        ("tokendb", "validate"),
+        ("tokendb", "introspect"),
+        ("tokendb", "sweep"),
+        ("tokendb", "validate_during_sweep"),
         ("redb", "get"),
         ("redb", "issue"),
         ("sqlite", "get"),
@@ -38,6 +44,22 @@ fn smoke_run_prints_valid_json() {
             "no {system}/{op} row in {report}"
         );
     }
+    for op in ["issue", "rotate"] {
+        for mode in ["group", "per_op"] {
+            assert!(
+                rows.iter()
+                    .any(|r| r["system"] == "tokendb" && r["op"] == op && r["mode"] == mode),
+                "no tokendb/{op}/{mode} row in {report}"
+            );
+        }
+    }
+    let notes = report["notes"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("after a SIGKILL")),
+        "no open-after-kill note in {report}"
+    );
     for row in rows {
         assert!(row["ops_per_sec"].as_f64().unwrap() > 0.0, "{row}");
         assert!(row["threads"].as_u64().unwrap() >= 1, "{row}");

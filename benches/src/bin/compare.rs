@@ -23,7 +23,7 @@ use tokendb_benches::dataset::{DEFAULT_VALUE_SIZE, Dataset};
 use tokendb_benches::harness::Timing;
 use tokendb_benches::report::Report;
 use tokendb_benches::systems::{self, Context, Settings};
-use tokendb_benches::{BenchResult, machine};
+use tokendb_benches::{BenchResult, engine, error_chain, machine};
 
 const HELP: &str = "\
 compare: tokendb side by side with raw redb, SQLite, Redis and PostgreSQL
@@ -40,7 +40,12 @@ OPTIONS:
   --no-servers          skip the systems that need a server (redis, postgres)
   --threads LIST        reader thread counts for lookups [default: 1,2]
   --write-clients LIST  concurrent clients for durable writes [default: 1,8,64; 1,4 with --smoke]
-  --value-size BYTES    value size [default: 160]
+  --no-writes           skip the durable-write measurements (issue, rotate) of every system
+  --sweep-tokens N      expired tokens tokendb's `sweep` deletes; `validate_during_sweep` sweeps
+                        N/2 per read thread count; 0 skips both [default: min(tokens, 1000000)]
+  --tokendb-cache-mb MB redb page cache of tokendb's database [default: 1024, as raw redb's;
+                        tokendb's own default is 256]
+  --value-size BYTES    peers' value size [default: tokendb's access record size, 204]
   --dir PATH            where data files and servers go (a temporary directory is made inside and
                         removed after); must be on the disk to measure [default: the temp dir]
   --warmup-ms MS        override the warm-up of every measurement
@@ -62,6 +67,9 @@ struct Args {
     no_servers: bool,
     threads: Vec<usize>,
     write_clients: Option<Vec<usize>>,
+    no_writes: bool,
+    sweep_tokens: Option<usize>,
+    tokendb_cache_mb: usize,
     value_size: usize,
     dir: Option<PathBuf>,
     warmup_ms: Option<u64>,
@@ -81,6 +89,9 @@ fn parse_args() -> BenchResult<Option<Args>> {
         no_servers: false,
         threads: vec![1, 2],
         write_clients: None,
+        no_writes: false,
+        sweep_tokens: None,
+        tokendb_cache_mb: engine::CACHE_BYTES >> 20,
         value_size: DEFAULT_VALUE_SIZE,
         dir: None,
         warmup_ms: None,
@@ -122,6 +133,9 @@ fn parse_args() -> BenchResult<Option<Args>> {
             "--no-servers" => args.no_servers = true,
             "--threads" => args.threads = list(&value()?)?,
             "--write-clients" => args.write_clients = Some(list(&value()?)?),
+            "--no-writes" => args.no_writes = true,
+            "--sweep-tokens" => args.sweep_tokens = Some(number(&value()?)?),
+            "--tokendb-cache-mb" => args.tokendb_cache_mb = number(&value()?)?,
             "--value-size" => args.value_size = number(&value()?)?,
             "--dir" => args.dir = Some(PathBuf::from(value()?)),
             "--warmup-ms" => args.warmup_ms = Some(number(&value()?)?),
@@ -165,6 +179,17 @@ fn list(s: &str) -> BenchResult<Vec<usize>> {
 }
 
 fn main() -> ExitCode {
+    // The child process of tokendb's open-after-SIGKILL measurement (not in --help): opens the
+    // file, writes until killed.
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, path] = argv.as_slice()
+        && flag == "--hold-open"
+    {
+        if let Err(e) = engine::hold_open(std::path::Path::new(path)) {
+            eprintln!("compare --hold-open: {}", error_chain(&*e));
+        }
+        return ExitCode::from(2);
+    }
     match run() {
         Ok(code) => code,
         Err(e) => {
@@ -219,16 +244,23 @@ fn run() -> BenchResult<ExitCode> {
         read_threads: args.threads.clone(),
         // In smoke mode 64 clients would only add SQLite's lock-starvation tail (seconds) to a run
         // meant to check that everything works.
-        write_clients: args.write_clients.clone().unwrap_or_else(|| {
-            if args.smoke {
-                vec![1, 4]
-            } else {
-                vec![1, 8, 64]
-            }
-        }),
+        write_clients: if args.no_writes {
+            Vec::new()
+        } else {
+            args.write_clients.clone().unwrap_or_else(|| {
+                if args.smoke {
+                    vec![1, 4]
+                } else {
+                    vec![1, 8, 64]
+                }
+            })
+        },
         read_timing,
         write_timing,
         redis_layouts: args.redis_layouts.clone(),
+        sweep_tokens: args.sweep_tokens.unwrap_or(tokens.min(1_000_000)),
+        crash_child: std::env::current_exe().ok(),
+        tokendb_cache_bytes: args.tokendb_cache_mb.saturating_mul(1 << 20),
     };
 
     let mut selected: Vec<&str> = match &args.only {
@@ -257,6 +289,13 @@ fn run() -> BenchResult<ExitCode> {
         selected.join(","),
         work.path().display()
     );
+    eprintln!(
+        "compare: tokendb stores a standalone access token as a {} byte record (a refresh \
+         family: {} bytes); peers get values of {} bytes",
+        engine::access_record_size()?,
+        engine::family_record_size()?,
+        args.value_size
+    );
     let data = Dataset::new(tokens, args.value_size);
     let ctx = Context {
         settings: &settings,
@@ -279,6 +318,9 @@ fn run() -> BenchResult<ExitCode> {
         systems::run(system, &ctx, &mut report);
     }
     drop(work);
+    for goal in report.goals() {
+        report.note(goal.describe());
+    }
     eprintln!("compare: done in {:.1} s", started.elapsed().as_secs_f64());
 
     if args.json {

@@ -1,0 +1,1128 @@
+//! Random operation sequences against a reference model of design §5.
+//!
+//! [`run`] decodes fuzz input into at most [`MAX_OPS`] operations — issue (refresh, access tied
+//! to a family, standalone access), validate, introspect, rotate (the current token or any
+//! earlier generation, by the right or the wrong client, with a narrower or wider scope),
+//! revoke (token, family, subject, client), move the clock (forwards, and backwards), sweep,
+//! close and reopen, forge a token, mangle one — and applies each to a real [`TokenDb`] on a
+//! file and to a plain in-memory model written from the design's words, not from the engine's
+//! code. Every answer must equal the model's. After a reopen and at the end, every token ever
+//! handed out is validated and introspected again.
+//!
+//! The first input byte picks the configuration: grace period on or off, one-time-only or
+//! non-rotating refresh tokens, and no family cap, evict-oldest or refuse at 2 per
+//! (subject, client).
+
+use super::{Input, T0, ensure};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokendb::{
+    Config, Error, Expiry, FamilyCap, FamilyId, Grant, Introspection, ManualClock, MasterKey,
+    RevokeReason, Revoked, RotateRefusal, Scope, SweeperConfig, TokenDb, TokenKind, TokenStatus,
+    Validation,
+};
+use tokendb_core::{AccessToken, RefreshToken, TokenFormat, TokenSecret};
+
+/// Most operations one input runs.
+pub const MAX_OPS: usize = 64;
+
+const MINUTE: u64 = 60_000;
+const HOUR: u64 = 60 * MINUTE;
+const ABSOLUTE_MS: u64 = 8 * HOUR;
+const IDLE_MS: u64 = 2 * HOUR;
+const ACCESS_MS: u64 = 30 * MINUTE;
+const GRACE_MS: u64 = 10_000;
+const TOUCH_MS: u64 = MINUTE;
+const CAP: u32 = 2;
+
+const SUBJECTS: [&str; 3] = ["alice", "bob@example.com", "carol"];
+const CLIENTS: [&str; 2] = ["web", "cli"];
+const SCOPES: [&str; 3] = [
+    "openid offline_access",
+    "openid profile email",
+    "api:read api:write",
+];
+/// Scopes asked for at rotation or access issue: narrower than some grants, wider than others.
+const REQUESTS: [&str; 3] = ["openid", "api:read", "admin openid"];
+/// Clock steps, chosen to land on both sides of every lifetime above.
+const STEPS: [u64; 10] = [
+    1,
+    5_000,
+    GRACE_MS + 1,
+    MINUTE,
+    ACCESS_MS - 1,
+    ACCESS_MS + 1,
+    HOUR,
+    IDLE_MS,
+    3 * HOUR,
+    ABSOLUTE_MS + 1,
+];
+
+/// What [`run`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Operations applied.
+    pub ops: usize,
+    /// Answers compared with the model.
+    pub checks: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    OneTimeOnly,
+    NonRotating,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    grace: bool,
+    mode: Mode,
+    cap: Option<FamilyCap>,
+}
+
+impl Settings {
+    fn from_byte(b: u8) -> Self {
+        Self {
+            grace: b & 1 == 1,
+            mode: if b & 2 == 2 {
+                Mode::NonRotating
+            } else {
+                Mode::OneTimeOnly
+            },
+            cap: match (b >> 2) % 3 {
+                0 => None,
+                1 => Some(FamilyCap::EvictOldest(CAP)),
+                _ => Some(FamilyCap::Refuse(CAP)),
+            },
+        }
+    }
+
+    fn config(&self, clock: &Arc<ManualClock>) -> Result<Config, String> {
+        let mut b = Config::builder()
+            .clock(clock.clone())
+            .sweeper(SweeperConfig {
+                enabled: false,
+                ..SweeperConfig::default()
+            })
+            .refresh_lifetime(
+                Duration::from_millis(ABSOLUTE_MS),
+                Duration::from_millis(IDLE_MS),
+            )
+            .access_lifetime(Duration::from_millis(ACCESS_MS))
+            .family_cap(self.cap)
+            .cache_size(4 << 20);
+        if self.grace {
+            b = b.grace_period(Duration::from_millis(GRACE_MS));
+        }
+        if self.mode == Mode::NonRotating {
+            b = b.dangerous_non_rotating_refresh_tokens(Duration::from_millis(TOUCH_MS));
+        }
+        b.build().map_err(|e| e.to_string())
+    }
+}
+
+/// A family as the model sees it.
+#[derive(Debug)]
+struct Family {
+    id: FamilyId,
+    subject: usize,
+    client: usize,
+    scope: Scope,
+    claims: Vec<u8>,
+    revoked: Option<RevokeReason>,
+    created_at: u64,
+    absolute: u64,
+    idle: u64,
+    generation: u64,
+    rotated_at: u64,
+    /// Text of the current refresh token.
+    current: String,
+    /// Text of the successor kept for grace replays, while it is kept.
+    grace: Option<String>,
+    /// Deleted by a sweep.
+    deleted: bool,
+}
+
+impl Family {
+    fn deadline(&self) -> u64 {
+        self.absolute.min(self.idle)
+    }
+
+    fn status(&self, now: u64) -> TokenStatus {
+        match self.revoked {
+            Some(r) => TokenStatus::Revoked(r),
+            None if now >= self.absolute => TokenStatus::ExpiredAbsolute,
+            None if now >= self.idle => TokenStatus::ExpiredIdle,
+            None => TokenStatus::Active,
+        }
+    }
+}
+
+/// An access token as the model sees it.
+#[derive(Debug)]
+struct Access {
+    family: Option<usize>,
+    subject: usize,
+    client: usize,
+    scope: Scope,
+    claims: Vec<u8>,
+    revoked: Option<RevokeReason>,
+    issued_at: u64,
+    deadline: u64,
+    deleted: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum What {
+    Refresh {
+        family: usize,
+        generation: u64,
+    },
+    Access(usize),
+    /// A well-formed token this database never issued.
+    Forged(TokenKind),
+}
+
+#[derive(Debug)]
+struct Token {
+    text: String,
+    what: What,
+}
+
+/// How a call failed, comparable with the model's prediction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Fail {
+    Malformed,
+    Refused(RotateRefusal),
+    CapReached(u32),
+    FamilyNotFound,
+    Other(String),
+}
+
+fn fail_of(e: &Error) -> Fail {
+    match e {
+        Error::Malformed(_) => Fail::Malformed,
+        Error::Refused(r) => Fail::Refused(*r),
+        Error::CapReached { limit } => Fail::CapReached(*limit),
+        Error::FamilyNotFound => Fail::FamilyNotFound,
+        other => Fail::Other(format!("{other:?}")),
+    }
+}
+
+fn expiry(at_ms: u64, now: u64) -> Expiry {
+    Expiry {
+        at_ms,
+        expires_in: at_ms.saturating_sub(now) / 1000,
+    }
+}
+
+fn inactive(status: TokenStatus) -> Introspection {
+    Introspection {
+        active: false,
+        status,
+        scope: None,
+        client_id: None,
+        sub: None,
+        exp: None,
+        iat: None,
+        token_type: None,
+        absolute: None,
+        idle: None,
+        claims: None,
+        family: None,
+    }
+}
+
+fn unknown(kind: TokenKind) -> Validation {
+    Validation {
+        kind,
+        status: TokenStatus::Unknown,
+        expires: None,
+        absolute: None,
+        idle: None,
+        family: None,
+    }
+}
+
+fn text(list: &[&str], i: usize) -> String {
+    list.get(i).copied().unwrap_or_default().to_owned()
+}
+
+fn scope(list: &[&str], i: usize) -> Result<Scope, String> {
+    Scope::parse(list.get(i).copied().unwrap_or_default()).map_err(|e| e.to_string())
+}
+
+/// The model and the database under test, side by side.
+struct Run {
+    settings: Settings,
+    config: Config,
+    clock: Arc<ManualClock>,
+    clock_ms: u64,
+    /// The latest time the open handle has used: `TokenDb` never lets time run backwards
+    /// within one handle, and starts afresh on reopen.
+    last: u64,
+    master: MasterKey,
+    path: std::path::PathBuf,
+    db: TokenDb,
+    families: Vec<Family>,
+    access: Vec<Access>,
+    tokens: Vec<Token>,
+    report: Report,
+    step: usize,
+}
+
+impl Run {
+    fn now(&mut self) -> u64 {
+        self.last = self.last.max(self.clock_ms);
+        self.last
+    }
+
+    fn fam(&self, i: usize) -> Result<&Family, String> {
+        self.families
+            .get(i)
+            .ok_or_else(|| format!("model has no family {i}"))
+    }
+
+    fn fam_mut(&mut self, i: usize) -> Result<&mut Family, String> {
+        self.families
+            .get_mut(i)
+            .ok_or_else(|| format!("model has no family {i}"))
+    }
+
+    fn acc(&self, i: usize) -> Result<&Access, String> {
+        self.access
+            .get(i)
+            .ok_or_else(|| format!("model has no access token {i}"))
+    }
+
+    fn check<T: PartialEq + std::fmt::Debug>(
+        &mut self,
+        what: &str,
+        got: &T,
+        want: &T,
+    ) -> Result<(), String> {
+        self.report.checks += 1;
+        ensure!(
+            got == want,
+            "step {}: {what}: tokendb answered {got:?}, the model says {want:?}",
+            self.step
+        );
+        Ok(())
+    }
+
+    // ---- expected answers ----
+
+    fn expect_validation(&self, t: &Token, now: u64) -> Result<Validation, String> {
+        match t.what {
+            What::Forged(kind) => Ok(unknown(kind)),
+            What::Access(i) => {
+                let a = self.acc(i)?;
+                if a.deleted {
+                    return Ok(unknown(TokenKind::Access));
+                }
+                let status = match a.revoked {
+                    Some(r) => TokenStatus::Revoked(r),
+                    None if now >= a.deadline => TokenStatus::ExpiredAbsolute,
+                    None => TokenStatus::Active,
+                };
+                let family = match a.family {
+                    Some(f) => Some(self.fam(f)?.id),
+                    None => None,
+                };
+                Ok(Validation {
+                    kind: TokenKind::Access,
+                    status,
+                    expires: Some(expiry(a.deadline, now)),
+                    absolute: Some(expiry(a.deadline, now)),
+                    idle: None,
+                    family,
+                })
+            }
+            What::Refresh { family, generation } => {
+                let f = self.fam(family)?;
+                let current = generation == f.generation;
+                if f.deleted || generation > f.generation || (current && t.text != f.current) {
+                    return Ok(unknown(TokenKind::Refresh));
+                }
+                let status = match f.status(now) {
+                    TokenStatus::Active if !current => TokenStatus::Rotated,
+                    s => s,
+                };
+                Ok(Validation {
+                    kind: TokenKind::Refresh,
+                    status,
+                    expires: Some(expiry(f.deadline(), now)),
+                    absolute: Some(expiry(f.absolute, now)),
+                    idle: Some(expiry(f.idle, now)),
+                    family: Some(f.id),
+                })
+            }
+        }
+    }
+
+    fn expect_introspection(&self, t: &Token, now: u64) -> Result<Introspection, String> {
+        let v = self.expect_validation(t, now)?;
+        if !v.is_active() {
+            return Ok(inactive(v.status));
+        }
+        Ok(match t.what {
+            What::Access(i) => {
+                let a = self.acc(i)?;
+                Introspection {
+                    active: true,
+                    status: TokenStatus::Active,
+                    scope: Some(a.scope.clone()),
+                    client_id: Some(text(&CLIENTS, a.client)),
+                    sub: Some(text(&SUBJECTS, a.subject)),
+                    exp: v.expires,
+                    iat: Some(a.issued_at / 1000),
+                    token_type: Some("access_token"),
+                    absolute: v.expires,
+                    idle: None,
+                    claims: Some(a.claims.clone()),
+                    family: v.family,
+                }
+            }
+            What::Refresh { family, .. } => {
+                let f = self.fam(family)?;
+                Introspection {
+                    active: true,
+                    status: TokenStatus::Active,
+                    scope: Some(f.scope.clone()),
+                    client_id: Some(text(&CLIENTS, f.client)),
+                    sub: Some(text(&SUBJECTS, f.subject)),
+                    exp: v.expires,
+                    iat: Some(f.rotated_at / 1000),
+                    token_type: Some("refresh_token"),
+                    absolute: v.absolute,
+                    idle: v.idle,
+                    claims: Some(f.claims.clone()),
+                    family: Some(f.id),
+                }
+            }
+            What::Forged(_) => inactive(TokenStatus::Unknown),
+        })
+    }
+
+    // ---- lookups ----
+
+    fn validate(&mut self, i: usize) -> Result<(), String> {
+        let Some(t) = self.tokens.get(i) else {
+            return Ok(());
+        };
+        let got = self.db.validate(&t.text).map_err(|e| fail_of(&e));
+        let now = self.now();
+        let t = self.tokens.get(i).ok_or("token vanished")?;
+        let want = Ok(self.expect_validation(t, now)?);
+        self.check("validate", &got, &want)
+    }
+
+    fn introspect(&mut self, i: usize) -> Result<(), String> {
+        let Some(t) = self.tokens.get(i) else {
+            return Ok(());
+        };
+        let got = self.db.introspect(&t.text).map_err(|e| fail_of(&e));
+        let now = self.now();
+        let t = self.tokens.get(i).ok_or("token vanished")?;
+        let want = Ok(self.expect_introspection(t, now)?);
+        self.check("introspect", &got, &want)
+    }
+
+    fn check_everything(&mut self) -> Result<(), String> {
+        for i in 0..self.tokens.len() {
+            self.validate(i)?;
+            self.introspect(i)?;
+        }
+        Ok(())
+    }
+
+    // ---- issue ----
+
+    fn issue_refresh(
+        &mut self,
+        subject: usize,
+        client: usize,
+        k: usize,
+        claims: Vec<u8>,
+    ) -> Result<(), String> {
+        let grant_scope = scope(&SCOPES, k)?;
+        let grant = Grant {
+            subject: text(&SUBJECTS, subject),
+            client_id: text(&CLIENTS, client),
+            scope: grant_scope.clone(),
+            claims: claims.clone(),
+        };
+        let got = self.db.issue_refresh(&grant);
+        let now = self.now();
+        let absolute = now.saturating_add(ABSOLUTE_MS);
+        let idle = now.saturating_add(IDLE_MS).min(absolute);
+        let mut live: Vec<(u64, FamilyId, usize)> = self
+            .families
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| {
+                f.subject == subject
+                    && f.client == client
+                    && !f.deleted
+                    && f.revoked.is_none()
+                    && now < f.deadline()
+            })
+            .map(|(i, f)| (f.created_at, f.id, i))
+            .collect();
+        live.sort();
+        let limit = usize::try_from(CAP).unwrap_or(usize::MAX);
+        let evict: Vec<usize> = match self.settings.cap {
+            Some(FamilyCap::Refuse(_)) if live.len() >= limit => {
+                let got = got.map(|r| r.family).map_err(|e| fail_of(&e));
+                return self.check("issue_refresh", &got, &Err(Fail::CapReached(CAP)));
+            }
+            Some(FamilyCap::EvictOldest(_)) if live.len() >= limit => live
+                .iter()
+                .take(live.len() + 1 - limit)
+                .map(|(_, _, i)| *i)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let issued = match got {
+            Ok(r) => r,
+            Err(e) => {
+                return self.check("issue_refresh", &Err(fail_of(&e)), &Ok(()));
+            }
+        };
+        let mut evicted_ids = Vec::new();
+        for i in evict {
+            evicted_ids.push(self.fam(i)?.id);
+            self.revoke_family_model(i, RevokeReason::Evicted)?;
+        }
+        self.check("issue_refresh evicted", &issued.evicted, &evicted_ids)?;
+        self.check(
+            "issue_refresh deadlines",
+            &(issued.absolute, issued.idle),
+            &(expiry(absolute, now), expiry(idle, now)),
+        )?;
+        ensure!(
+            self.families.iter().all(|f| f.id != issued.family),
+            "issue_refresh reused a family id"
+        );
+        let text = issued.token.expose().to_owned();
+        self.families.push(Family {
+            id: issued.family,
+            subject,
+            client,
+            scope: grant_scope,
+            claims,
+            revoked: None,
+            created_at: now,
+            absolute,
+            idle,
+            generation: 1,
+            rotated_at: now,
+            current: text.clone(),
+            grace: None,
+            deleted: false,
+        });
+        self.tokens.push(Token {
+            text,
+            what: What::Refresh {
+                family: self.families.len() - 1,
+                generation: 1,
+            },
+        });
+        Ok(())
+    }
+
+    fn issue_access_for_family(&mut self, fi: usize, req: Option<usize>) -> Result<(), String> {
+        if fi >= self.families.len() {
+            return Ok(());
+        }
+        let requested = match req {
+            Some(k) => Some(scope(&REQUESTS, k)?),
+            None => None,
+        };
+        let id = self.fam(fi)?.id;
+        let got = self.db.issue_access_for_family(id, requested.as_ref());
+        let now = self.now();
+        let f = self.fam(fi)?;
+        let want: Result<(u64, Scope), Fail> = if f.deleted {
+            Err(Fail::FamilyNotFound)
+        } else if requested
+            .as_ref()
+            .is_some_and(|s| !s.is_subset_of(&f.scope))
+        {
+            Err(Fail::Refused(RotateRefusal::ScopeWidened))
+        } else {
+            match f.status(now) {
+                TokenStatus::Revoked(r) => Err(Fail::Refused(RotateRefusal::Revoked(r))),
+                TokenStatus::ExpiredAbsolute => Err(Fail::Refused(RotateRefusal::ExpiredAbsolute)),
+                TokenStatus::ExpiredIdle => Err(Fail::Refused(RotateRefusal::ExpiredIdle)),
+                // Capped at the family's deadline now (the earlier of absolute and idle):
+                // an access token never outlives its family.
+                _ => Ok((
+                    now.saturating_add(ACCESS_MS).min(f.deadline()),
+                    requested.clone().unwrap_or_else(|| f.scope.clone()),
+                )),
+            }
+        };
+        let (subject, client, claims) = (f.subject, f.client, f.claims.clone());
+        match (got, want) {
+            (Ok(issued), Ok((deadline, scope))) => {
+                self.check(
+                    "issue_access_for_family",
+                    &(issued.expires, &issued.scope),
+                    &(expiry(deadline, now), &scope),
+                )?;
+                self.access.push(Access {
+                    family: Some(fi),
+                    subject,
+                    client,
+                    scope,
+                    claims,
+                    revoked: None,
+                    issued_at: now,
+                    deadline,
+                    deleted: false,
+                });
+                self.tokens.push(Token {
+                    text: issued.token.expose().to_owned(),
+                    what: What::Access(self.access.len() - 1),
+                });
+                Ok(())
+            }
+            (got, want) => {
+                let got = got.map(|i| i.expires.at_ms).map_err(|e| fail_of(&e));
+                let want = want.map(|(d, _)| d);
+                self.check("issue_access_for_family", &got, &want)
+            }
+        }
+    }
+
+    fn issue_access(
+        &mut self,
+        subject: usize,
+        client: usize,
+        k: usize,
+        claims: Vec<u8>,
+    ) -> Result<(), String> {
+        let grant_scope = scope(&SCOPES, k)?;
+        let grant = Grant {
+            subject: text(&SUBJECTS, subject),
+            client_id: text(&CLIENTS, client),
+            scope: grant_scope.clone(),
+            claims: claims.clone(),
+        };
+        let got = self.db.issue_access(&grant).map_err(|e| fail_of(&e));
+        let now = self.now();
+        let deadline = now.saturating_add(ACCESS_MS);
+        let issued = match got {
+            Ok(i) => i,
+            Err(e) => return self.check("issue_access", &Err(e), &Ok(())),
+        };
+        self.check(
+            "issue_access",
+            &(issued.expires, &issued.scope),
+            &(expiry(deadline, now), &grant_scope),
+        )?;
+        self.access.push(Access {
+            family: None,
+            subject,
+            client,
+            scope: grant_scope,
+            claims,
+            revoked: None,
+            issued_at: now,
+            deadline,
+            deleted: false,
+        });
+        self.tokens.push(Token {
+            text: issued.token.expose().to_owned(),
+            what: What::Access(self.access.len() - 1),
+        });
+        Ok(())
+    }
+
+    // ---- rotation ----
+
+    fn rotate(&mut self, ti: usize, other_client: bool, req: Option<usize>) -> Result<(), String> {
+        let Some(t) = self.tokens.get(ti) else {
+            return Ok(());
+        };
+        let (presented, what) = (t.text.clone(), t.what);
+        let requested = match req {
+            Some(k) => Some(scope(&REQUESTS, k)?),
+            None => None,
+        };
+        let own_client = match what {
+            What::Refresh { family, .. } => self.fam(family)?.client,
+            What::Access(i) => self.acc(i)?.client,
+            What::Forged(_) => 0,
+        };
+        let client = if other_client {
+            1 - own_client
+        } else {
+            own_client
+        };
+        let got = self
+            .db
+            .rotate(&presented, &text(&CLIENTS, client), requested.as_ref());
+        let got = got.map_err(|e| fail_of(&e));
+        let (family, generation) = match what {
+            // An access token is refused as unknown before the clock is read.
+            What::Access(_) | What::Forged(TokenKind::Access) => {
+                let got = got.map(|r| r.generation);
+                return self.check("rotate", &got, &Err(Fail::Refused(RotateRefusal::Unknown)));
+            }
+            What::Forged(TokenKind::Refresh) => {
+                self.now();
+                let got = got.map(|r| r.generation);
+                return self.check("rotate", &got, &Err(Fail::Refused(RotateRefusal::Unknown)));
+            }
+            What::Refresh { family, generation } => (family, generation),
+        };
+        let now = self.now();
+        let refuse = |r: RotateRefusal| Err::<(), Fail>(Fail::Refused(r));
+        let f = self.fam(family)?;
+        let scope_ok = requested.as_ref().is_none_or(|s| s.is_subset_of(&f.scope));
+        let refusal = if f.deleted || generation > f.generation {
+            Some(RotateRefusal::Unknown)
+        } else {
+            match f.status(now) {
+                TokenStatus::Revoked(r) => Some(RotateRefusal::Revoked(r)),
+                TokenStatus::ExpiredAbsolute => Some(RotateRefusal::ExpiredAbsolute),
+                TokenStatus::ExpiredIdle => Some(RotateRefusal::ExpiredIdle),
+                _ if other_client => Some(RotateRefusal::ClientMismatch),
+                _ if generation == f.generation && presented != f.current => {
+                    Some(RotateRefusal::Unknown)
+                }
+                _ => None,
+            }
+        };
+        if let Some(r) = refusal {
+            let got = got.map(|_| ());
+            return self.check("rotate", &got, &refuse(r));
+        }
+        let in_grace = self.settings.grace
+            && generation.saturating_add(1) == f.generation
+            && f.grace.is_some()
+            && now < f.rotated_at.saturating_add(GRACE_MS);
+        if generation == f.generation || in_grace {
+            if !scope_ok {
+                let got = got.map(|_| ());
+                return self.check("rotate", &got, &refuse(RotateRefusal::ScopeWidened));
+            }
+        } else {
+            // An earlier generation outside the grace window: reuse.
+            let want = RotateRefusal::ReuseDetected {
+                family: f.id,
+                presented: generation,
+                newest: f.generation,
+            };
+            self.revoke_family_model(family, RevokeReason::ReuseDetected)?;
+            let got = got.map(|_| ());
+            return self.check("rotate", &got, &refuse(want));
+        }
+        let r = match got {
+            Ok(r) => r,
+            Err(e) => return self.check("rotate", &Err(e), &Ok(())),
+        };
+        let summary = |r: &tokendb::Rotated| {
+            (
+                r.family,
+                r.generation,
+                r.absolute,
+                r.idle,
+                r.scope.clone(),
+                r.replayed,
+            )
+        };
+        if in_grace {
+            let f = self.fam(family)?;
+            let want = (
+                f.id,
+                f.generation,
+                expiry(f.absolute, now),
+                expiry(f.idle, now),
+                requested,
+                true,
+            );
+            let kept = f.grace.clone();
+            self.check("rotate (grace replay)", &summary(&r), &want)?;
+            return self.check(
+                "rotate (grace replay) token",
+                &Some(r.token.expose().to_owned()),
+                &kept,
+            );
+        }
+        let (grace, mode) = (self.settings.grace, self.settings.mode);
+        let f = self.fam_mut(family)?;
+        let idle = now.saturating_add(IDLE_MS).min(f.absolute);
+        match mode {
+            Mode::OneTimeOnly => {
+                f.generation += 1;
+                f.idle = idle;
+                f.rotated_at = now;
+                f.current = r.token.expose().to_owned();
+                f.grace = grace.then(|| f.current.clone());
+            }
+            Mode::NonRotating => {
+                if idle.saturating_sub(f.idle) >= TOUCH_MS {
+                    f.idle = idle;
+                }
+            }
+        }
+        let want = (
+            f.id,
+            f.generation,
+            expiry(f.absolute, now),
+            expiry(f.idle, now),
+            requested,
+            false,
+        );
+        let (new_generation, current) = (f.generation, f.current.clone());
+        self.check("rotate", &summary(&r), &want)?;
+        match self.settings.mode {
+            Mode::OneTimeOnly => {
+                ensure!(
+                    r.token.expose() != presented,
+                    "rotation returned the presented token"
+                );
+                self.tokens.push(Token {
+                    text: current,
+                    what: What::Refresh {
+                        family,
+                        generation: new_generation,
+                    },
+                });
+                Ok(())
+            }
+            Mode::NonRotating => self.check(
+                "rotate (non-rotating) token",
+                &r.token.expose().to_owned(),
+                &presented,
+            ),
+        }
+    }
+
+    // ---- revocation ----
+
+    /// Revokes family `i` in the model, with its live access tokens.
+    fn revoke_family_model(&mut self, i: usize, reason: RevokeReason) -> Result<Revoked, String> {
+        let f = self.fam_mut(i)?;
+        if f.deleted {
+            return Ok(Revoked::default());
+        }
+        let mut out = Revoked::default();
+        if f.revoked.is_none() {
+            f.revoked = Some(reason);
+            f.grace = None;
+            out.families = 1;
+        }
+        for a in &mut self.access {
+            if a.family == Some(i) && !a.deleted && a.revoked.is_none() {
+                a.revoked = Some(RevokeReason::Family);
+                out.tokens += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    fn revoke_access_model(&mut self, i: usize, reason: RevokeReason) -> Result<Revoked, String> {
+        let a = self
+            .access
+            .get_mut(i)
+            .ok_or_else(|| format!("model has no access token {i}"))?;
+        if a.deleted || a.revoked.is_some() {
+            return Ok(Revoked::default());
+        }
+        a.revoked = Some(reason);
+        Ok(Revoked {
+            families: 0,
+            tokens: 1,
+        })
+    }
+
+    fn revoke(&mut self, ti: usize) -> Result<(), String> {
+        let Some(t) = self.tokens.get(ti) else {
+            return Ok(());
+        };
+        let (presented, what) = (t.text.clone(), t.what);
+        let got = self.db.revoke(&presented).map_err(|e| fail_of(&e));
+        self.now();
+        let want = match what {
+            What::Forged(_) => Revoked::default(),
+            What::Access(i) => self.revoke_access_model(i, RevokeReason::Requested)?,
+            What::Refresh { family, generation } => {
+                let f = self.fam(family)?;
+                if f.deleted || (generation == f.generation && presented != f.current) {
+                    Revoked::default()
+                } else {
+                    self.revoke_family_model(family, RevokeReason::Requested)?
+                }
+            }
+        };
+        self.check("revoke", &got, &Ok(want))
+    }
+
+    fn revoke_family(&mut self, fi: usize) -> Result<(), String> {
+        if fi >= self.families.len() {
+            return Ok(());
+        }
+        let got = self
+            .db
+            .revoke_family(self.fam(fi)?.id)
+            .map_err(|e| fail_of(&e));
+        self.now();
+        let want = self.revoke_family_model(fi, RevokeReason::Requested)?;
+        self.check("revoke_family", &got, &Ok(want))
+    }
+
+    fn revoke_indexed(
+        &mut self,
+        subject: Option<usize>,
+        client: Option<usize>,
+    ) -> Result<(), String> {
+        let got = match subject {
+            Some(s) => self.db.revoke_subject(
+                &text(&SUBJECTS, s),
+                client.map(|c| text(&CLIENTS, c)).as_deref(),
+            ),
+            None => self.db.revoke_client(&text(&CLIENTS, client.unwrap_or(0))),
+        }
+        .map_err(|e| fail_of(&e));
+        self.now();
+        let reason = if subject.is_some() {
+            RevokeReason::Subject
+        } else {
+            RevokeReason::Client
+        };
+        let matches =
+            |s: usize, c: usize| subject.is_none_or(|x| x == s) && client.is_none_or(|x| x == c);
+        let mut want = Revoked::default();
+        for i in 0..self.families.len() {
+            let f = self.fam(i)?;
+            if !f.deleted && matches(f.subject, f.client) {
+                let r = self.revoke_family_model(i, reason)?;
+                want.families += r.families;
+                want.tokens += r.tokens;
+            }
+        }
+        for i in 0..self.access.len() {
+            let a = self.acc(i)?;
+            if a.family.is_none() && matches(a.subject, a.client) {
+                want.tokens += self.revoke_access_model(i, reason)?.tokens;
+            }
+        }
+        self.check("revoke_subject/client", &got, &Ok(want))
+    }
+
+    // ---- time, sweeping, reopening ----
+
+    fn sweep(&mut self) -> Result<(), String> {
+        let got = self
+            .db
+            .sweep_now(None)
+            .map(|r| (r.families, r.tokens))
+            .map_err(|e| fail_of(&e));
+        let now = self.now();
+        let (mut families, mut tokens) = (0u64, 0u64);
+        for (i, f) in self.families.iter_mut().enumerate() {
+            if f.deleted {
+                continue;
+            }
+            if f.deadline() <= now {
+                f.deleted = true;
+                families += 1;
+                for a in &mut self.access {
+                    if a.family == Some(i) && !a.deleted {
+                        a.deleted = true;
+                        tokens += 1;
+                    }
+                }
+            } else if f.grace.is_some() && f.rotated_at.saturating_add(GRACE_MS) <= now {
+                f.grace = None;
+            }
+        }
+        for a in &mut self.access {
+            if !a.deleted && a.deadline <= now {
+                a.deleted = true;
+                tokens += 1;
+            }
+        }
+        self.check("sweep (families, tokens)", &got, &Ok((families, tokens)))
+    }
+
+    fn reopen(&mut self) -> Result<(), String> {
+        self.db.close().map_err(|e| format!("close: {e}"))?;
+        self.db = TokenDb::open(&self.path, &self.master, self.config.clone())
+            .map_err(|e| format!("reopen: {e}"))?;
+        self.last = 0;
+        self.check_everything()
+    }
+
+    fn set_clock(&mut self, ms: u64) {
+        self.clock_ms = ms;
+        self.clock.set(ms);
+    }
+
+    // ---- hostile input ----
+
+    fn forge(&mut self, input: &mut Input<'_>) {
+        let format = TokenFormat::default();
+        let secret = TokenSecret::from_bytes(input.array());
+        let (text, kind) = if input.byte() & 1 == 0 && !self.families.is_empty() {
+            let family = self
+                .families
+                .get(input.pick(self.families.len()))
+                .map_or(FamilyId::from_bytes([0; 16]), |f| f.id);
+            let t = RefreshToken {
+                family,
+                generation: u64::from(input.byte() % 4),
+                secret,
+                tag: input.array(),
+            };
+            (format.encode_refresh(&t), TokenKind::Refresh)
+        } else {
+            (
+                format.encode_access(&AccessToken { secret }),
+                TokenKind::Access,
+            )
+        };
+        self.tokens.push(Token {
+            text: text.expose().to_owned(),
+            what: What::Forged(kind),
+        });
+    }
+
+    /// A real token, truncated or with one character changed: refused as malformed by every
+    /// entry point, before the clock or the file is read.
+    fn mangle(&mut self, input: &mut Input<'_>) -> Result<(), String> {
+        let Some(t) = self.tokens.get(input.pick(self.tokens.len())) else {
+            return Ok(());
+        };
+        let chars: Vec<char> = t.text.chars().collect();
+        let pos = usize::from(input.byte()) % chars.len().max(1);
+        let c = char::from(input.byte());
+        let bad: String = if input.byte() & 1 == 0 {
+            chars.iter().take(pos).collect()
+        } else {
+            chars
+                .iter()
+                .enumerate()
+                .map(|(i, old)| if i == pos { c } else { *old })
+                .collect()
+        };
+        if bad == t.text {
+            return Ok(());
+        }
+        let got = (
+            self.db.validate(&bad).map(|_| ()).map_err(|e| fail_of(&e)),
+            self.db
+                .introspect(&bad)
+                .map(|_| ())
+                .map_err(|e| fail_of(&e)),
+            self.db
+                .rotate(&bad, "web", None)
+                .map(|_| ())
+                .map_err(|e| fail_of(&e)),
+            self.db.revoke(&bad).map(|_| ()).map_err(|e| fail_of(&e)),
+        );
+        let m = Err(Fail::Malformed);
+        self.check("mangled token", &got, &(m.clone(), m.clone(), m.clone(), m))
+    }
+}
+
+/// Decodes `data` into operations and runs them against a fresh database in `dir` and the
+/// model.
+///
+/// # Errors
+/// The first answer that differs from the model's, or a failure to set up.
+pub fn run(dir: &Path, data: &[u8]) -> Result<Report, String> {
+    let mut input = Input::new(data);
+    let settings = Settings::from_byte(input.byte());
+    let clock = Arc::new(ManualClock::new(T0));
+    let config = settings.config(&clock)?;
+    let master = MasterKey::from_bytes([0x5a; 32]);
+    let path = dir.join("model.tdb");
+    let db = TokenDb::create(&path, &master, config.clone()).map_err(|e| format!("create: {e}"))?;
+    let mut run = Run {
+        settings,
+        config,
+        clock,
+        clock_ms: T0,
+        last: 0,
+        master,
+        path,
+        db,
+        families: Vec::new(),
+        access: Vec::new(),
+        tokens: Vec::new(),
+        report: Report::default(),
+        step: 0,
+    };
+    while !input.is_empty() && run.step < MAX_OPS {
+        run.step += 1;
+        let op = input.byte() % 16;
+        match op {
+            0 | 1 => {
+                let (s, c, k) = (input.pick(3), input.pick(2), input.pick(3));
+                let n = usize::from(input.byte() % 24);
+                let claims = input.bytes(n).to_vec();
+                run.issue_refresh(s, c, k, claims)?;
+            }
+            2 => {
+                let fi = input.pick(run.families.len());
+                let b = input.byte();
+                let req = (!b.is_multiple_of(4)).then(|| usize::from(b % 4) - 1);
+                run.issue_access_for_family(fi, req)?;
+            }
+            3 => {
+                let (s, c, k) = (input.pick(3), input.pick(2), input.pick(3));
+                let n = usize::from(input.byte() % 24);
+                let claims = input.bytes(n).to_vec();
+                run.issue_access(s, c, k, claims)?;
+            }
+            4 => run.validate(input.pick(run.tokens.len()))?,
+            5 => run.introspect(input.pick(run.tokens.len()))?,
+            6 | 7 => {
+                let ti = input.pick(run.tokens.len());
+                let b = input.byte();
+                let req = (b % 8 >= 5).then(|| usize::from(b % 8) - 5);
+                run.rotate(ti, b & 0x80 != 0, req)?;
+            }
+            8 => run.revoke(input.pick(run.tokens.len()))?,
+            9 => run.revoke_family(input.pick(run.families.len()))?,
+            10 => {
+                let b = input.byte();
+                let client = (b & 2 == 2).then(|| usize::from(b >> 2) % 2);
+                if b & 1 == 0 {
+                    run.revoke_indexed(Some(usize::from(b >> 3) % 3), client)?;
+                } else {
+                    run.revoke_indexed(None, Some(client.unwrap_or(0)))?;
+                }
+            }
+            11 => {
+                let step = STEPS.get(input.pick(STEPS.len())).copied().unwrap_or(1);
+                run.set_clock(run.clock_ms.saturating_add(step));
+            }
+            12 => {
+                // The clock steps back (NTP, a VM restore): answers stay sensible, and no
+                // deadline is extended; within one handle time never runs backwards.
+                let step = STEPS.get(input.pick(STEPS.len())).copied().unwrap_or(1);
+                run.set_clock(run.clock_ms.saturating_sub(step).max(T0));
+            }
+            13 => run.sweep()?,
+            14 => {
+                if input.byte() & 1 == 0 {
+                    run.reopen()?;
+                } else {
+                    run.forge(&mut input);
+                }
+            }
+            _ => run.mangle(&mut input)?,
+        }
+        run.report.ops += 1;
+    }
+    run.check_everything()?;
+    run.db.close().map_err(|e| format!("close: {e}"))?;
+    Ok(run.report)
+}
