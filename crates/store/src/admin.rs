@@ -268,7 +268,7 @@ impl Store {
     /// Storage errors. Records that fail authentication are counted in
     /// [`StoreStats::unreadable`], not returned as errors.
     pub fn stats(&self, now: u64, horizons_ms: &[u64]) -> Result<StoreStats> {
-        crate::error::contain("scanning the file", || {
+        self.contained("scanning the file", || {
             let keys = self.keys();
             self.with_tables(|t| {
                 let mut s = StoreStats {
@@ -365,7 +365,7 @@ impl Store {
     /// # Errors
     /// Storage errors.
     pub fn records_by_key(&self) -> Result<BTreeMap<KeyId, u64>> {
-        crate::error::contain("scanning the file", || {
+        self.contained("scanning the file", || {
             self.with_tables(|t| {
                 let mut out = BTreeMap::new();
                 for item in t.families.iter()? {
@@ -390,7 +390,7 @@ impl Store {
     /// # Errors
     /// Storage errors.
     pub fn due_entries(&self, now: u64) -> Result<u64> {
-        crate::error::contain("scanning the file", || {
+        self.contained("scanning the file", || {
             self.with_tables(|t| {
                 let upto = dl_upto(now);
                 count(t.deadlines.range::<&[u8; DL_KEY_LEN]>(..=&upto)?)
@@ -414,7 +414,7 @@ impl Store {
     /// Storage errors (a structurally broken file); every damaged record or entry is a
     /// [`Problem`] instead.
     pub fn verify(&self, max_problems: usize) -> Result<VerifyReport> {
-        crate::error::contain("scanning the file", || {
+        self.contained("scanning the file", || {
             let keys = self.keys();
             self.with_tables(|t| {
                 let mut r = VerifyReport::default();

@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     pub(crate) commit_seq: AtomicU64,
     pub(crate) readers: ReaderPool,
     failed: OnceLock<String>,
+    /// redb panicked on this file's structure at least once: skip its closing commit.
+    pub(crate) damaged: AtomicBool,
     pub(crate) quick_repair: bool,
 }
 
@@ -89,6 +91,14 @@ impl Shared {
             Ok(k) => Arc::clone(&k),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
+    }
+
+    pub(crate) fn contained<R>(&self, what: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        let r = error::contain(what, f);
+        if matches!(r, Err(StoreError::Damaged(_))) {
+            self.damaged.store(true, Ordering::Release);
+        }
+        r
     }
 
     pub(crate) fn failure(&self) -> Option<String> {
@@ -145,6 +155,7 @@ impl Store {
             commit_seq: AtomicU64::new(0),
             readers: ReaderPool::default(),
             failed: OnceLock::new(),
+            damaged: AtomicBool::new(false),
             quick_repair: opts.quick_repair,
         });
         let writer = writer::spawn(Arc::clone(&shared), opts.writer)?;
@@ -319,8 +330,26 @@ impl Store {
             .write()
             .map_err(|_| StoreError::Failed("lock poisoned".into()))?
             .take();
-        drop(db);
+        if let Some(db) = db {
+            if self.shared.damaged.load(Ordering::Acquire) {
+                // redb's Drop commits allocator state and can panic on the same damage, twice
+                // over while unwinding, which aborts the process. Leak the handle instead (the
+                // file lock lasts until the process exits).
+                std::mem::forget(db);
+                return Err(StoreError::Damaged(
+                    "closed without redb's final commit, because the file is damaged".into(),
+                ));
+            }
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(db)))
+                .map_err(|_| StoreError::Damaged("redb failed while closing the file".into()))?;
+        }
         Ok(())
+    }
+
+    /// Runs a read of the file, containing a redb panic (see [`StoreError::Damaged`]) and
+    /// remembering it, so that closing does not run redb's final commit on a damaged file.
+    pub(crate) fn contained<R>(&self, what: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        self.shared.contained(what, f)
     }
 
     /// Write transactions committed through this handle since it opened (group-commit batches,

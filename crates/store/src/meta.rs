@@ -84,9 +84,11 @@ fn open_inner(path: &Path, master: &MasterKey, opts: StoreOptions) -> Result<(Da
     // needs crash recovery cannot be opened read-only; it is checked after the repair instead.
     match builder(opts).open_read_only(path) {
         Ok(ro) => {
-            check_format(&ro, path)?;
-            load_keys(&ro, master)?;
-            ro.close()?;
+            checked(ro, |ro| {
+                check_format(ro, path)?;
+                load_keys(ro, master).map(drop)
+            })?
+            .close()?;
         }
         Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
             return Err(StoreError::NotATokenDb(path.display().to_string()));
@@ -102,9 +104,36 @@ fn open_inner(path: &Path, master: &MasterKey, opts: StoreOptions) -> Result<(Da
         }
         Err(e) => return Err(e.into()),
     };
-    check_format(&db, path)?;
-    let keys = load_keys(&db, master)?;
+    let mut keys = None;
+    let db = checked(db, |db| {
+        check_format(db, path)?;
+        keys = Some(load_keys(db, master)?);
+        Ok(())
+    })?;
+    let keys = keys.ok_or_else(|| StoreError::Failed("keys were not loaded".into()))?;
     Ok((db, keys))
+}
+
+/// Runs `check` on an open handle. If redb panics on a damaged page meanwhile, the handle is
+/// leaked rather than dropped: redb's `Drop` commits allocator state and may panic again on the
+/// same damage, which during unwinding would abort the process. The leak holds the file lock
+/// until the process exits — a damaged file is not reopened without repair anyway.
+fn checked<D>(db: D, check: impl FnOnce(&D) -> Result<()>) -> Result<D> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&db))) {
+        Ok(Ok(())) => Ok(db),
+        Ok(Err(e)) => Err(e),
+        Err(panic) => {
+            std::mem::forget(db);
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(ToString::to_string)
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            Err(StoreError::Damaged(format!(
+                "checking the file at open: {detail}"
+            )))
+        }
+    }
 }
 
 fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<()> {

@@ -8,7 +8,7 @@
 //! stale snapshot stays pinned (holding pages the writer would reuse) while nothing reads.
 
 use crate::Store;
-use crate::error::{Result, StoreError, contain};
+use crate::error::{Result, StoreError};
 use crate::tables::{
     BY_CLIENT, BY_SUBJECT, DEADLINES, DL_KEY_LEN, Entry, FAMILIES, FAMILY_TOKENS, FT_KEY_LEN,
     IX_KEY_LEN, TOKENS, dl_parse, ix_parse,
@@ -58,6 +58,7 @@ impl ReaderPool {
 /// A consistent read view, handed to the closure of [`Store::read`].
 pub struct Reader<'a> {
     snap: &'a Snapshot,
+    shared: &'a crate::Shared,
 }
 
 impl std::fmt::Debug for Reader<'_> {
@@ -80,7 +81,7 @@ impl Reader<'_> {
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
     pub fn family(&self, id: &FamilyId) -> Result<Option<FamilyRecord>> {
-        contain("reading a family", || {
+        self.shared.contained("reading a family", || {
             match self.snap.families.get(id.as_bytes())? {
                 None => Ok(None),
                 Some(v) => FamilyRecord::decode(v.value(), id, &self.snap.keys)
@@ -95,7 +96,7 @@ impl Reader<'_> {
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
     pub fn token(&self, id: &TokenId) -> Result<Option<AccessRecord>> {
-        contain("reading a token", || {
+        self.shared.contained("reading a token", || {
             match self.snap.tokens.get(id.as_bytes())? {
                 None => Ok(None),
                 Some(v) => AccessRecord::decode(v.value(), id, &self.snap.keys)
@@ -145,7 +146,7 @@ impl Store {
             .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
         let db = guard.as_ref().ok_or(StoreError::Closed)?;
         let keys = self.keys();
-        let txn = contain("opening a read snapshot", || Ok(db.begin_read()?))?;
+        let txn = self.contained("opening a read snapshot", || Ok(db.begin_read()?))?;
         Ok(Snapshot {
             seq,
             keys,
@@ -165,7 +166,10 @@ impl Store {
     ) -> core::result::Result<R, E> {
         self.check_usable()?;
         let snap = self.snapshot()?;
-        let r = f(&Reader { snap: &snap });
+        let r = f(&Reader {
+            snap: &snap,
+            shared: &self.shared,
+        });
         if self.shared.commit_seq.load(Ordering::Acquire) == snap.seq {
             self.shared.readers.give(snap);
         }
@@ -193,7 +197,7 @@ impl Store {
     /// # Errors
     /// Storage errors; decode failures are reported per item instead.
     pub fn scan(&self, mut f: impl FnMut(ScanItem)) -> Result<()> {
-        contain("scanning the file", || {
+        self.contained("scanning the file", || {
             self.check_usable()?;
             let keys = self.keys();
             let guard = self
@@ -228,7 +232,7 @@ impl Store {
     /// # Errors
     /// Storage errors.
     pub fn scan_indexes(&self, mut f: impl FnMut(IndexEntry)) -> Result<()> {
-        contain("scanning the file", || {
+        self.contained("scanning the file", || {
             self.check_usable()?;
             let guard = self
                 .shared
@@ -282,7 +286,7 @@ impl Store {
     /// # Errors
     /// Storage errors.
     pub fn earliest_deadline(&self) -> Result<Option<u64>> {
-        contain("scanning the file", || {
+        self.contained("scanning the file", || {
             self.check_usable()?;
             let guard = self
                 .shared
@@ -299,7 +303,7 @@ impl Store {
 
     /// Sealing key ids used by at least one record.
     pub(crate) fn key_ids_in_use(&self) -> Result<Vec<tokendb_core::KeyId>> {
-        contain("scanning the file", || {
+        self.contained("scanning the file", || {
             let guard = self
                 .shared
                 .db

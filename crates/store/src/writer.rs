@@ -65,6 +65,7 @@ pub(crate) fn spawn(shared: Arc<Shared>, opts: WriterOptions) -> Result<Writer> 
                 run(&shared, &rx, opts);
             }));
             if ran.is_err() {
+                shared.damaged.store(true, Ordering::Release);
                 shared.fail("the writer thread panicked".into());
             }
         })?;
@@ -124,6 +125,7 @@ fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
                 }
             }
             Err(_) => {
+                shared.damaged.store(true, Ordering::Release);
                 shared.fail("the writer thread panicked".into());
                 for reply in replies {
                     let _ =
