@@ -164,7 +164,21 @@ fn apply_batch(shared: &Shared, ops: Vec<(Op, u64)>) -> Result<Vec<Result<Outcom
                     outcomes.push(None);
                     continue;
                 }
-                match tx.apply(op, *now) {
+                // redb may panic on damaged pages. Catch it here, while the transaction is still
+                // alive, and leak it: dropping a write transaction during unwinding runs redb's
+                // rollback, which can panic again on the same damage and abort the process.
+                let applied =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tx.apply(op, *now)));
+                let Ok(applied) = applied else {
+                    std::mem::forget(tx);
+                    std::mem::forget(txn);
+                    shared.damaged.store(true, Ordering::Release);
+                    shared.fail("redb failed on damaged file structure while writing".into());
+                    return Err(StoreError::Damaged(
+                        "redb failed on damaged file structure while writing".into(),
+                    ));
+                };
+                match applied {
                     Ok(o) => outcomes.push(Some(o)),
                     Err(e @ (StoreError::Invalid(_) | StoreError::Corrupt(_))) => {
                         if let Some(slot) = failed.get_mut(i) {
