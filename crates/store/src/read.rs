@@ -146,12 +146,14 @@ impl Store {
             .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
         let db = guard.as_ref().ok_or(StoreError::Closed)?;
         let keys = self.keys();
-        let txn = self.contained("opening a read snapshot", || Ok(db.begin_read()?))?;
-        Ok(Snapshot {
-            seq,
-            keys,
-            families: txn.open_table(FAMILIES)?,
-            tokens: txn.open_table(TOKENS)?,
+        self.contained("opening a read snapshot", || {
+            let txn = db.begin_read()?;
+            Ok(Snapshot {
+                seq,
+                keys,
+                families: txn.open_table(FAMILIES)?,
+                tokens: txn.open_table(TOKENS)?,
+            })
         })
     }
 
