@@ -283,6 +283,19 @@ impl Engine {
     }
 }
 
+/// Bytes this process has caused to be written to storage so far (`write_bytes` of
+/// `/proc/self/io`), if the kernel reports it: the difference over a step is that step's write
+/// volume (redb writes copy-on-write pages, so this shows its write amplification).
+pub fn bytes_written() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Issues `n` standalone access tokens (grants `first..first + n`) from `threads` callers at
 /// once, each call durable; returns the tokens if `keep`, else an empty vector.
 ///
@@ -350,6 +363,15 @@ fn pick<'a>(tokens: &'a [TokenString], rng: &mut SmallRng) -> BenchResult<&'a To
     tokens
         .get(rng.random_range(0..tokens.len()))
         .ok_or_else(|| "tokendb: token index out of range".into())
+}
+
+/// `op`, counting the operations it completes into `count`.
+pub fn counted<'a>(count: &'a AtomicU64, mut op: Op<'a>) -> Op<'a> {
+    Box::new(move |rng| {
+        let n = op(rng)?;
+        count.fetch_add(u64::from(n), Ordering::Relaxed);
+        Ok(n)
+    })
 }
 
 /// A `validate` worker: status of a random loaded token, which must be active.

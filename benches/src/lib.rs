@@ -18,7 +18,7 @@
 //! The `compare` binary (`src/bin/compare.rs`) ties them together:
 //!
 //! ```text
-//! cargo run --release -p tokendb-benches --bin compare -- --quick            # ~1 minute, with servers
+//! cargo run --release -p tokendb-benches --bin compare -- --quick            # ~2 minutes, with servers
 //! cargo run --release -p tokendb-benches --bin compare -- --quick --tokens 2000 --no-servers --json
 //! ```
 //!

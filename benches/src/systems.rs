@@ -5,6 +5,7 @@
 //! tokendb's own measurements are in [`tokendb`], driven through [`crate::engine`].
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokendb::SweeperConfig;
@@ -128,16 +129,18 @@ fn tokendb_measurements(ctx: &Context<'_>, report: &mut Report) -> BenchResult<(
         s.tokendb_cache_bytes,
     )?;
     let start = Instant::now();
+    let written = engine::bytes_written();
     let tokens = engine::load_access(eng.db()?, 0, n, engine::LOAD_THREADS, true)?;
     let secs = start.elapsed().as_secs_f64();
+    let written = per_item(written, n);
     eprintln!(
-        "[{SYSTEM}] loaded {n} tokens in {secs:.2} s ({:.0} tokens/s, {} commits)",
+        "[{SYSTEM}] loaded {n} tokens in {secs:.2} s ({:.0} tokens/s, {} commits{written})",
         n as f64 / secs.max(1e-9),
         eng.db()?.store().commits()
     );
     report.note(format!(
         "{SYSTEM}: loaded {n} access tokens in {secs:.1} s ({:.0}/s) through issue_access from \
-         {} threads ({} group commits); tokendb has no bulk-load API",
+         {} threads ({} group commits{written}); tokendb has no bulk-load API",
         n as f64 / secs.max(1e-9),
         engine::LOAD_THREADS,
         eng.db()?.store().commits()
@@ -202,14 +205,36 @@ fn tokendb_measurements(ctx: &Context<'_>, report: &mut Report) -> BenchResult<(
         }
         eng.reopen(writer, engine::LIVE_LIFETIME)?;
         let db = eng.db()?;
-        for &c in &s.write_clients {
-            let m = harness::run_writes(c, &s.write_timing, |i| engine::issue_worker(db, i));
-            record(report, SYSTEM, "issue", Some(mode), c, m);
+        let mut volume = Vec::new();
+        for op in ["issue", "rotate"] {
+            for &c in &s.write_clients {
+                let ops = AtomicU64::new(0);
+                let (commits, written) = (db.store().commits(), engine::bytes_written());
+                let m = harness::run_writes(c, &s.write_timing, |i| {
+                    let worker = if op == "issue" {
+                        engine::issue_worker(db, i)?
+                    } else {
+                        engine::rotate_worker(db, i)?
+                    };
+                    Ok(engine::counted(&ops, worker))
+                });
+                let ops = ops.load(Ordering::Relaxed).max(1) as f64;
+                let commits = db.store().commits().saturating_sub(commits).max(1) as f64;
+                let kb = match (written, engine::bytes_written()) {
+                    (Some(b), Some(a)) => {
+                        format!(", {:.1} KB/op", a.saturating_sub(b) as f64 / ops / 1e3)
+                    }
+                    _ => String::new(),
+                };
+                volume.push(format!("{op} x{c}: {:.1} ops/commit{kb}", ops / commits));
+                record(report, SYSTEM, op, Some(mode), c, m);
+            }
         }
-        for &c in &s.write_clients {
-            let m = harness::run_writes(c, &s.write_timing, |i| engine::rotate_worker(db, i));
-            record(report, SYSTEM, "rotate", Some(mode), c, m);
-        }
+        report.note(format!(
+            "{SYSTEM}: {mode} writes, operations per durable commit and bytes written per \
+             operation (warm-up included): {}",
+            volume.join("; ")
+        ));
     }
 
     match &s.crash_child {
@@ -273,9 +298,11 @@ fn tokendb_measurements(ctx: &Context<'_>, report: &mut Report) -> BenchResult<(
         eng.reopen(engine::GROUP_WRITER, engine::LIVE_LIFETIME)?;
         eng.clock().advance(DAY + Duration::from_secs(3600));
         let db = eng.db()?;
+        let written = engine::bytes_written();
         let start = Instant::now();
         let pass = db.sweep_now(None);
         let took = start.elapsed();
+        let written = per_item(written, s.sweep_tokens);
         match pass {
             Ok(pass) => {
                 let deleted = pass.tokens + pass.families;
@@ -304,7 +331,8 @@ fn tokendb_measurements(ctx: &Context<'_>, report: &mut Report) -> BenchResult<(
                 report.note(format!(
                     "{SYSTEM}: sweep: {deleted} expired access tokens deleted by one \
                      sweep_now(None) in {secs:.2} s, {} batches of up to {} (one write \
-                     transaction each); its p50/p99 columns are the mean time of one batch",
+                     transaction each{written}); its p50/p99 columns are the mean time of one \
+                     batch",
                     pass.batches,
                     SweeperConfig::default().batch_size
                 ));
@@ -584,6 +612,18 @@ pub fn record(
                 error_chain(&*e)
             ));
         }
+    }
+}
+
+/// `", N bytes written per token"` from a [`engine::bytes_written`] reading taken before a step
+/// of `items` items (and one taken now), or nothing if the kernel does not say.
+fn per_item(before: Option<u64>, items: usize) -> String {
+    match (before, engine::bytes_written()) {
+        (Some(b), Some(a)) => format!(
+            ", {:.0} bytes written per token",
+            a.saturating_sub(b) as f64 / items.max(1) as f64
+        ),
+        _ => String::new(),
     }
 }
 

@@ -33,7 +33,7 @@ USAGE: compare [OPTIONS]
 OPTIONS:
   --tokens N            tokens loaded into every system [default: 1000000; 100000 with --quick;
                         2000 with --smoke]
-  --quick               short rounds and 100,000 tokens: about a minute with servers
+  --quick               short rounds and 100,000 tokens: about 2 minutes with servers
   --smoke               tiny rounds and 2,000 tokens, for CI: a few seconds (use with --no-servers)
   --json                print one JSON object on stdout (the table goes to stderr)
   --only LIST           comma list of systems: tokendb,redb,sqlite,redis,postgres [default: all]
