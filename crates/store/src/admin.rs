@@ -249,11 +249,7 @@ impl Store {
     /// Runs `f` on one read snapshot of every table.
     fn with_tables<R>(&self, f: impl FnOnce(&Snap) -> Result<R>) -> Result<R> {
         self.check_usable()?;
-        let guard = self
-            .shared
-            .db
-            .read()
-            .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+        let guard = self.shared.read_db()?;
         let db = guard.as_ref().ok_or(StoreError::Closed)?;
         let txn = db.begin_read()?;
         let snap = Snap::open(&txn)?;

@@ -101,6 +101,13 @@ impl Shared {
         r
     }
 
+    /// Read access to the database handle (`None` once closed).
+    pub(crate) fn read_db(&self) -> Result<std::sync::RwLockReadGuard<'_, Option<Database>>> {
+        self.db
+            .read()
+            .map_err(|_| StoreError::Failed("lock poisoned".into()))
+    }
+
     pub(crate) fn failure(&self) -> Option<String> {
         self.failed.get().cloned()
     }
@@ -233,11 +240,7 @@ impl Store {
     /// [`StoreError::WrongMasterKey`] if `current` is not the key in use.
     pub fn rotate_master_key(&self, current: &MasterKey, new: &MasterKey) -> Result<()> {
         self.check_usable()?;
-        let guard = self
-            .shared
-            .db
-            .read()
-            .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+        let guard = self.shared.read_db()?;
         let db = guard.as_ref().ok_or(StoreError::Closed)?;
         meta::verify_master(db, current)?;
         meta::write_keys(db, new, &self.keys())
@@ -284,11 +287,7 @@ impl Store {
         f: impl FnOnce(&mut KeyRing) -> Result<R>,
     ) -> Result<R> {
         self.check_usable()?;
-        let guard = self
-            .shared
-            .db
-            .read()
-            .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+        let guard = self.shared.read_db()?;
         let db = guard.as_ref().ok_or(StoreError::Closed)?;
         meta::verify_master(db, master)?;
         let mut ring = meta::load_keys(db, master)?;

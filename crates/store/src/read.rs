@@ -139,11 +139,7 @@ impl Store {
         {
             return Ok(s);
         }
-        let guard = self
-            .shared
-            .db
-            .read()
-            .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+        let guard = self.shared.read_db()?;
         let db = guard.as_ref().ok_or(StoreError::Closed)?;
         let keys = self.keys();
         self.contained("opening a read snapshot", || {
@@ -202,11 +198,7 @@ impl Store {
         self.contained("scanning the file", || {
             self.check_usable()?;
             let keys = self.keys();
-            let guard = self
-                .shared
-                .db
-                .read()
-                .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+            let guard = self.shared.read_db()?;
             let db = guard.as_ref().ok_or(StoreError::Closed)?;
             let txn = db.begin_read()?;
             for item in txn.open_table(FAMILIES)?.iter()? {
@@ -236,11 +228,7 @@ impl Store {
     pub fn scan_indexes(&self, mut f: impl FnMut(IndexEntry)) -> Result<()> {
         self.contained("scanning the file", || {
             self.check_usable()?;
-            let guard = self
-                .shared
-                .db
-                .read()
-                .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+            let guard = self.shared.read_db()?;
             let db = guard.as_ref().ok_or(StoreError::Closed)?;
             let txn = db.begin_read()?;
             for item in txn.open_table(FAMILY_TOKENS)?.iter()? {
@@ -290,11 +278,7 @@ impl Store {
     pub fn earliest_deadline(&self) -> Result<Option<u64>> {
         self.contained("scanning the file", || {
             self.check_usable()?;
-            let guard = self
-                .shared
-                .db
-                .read()
-                .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+            let guard = self.shared.read_db()?;
             let db = guard.as_ref().ok_or(StoreError::Closed)?;
             let txn = db.begin_read()?;
             let table = txn.open_table(DEADLINES)?;
@@ -306,11 +290,7 @@ impl Store {
     /// Sealing key ids used by at least one record.
     pub(crate) fn key_ids_in_use(&self) -> Result<Vec<tokendb_core::KeyId>> {
         self.contained("scanning the file", || {
-            let guard = self
-                .shared
-                .db
-                .read()
-                .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+            let guard = self.shared.read_db()?;
             let db = guard.as_ref().ok_or(StoreError::Closed)?;
             let txn = db.begin_read()?;
             let mut ids = std::collections::BTreeSet::new();

@@ -145,10 +145,7 @@ fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
 /// outcomes and need none of this.
 fn apply_batch(shared: &Shared, ops: Vec<(Op, u64)>) -> Result<Vec<Result<Outcome>>> {
     let keys = shared.keys();
-    let guard = shared
-        .db
-        .read()
-        .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+    let guard = shared.read_db()?;
     let db = guard.as_ref().ok_or(StoreError::Closed)?;
     let mut failed: Vec<Option<StoreError>> = ops.iter().map(|_| None).collect();
     'attempt: loop {
