@@ -54,7 +54,7 @@ fn body() -> RecordBody {
 fn token(c: &mut Criterion) {
     let keys = KeyRing::generate();
     let format = TokenFormat::default();
-    let access = format.encode_access(&AccessToken::mint());
+    let access = format.encode_access(&AccessToken::mint(1_800_000_000_000));
     let refresh = format.encode_refresh(&RefreshToken::mint(&keys, FamilyId::generate(), 7));
     let secret = TokenSecret::generate();
     let mut g = c.benchmark_group("token");
@@ -72,7 +72,7 @@ fn token(c: &mut Criterion) {
 
 fn crypto(c: &mut Criterion) {
     let keys = KeyRing::generate();
-    let id = keys.token_id(TokenKind::Access, &TokenSecret::generate());
+    let id = keys.access_key(&AccessToken::mint(1_800_000_000_000));
     let body = body();
     let (key_id, sealed) = AccessRecord::seal_body(&keys, &id, &body).unwrap();
     let record = AccessRecord {
@@ -82,7 +82,7 @@ fn crypto(c: &mut Criterion) {
         subject: keys.subject_hash(&body.subject),
         client: keys.client_hash(&body.client_id),
         issued_at: 1,
-        deadline: 2,
+        deadline: 1_800_000_000_000,
         body: sealed,
     };
     let stored = record.encode(&id, &keys).unwrap();

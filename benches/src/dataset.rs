@@ -1,10 +1,11 @@
 //! The deterministic data set every system is loaded with.
 //!
-//! Keys are 32 bytes, the shape of a tokendb token id (a keyed BLAKE3 hash of the secret): key `i` is
-//! the keyed BLAKE3 hash of `i`, so they are uniformly spread and the same on every run. Values are
-//! pseudo-random bytes (sealed records do not compress) of a configurable size, also the same on every
-//! run. Keys are held in memory (32 MB per million) so that a worker picks one with a single random
-//! index, with no hashing on the measured path; values are made on the fly when loading.
+//! Keys are 40 bytes, the shape of a tokendb access key (a deadline, then a keyed BLAKE3 hash of the
+//! secret): key `i` is a deadline rising with `i` (tokens issued one after another) followed by the
+//! keyed BLAKE3 hash of `i`, so they are the same on every run. Values are pseudo-random bytes
+//! (sealed records do not compress) of a configurable size, also the same on every run. Keys are
+//! held in memory (40 MB per million) so that a worker picks one with a single random index, with
+//! no hashing on the measured path; values are made on the fly when loading.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, RngExt, SeedableRng};
@@ -14,8 +15,11 @@ use rand::{Rng, RngExt, SeedableRng};
 /// stores values as large as tokendb's.
 pub const DEFAULT_VALUE_SIZE: usize = 204;
 
-/// Length of a key: a BLAKE3 output, like a token id.
-pub const KEY_LEN: usize = 32;
+/// Length of a key: a deadline (u64 BE) and a BLAKE3 output, like a tokendb access key.
+pub const KEY_LEN: usize = 40;
+
+/// The deadline of key 0, Unix ms; key `i` has `FIRST_DEADLINE + i`.
+const FIRST_DEADLINE: u64 = 1_800_000_000_000;
 
 /// A key of the data set.
 pub type Key = [u8; KEY_LEN];
@@ -41,7 +45,13 @@ impl Dataset {
     pub fn with_seed(tokens: usize, value_size: usize, seed: u64) -> Self {
         let hash_key = blake3::derive_key("tokendb-benches 2026 dataset key", &seed.to_le_bytes());
         let keys = (0..tokens.max(1) as u64)
-            .map(|i| *blake3::keyed_hash(&hash_key, &i.to_le_bytes()).as_bytes())
+            .map(|i| {
+                let mut key = [0u8; KEY_LEN];
+                let (deadline, id) = key.split_at_mut(8);
+                deadline.copy_from_slice(&(FIRST_DEADLINE + i).to_be_bytes());
+                id.copy_from_slice(blake3::keyed_hash(&hash_key, &i.to_le_bytes()).as_bytes());
+                key
+            })
             .collect();
         Self {
             keys,

@@ -31,7 +31,8 @@ use tokendb::{
     WriterOptions,
 };
 use tokendb_core::{
-    AccessRecord, FamilyId, FamilyRecord, KeyRing, RecordBody, RecordState, TokenKind, TokenSecret,
+    AccessRecord, AccessToken, FamilyId, FamilyRecord, KeyRing, RecordBody, RecordState, TokenKind,
+    TokenSecret,
 };
 
 use crate::harness::{self, Measurement, Op};
@@ -116,14 +117,14 @@ fn body_of(g: Grant) -> RecordBody {
 }
 
 /// Bytes of the stored value of a standalone access token issued for [`grant`] (the record under
-/// its 32-byte token id: header, MAC, sealed body), computed with the engine's own codec.
+/// its 40-byte access key: header, MAC, sealed body), computed with the engine's own codec.
 ///
 /// # Errors
 /// Codec errors (none expected).
 pub fn access_record_size() -> BenchResult<usize> {
     let keys = KeyRing::generate();
     let body = body_of(grant(0)?);
-    let id = keys.token_id(TokenKind::Access, &TokenSecret::generate());
+    let id = keys.access_key(&AccessToken::mint(0));
     let (key_id, sealed) = AccessRecord::seal_body(&keys, &id, &body)?;
     let record = AccessRecord {
         key_id,

@@ -54,6 +54,10 @@ impl Fixture {
     pub fn advance(&self, ms: u64) {
         self.clock.advance(ms);
     }
+
+    pub fn set(&self, ms: u64) {
+        self.clock.set(ms);
+    }
 }
 
 #[allow(clippy::unwrap_used)] // test fixture: a failure to set up is a test failure
@@ -86,7 +90,7 @@ impl Fixture {
 
 use std::collections::BTreeMap;
 use tokendb::{FamilyId, Grant};
-use tokendb_core::{AccessRecord, FamilyRecord, TokenId};
+use tokendb_core::{AccessKey, AccessRecord, FamilyRecord};
 use tokendb_store::{Entry, IndexEntry, ScanItem, Store};
 
 /// A grant for subject `sub-{i}` of client `client-{i % 3}`.
@@ -102,8 +106,8 @@ pub fn grant(i: usize) -> Grant {
 /// Every record and every index entry of a store: one scan of each (run it while no one writes).
 pub struct Contents {
     pub families: BTreeMap<FamilyId, FamilyRecord>,
-    /// Access tokens by the bytes of their id.
-    pub tokens: BTreeMap<[u8; 32], AccessRecord>,
+    /// Access tokens by their storage key (deadline ‖ token id), so in deadline order.
+    pub tokens: BTreeMap<[u8; 40], AccessRecord>,
     pub index: Vec<IndexEntry>,
 }
 
@@ -119,7 +123,7 @@ impl Contents {
                 }
                 ScanItem::Token(id, rec) => {
                     tokens.insert(
-                        *id.as_bytes(),
+                        id.to_bytes(),
                         rec.unwrap_or_else(|e| panic!("token {id:?}: {e}")),
                     );
                 }
@@ -154,20 +158,26 @@ impl Contents {
     /// index entries and every index entry points at a record that agrees with it:
     /// - a family has one `deadlines` entry, at min(absolute, idle), and its `by_subject` and
     ///   `by_client` entries; if it keeps a grace slot, a grace timer for its generation;
-    /// - an access token has one `deadlines` entry at its deadline; a family-bound one has its
-    ///   `family_tokens` entry (and its family exists), a standalone one its `by_subject` and
-    ///   `by_client` entries;
-    /// - no entry is malformed or points at a missing or different record. Grace timers are
-    ///   timers, not index entries: one may outlive its family or generation until it fires.
+    /// - an access token has no `deadlines` entry (its key is its deadline, and equals its
+    ///   record's); a family-bound one has its `family_tokens` entry (and its family exists), a
+    ///   standalone one its subject and client token-index entries;
+    /// - no entry is malformed or points at a missing or different record, except that a
+    ///   token-index entry may outlive its token if the token was swept (its deadline is not after
+    ///   the first remaining token's). Grace timers are timers, not index entries: one may outlive
+    ///   its family or generation until it fires.
     pub fn index_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let mut fam_deadlines: BTreeMap<FamilyId, Vec<u64>> = BTreeMap::new();
-        let mut tok_deadlines: BTreeMap<[u8; 32], Vec<u64>> = BTreeMap::new();
         let mut has = std::collections::HashSet::new();
+        let first_left = self
+            .tokens
+            .keys()
+            .next()
+            .map(|k| AccessKey::from_bytes(k).deadline);
         let key = |e: &IndexEntry| -> Vec<u8> {
             let entry = |out: &mut Vec<u8>, en: &Entry| match en {
                 Entry::Family(f) => out.extend([&[1][..], f.as_bytes()].concat()),
-                Entry::Token(t) => out.extend([&[2][..], t.as_bytes()].concat()),
+                Entry::Token(t) => out.extend([&[2][..], &t.to_bytes()].concat()),
                 Entry::Grace(f, g) => {
                     out.extend([&[3][..], f.as_bytes(), &g.to_be_bytes()].concat())
                 }
@@ -175,7 +185,7 @@ impl Contents {
             let mut out = Vec::new();
             match e {
                 IndexEntry::FamilyToken(f, t) => {
-                    out.extend([&[b'f'][..], f.as_bytes(), t.as_bytes()].concat())
+                    out.extend([&[b'f'][..], f.as_bytes(), &t.to_bytes()].concat())
                 }
                 IndexEntry::Deadline(d, en) => {
                     out.extend([&[b'd'][..], &d.to_be_bytes()].concat());
@@ -203,10 +213,10 @@ impl Contents {
                     fam_deadlines.entry(*f).or_default().push(*d)
                 }
                 IndexEntry::Deadline(d, Entry::Token(t)) => {
-                    tok_deadlines.entry(*t.as_bytes()).or_default().push(*d)
+                    problems.push(format!("deadline entry {d} for access token {t:?}"))
                 }
                 IndexEntry::Deadline(..) => {}
-                IndexEntry::FamilyToken(f, t) => match self.tokens.get(t.as_bytes()) {
+                IndexEntry::FamilyToken(f, t) => match self.tokens.get(&t.to_bytes()) {
                     Some(rec) if rec.family == Some(*f) => {}
                     Some(rec) => problems.push(format!(
                         "family_tokens {f} -> {t:?}, but the token says {:?}",
@@ -221,9 +231,14 @@ impl Contents {
                             .families
                             .get(f)
                             .is_some_and(|r| *h == if subject { r.subject } else { r.client }),
-                        Entry::Token(t) => self.tokens.get(t.as_bytes()).is_some_and(|r| {
-                            r.family.is_none() && *h == if subject { r.subject } else { r.client }
-                        }),
+                        Entry::Token(t) => match self.tokens.get(&t.to_bytes()) {
+                            Some(r) => {
+                                r.family.is_none()
+                                    && *h == if subject { r.subject } else { r.client }
+                            }
+                            // Swept, waiting for its bucket to end.
+                            None => first_left.is_none_or(|d| t.deadline <= d),
+                        },
                         Entry::Grace(..) => false,
                     };
                     if !ok {
@@ -236,14 +251,6 @@ impl Contents {
         for (f, ds) in &fam_deadlines {
             if !self.families.contains_key(f) {
                 problems.push(format!("deadline entries {ds:?} for missing family {f}"));
-            }
-        }
-        for (t, ds) in &tok_deadlines {
-            if !self.tokens.contains_key(t) {
-                problems.push(format!(
-                    "deadline entries {ds:?} for missing token {:?}",
-                    TokenId::from_bytes(*t)
-                ));
             }
         }
         let grace = self.grace_timers();
@@ -275,12 +282,11 @@ impl Contents {
             }
         }
         for (t, rec) in &self.tokens {
-            let id = TokenId::from_bytes(*t);
-            let ds = tok_deadlines.get(t).cloned().unwrap_or_default();
-            if ds != [rec.deadline] {
+            let id = AccessKey::from_bytes(t);
+            if id.deadline != rec.deadline {
                 problems.push(format!(
-                    "token {id:?}: deadline entries {ds:?}, record says {}",
-                    rec.deadline
+                    "token {id:?}: keyed at deadline {}, record says {}",
+                    id.deadline, rec.deadline
                 ));
             }
             let entry = Entry::Token(id);

@@ -29,7 +29,7 @@ use tokendb::{
     Clock, Config, FamilyId, ManualClock, MasterKey, RevokeReason, SweeperConfig, SystemClock,
     TokenDb, TokenStatus,
 };
-use tokendb_core::{ParsedToken, RecordState, TokenFormat, TokenId, TokenKind};
+use tokendb_core::{AccessKey, ParsedToken, RecordState, TokenFormat};
 
 /// Threads in the child.
 const CHILD_THREADS: u64 = 4;
@@ -290,9 +290,9 @@ pub(crate) fn problems(db: &TokenDb, m: &Model, now: u64) -> Vec<String> {
         let Ok(ParsedToken::Access(t)) = format.parse(token) else {
             panic!("not an access token in the log: {token}");
         };
-        let id: TokenId = keys.token_id(TokenKind::Access, &t.secret);
-        named.insert(*id.as_bytes());
-        let Some(rec) = c.tokens.get(id.as_bytes()) else {
+        let id: AccessKey = keys.access_key(&t);
+        named.insert(id.to_bytes());
+        let Some(rec) = c.tokens.get(&id.to_bytes()) else {
             if am.deadline > now {
                 p.push(format!(
                     "access token {id:?}: acknowledged, missing {} ms before its deadline",

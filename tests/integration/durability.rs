@@ -13,7 +13,7 @@ use tokendb::{
     Clock, Error, MasterKey, RevokeReason, RotateRefusal, Scope, StoreError, SystemClock, TokenDb,
     TokenStatus, WriterOptions,
 };
-use tokendb_core::{AccessRecord, CoreError, IndexHash, KeyId, RecordState, TokenId};
+use tokendb_core::{AccessKey, AccessRecord, CoreError, IndexHash, KeyId, RecordState, TokenId};
 use tokendb_store::Op;
 
 fn is_closed<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
@@ -227,7 +227,10 @@ fn each_operation_in_a_batch_keeps_its_own_outcome() {
     let db = TokenDb::open(fx.path(), &fx.master, config).unwrap();
     let before = db.store().commits();
 
-    let bad_id = TokenId::from_bytes([9; 32]);
+    let bad_id = AccessKey {
+        deadline: T0 + HOUR,
+        id: TokenId::from_bytes([9; 32]),
+    };
     let bad = AccessRecord {
         key_id: KeyId(999), // no such sealing key: encoding it fails inside the batch
         state: RecordState::Active,
@@ -271,7 +274,7 @@ fn each_operation_in_a_batch_keeps_its_own_outcome() {
                 barrier.wait();
                 db.store().submit(
                     Op::IssueAccess {
-                        id: bad_id,
+                        key: bad_id,
                         record: Box::new(bad),
                     },
                     T0,
@@ -358,7 +361,7 @@ fn each_operation_in_a_batch_keeps_its_own_outcome() {
     let contents = Contents::read(db.store());
     contents.assert_exact();
     assert!(
-        !contents.tokens.contains_key(bad_id.as_bytes()),
+        !contents.tokens.contains_key(&bad_id.to_bytes()),
         "the failed operation left nothing"
     );
     assert_eq!((contents.families.len(), contents.tokens.len()), (7, 1));

@@ -640,7 +640,7 @@ fn a_family_does_not_grow_with_its_rotations_and_old_generations_stay_detectable
             family_bytes: after_one.family_bytes.clone(),
             family_tokens: 1,
             family_deadlines: 1,
-            token_deadlines: 1,
+            token_deadlines: 0, // access tokens are keyed by their deadline
             grace_deadlines: 0,
             by_subject: 1,
             by_client: 1,

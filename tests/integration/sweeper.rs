@@ -104,10 +104,10 @@ fn idle_expiry_sweeps_a_family_whose_absolute_deadline_is_far() {
     assert_eq!((m.families_deleted, m.tokens_deleted, m.refiled), (2, 0, 0));
 }
 
-/// The key of a `deadlines` entry, as `tokendb-store` lays it out (deadline, kind, 32-byte id;
-/// family ids zero-padded).
-fn deadline_key(deadline: u64, entry: &Entry) -> [u8; 41] {
-    let mut k = [0u8; 41];
+/// The key of a `deadlines` entry, as `tokendb-store` lays it out (deadline, kind, 40-byte id
+/// slot; family ids zero-padded).
+fn deadline_key(deadline: u64, entry: &Entry) -> [u8; 49] {
+    let mut k = [0u8; 49];
     k[..8].copy_from_slice(&deadline.to_be_bytes());
     match entry {
         Entry::Family(f) => {
@@ -116,14 +116,14 @@ fn deadline_key(deadline: u64, entry: &Entry) -> [u8; 41] {
         }
         Entry::Token(t) => {
             k[8] = 2;
-            k[9..].copy_from_slice(t.as_bytes());
+            k[9..].copy_from_slice(&t.to_bytes());
         }
         Entry::Grace(..) => unreachable!("not used here"),
     }
     k
 }
 
-const DEADLINES: redb::TableDefinition<'_, &[u8; 41], ()> = redb::TableDefinition::new("deadlines");
+const DEADLINES: redb::TableDefinition<'_, &[u8; 49], ()> = redb::TableDefinition::new("deadlines");
 
 fn reuse_config(clock: &Arc<ManualClock>) -> ConfigBuilder {
     Fixture::base(clock)
@@ -135,8 +135,9 @@ fn reuse_config(clock: &Arc<ManualClock>) -> ConfigBuilder {
 /// It is made here the honest way: a use slides the family's idle deadline (a `ReUse` slide),
 /// then the file is edited directly to put the entry back where it was before the use — what a
 /// lazily indexed writer, or an older build, would leave. Entries whose record is gone are
-/// added too. The sweeper must re-file the first kind, drop the second, and delete nothing
-/// before its real deadline.
+/// added too, and an access-token entry (access tokens are keyed by their deadline and never
+/// filed in `deadlines`). The sweeper must re-file the first kind, drop the others, and delete
+/// nothing before its real deadline.
 #[test]
 fn an_entry_whose_record_lives_longer_is_refiled_not_deleted() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,9 +154,7 @@ fn an_entry_whose_record_lives_longer_is_refiled_not_deleted() {
     assert_eq!(slid.idle.at_ms, T0 + 36 * HOUR);
     let access = db.issue_access(&grant(2)).unwrap();
     assert_eq!(access.expires.at_ms, T0 + 13 * HOUR);
-    let c = Contents::read(db.store());
-    c.assert_exact();
-    let token_id = tokendb_core::TokenId::from_bytes(*c.tokens.keys().next().unwrap());
+    Contents::read(db.store()).assert_exact();
     db.close().unwrap();
 
     {
@@ -170,16 +169,11 @@ fn an_entry_whose_record_lives_longer_is_refiled_not_deleted() {
                     .is_some()
             );
             t.insert(&deadline_key(T0 + DAY, &f), ()).unwrap();
-            let a = Entry::Token(token_id);
-            assert!(
-                t.remove(&deadline_key(T0 + 13 * HOUR, &a))
-                    .unwrap()
-                    .is_some()
-            );
-            t.insert(&deadline_key(T0 + 12 * HOUR + 30 * MINUTE, &a), ())
-                .unwrap();
             let ghost_f = Entry::Family(tokendb::FamilyId::generate());
-            let ghost_t = Entry::Token(tokendb_core::TokenId::from_bytes([7; 32]));
+            let ghost_t = Entry::Token(tokendb_core::AccessKey {
+                deadline: T0 + 12 * HOUR + 30 * MINUTE,
+                id: tokendb_core::TokenId::from_bytes([7; 32]),
+            });
             t.insert(&deadline_key(T0 + 12 * HOUR + 30 * MINUTE, &ghost_f), ())
                 .unwrap();
             t.insert(&deadline_key(T0 + 12 * HOUR + 30 * MINUTE, &ghost_t), ())
@@ -190,15 +184,11 @@ fn an_entry_whose_record_lives_longer_is_refiled_not_deleted() {
 
     let db = TokenDb::open(&path, &master, reuse_config(&clock).build().unwrap()).unwrap();
     assert!(!Contents::read(db.store()).index_problems().is_empty());
-    clock.advance(30 * MINUTE); // T0 + 12 h 30 min: the lagging token entry and the ghosts
+    clock.advance(30 * MINUTE); // T0 + 12 h 30 min: the ghosts
     let r = db.sweep_now(None).unwrap();
-    assert_eq!((r.families, r.tokens, r.refiled), (0, 0, 1), "{r:?}");
+    assert_eq!((r.families, r.tokens, r.refiled), (0, 0, 0), "{r:?}");
     assert!(db.validate(access.token.expose()).unwrap().is_active());
     let c = Contents::read(db.store());
-    assert!(c.index.contains(&IndexEntry::Deadline(
-        T0 + 13 * HOUR,
-        Entry::Token(token_id)
-    )));
     let problems = c.index_problems();
     assert_eq!(
         problems.len(),
@@ -227,7 +217,7 @@ fn an_entry_whose_record_lives_longer_is_refiled_not_deleted() {
     let m = db.sweeper_metrics();
     assert_eq!(
         (m.passes, m.families_deleted, m.tokens_deleted, m.refiled),
-        (3, 1, 1, 2)
+        (3, 1, 1, 1)
     );
 }
 
@@ -643,4 +633,72 @@ fn metrics_count_what_the_passes_did() {
         assert_eq!(m.lag_ms, 15 * MINUTE);
         assert!(Contents::read(db.store()).is_empty(), "thread: {thread}");
     }
+}
+
+/// Standalone access tokens are swept as a run of keys; their subject and client index entries
+/// go with their deadline bucket once it has ended (never while a token they name is alive),
+/// and revoking a subject finds tokens in every bucket.
+#[test]
+fn token_index_entries_go_with_their_bucket_and_revocation_sees_every_bucket() {
+    let bucket = 1u64 << tokendb_store::BUCKET_SHIFT;
+    let fx = Fixture::with(|b| b.access_lifetime(ms(10 * MINUTE)));
+    let db = &fx.db;
+    // Three generations of tokens of one subject, in different deadline buckets.
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(db.issue_access(&grant(1)).unwrap());
+        tokens.push(db.issue_access(&grant(2)).unwrap());
+        fx.advance(3 * bucket);
+    }
+    let c = Contents::read(db.store());
+    c.assert_exact();
+    let token_entries = |c: &Contents| {
+        c.index
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    IndexEntry::Subject(_, Entry::Token(_))
+                        | IndexEntry::Client(_, Entry::Token(_))
+                )
+            })
+            .count()
+    };
+    assert_eq!(token_entries(&c), 12);
+
+    // The first pair expired: swept; its entries stay until its bucket ends, then go.
+    fx.set(T0 + 10 * MINUTE);
+    assert_eq!(sweep(db), (0, 2));
+    let c = Contents::read(db.store());
+    c.assert_exact();
+    let first_bucket_end = (T0 + 10 * MINUTE) / bucket * bucket + bucket;
+    if first_bucket_end > T0 + 10 * MINUTE + 1 {
+        assert_eq!(token_entries(&c), 12, "the bucket has not ended");
+    }
+    fx.set(first_bucket_end);
+    db.sweep_now(None).unwrap();
+    let c = Contents::read(db.store());
+    c.assert_exact();
+    assert_eq!(
+        token_entries(&c),
+        8,
+        "the first bucket's entries were dropped"
+    );
+
+    // Revoking subject 1 revokes its live tokens in both remaining buckets, not subject 2's.
+    let r = db.revoke_subject("sub-1", None).unwrap();
+    assert_eq!((r.families, r.tokens), (0, 2));
+    for (i, t) in tokens.iter().enumerate().skip(2) {
+        let want_revoked = i % 2 == 0;
+        assert_eq!(
+            status(db, t.token.expose()) == TokenStatus::Revoked(RevokeReason::Subject),
+            want_revoked,
+            "token {i}"
+        );
+    }
+
+    // Everything expires: records and entries are gone once the last bucket ends.
+    fx.set(T0 + 100 * bucket);
+    db.sweep_now(None).unwrap();
+    assert!(Contents::read(db.store()).is_empty());
 }

@@ -125,6 +125,12 @@ impl From<StoreError> for CliError {
                 e.to_string(),
                 "use a tokendb command at least as new as the server that wrote the file",
             ),
+            e @ StoreError::OlderFormat { .. } => Self::new(
+                Exit::CannotOpen,
+                "older_format",
+                e.to_string(),
+                "this file predates the format this tokendb reads; use the build that wrote it",
+            ),
             StoreError::Locked => Self::new(
                 Exit::Locked,
                 "locked",

@@ -23,9 +23,9 @@ use tokendb::{
 };
 
 const FAMILIES: TableDefinition<'_, &[u8; 16], &[u8]> = TableDefinition::new("families");
-const TOKENS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("tokens");
-const DEADLINES: TableDefinition<'_, &[u8; 41], ()> = TableDefinition::new("deadlines");
-const BY_SUBJECT: TableDefinition<'_, &[u8; 49], ()> = TableDefinition::new("by_subject");
+const TOKENS: TableDefinition<'_, &[u8; 40], &[u8]> = TableDefinition::new("tokens");
+const SUBJECT_TOKENS: TableDefinition<'_, &[u8; 60], ()> = TableDefinition::new("subject_tokens");
+const BY_SUBJECT: TableDefinition<'_, &[u8; 57], ()> = TableDefinition::new("by_subject");
 
 fn now_ms() -> u64 {
     use tokendb::Clock;
@@ -623,7 +623,7 @@ fn verify_passes_a_sound_file_and_reports_a_corrupted_one() {
     assert_eq!(v["problem_count"], 0);
 
     // Damage through redb itself (every redb checksum stays valid): a family header byte, the
-    // last byte of an access token (its sealed body), one deadline entry removed, one
+    // last byte of an access token (its sealed body), one subject_tokens entry removed, one
     // by_subject entry pointing nowhere.
     let target_token;
     {
@@ -647,19 +647,22 @@ fn verify_passes_a_sound_file_and_reports_a_corrupted_one() {
             toks.insert(&k, v.as_slice()).unwrap();
             target_token = k;
 
-            let mut dl = txn.open_table(DEADLINES).unwrap();
-            // Remove the deadline entry of an access token that is not otherwise damaged.
-            let victim = dl
+            let mut st = txn.open_table(SUBJECT_TOKENS).unwrap();
+            // Remove the subject entry of an access token that is not otherwise damaged
+            // (bucket 4 ‖ subject hash 16 ‖ access key 40).
+            let victim = st
                 .iter()
                 .unwrap()
                 .map(|e| *e.unwrap().0.value())
-                .find(|k| k[8] == 2 && k[9..] != target_token[..])
+                .find(|k| k[20..] != target_token[..])
                 .unwrap();
-            dl.remove(&victim).unwrap();
+            st.remove(&victim).unwrap();
 
             let mut subj = txn.open_table(BY_SUBJECT).unwrap();
-            let mut dangling = [0x42u8; 49];
-            dangling[16] = 2; // an access token…
+            let mut dangling = [0u8; 57];
+            dangling[..16].fill(0x42);
+            dangling[16] = 1; // a family…
+            dangling[17..33].fill(0x42);
             subj.insert(&dangling, ()).unwrap(); // …that does not exist
         }
         txn.commit().unwrap();
@@ -669,7 +672,7 @@ fn verify_passes_a_sound_file_and_reports_a_corrupted_one() {
     let v = parse(&out);
     assert_eq!(v["ok"], false);
     let p = problems(&v);
-    let token_hex: String = target_token[..8]
+    let token_hex: String = target_token[8..16]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -685,7 +688,7 @@ fn verify_passes_a_sound_file_and_reports_a_corrupted_one() {
     );
     assert!(
         p.iter()
-            .any(|(t, _, w)| t == "tokens" && w.contains("no `deadlines` entry")),
+            .any(|(t, _, w)| t == "tokens" && w.contains("no `subject_tokens` entry")),
         "{p:#?}"
     );
     assert!(

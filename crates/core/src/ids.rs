@@ -112,6 +112,60 @@ impl fmt::Debug for TokenId {
     }
 }
 
+/// Length of an access token's storage key in bytes: deadline (8) ‖ token id (32).
+pub const ACCESS_KEY_LEN: usize = 8 + TOKEN_ID_LEN;
+
+/// Where an access token is stored: its deadline (Unix ms, as minted into the token) followed by
+/// its [`TokenId`]. Keys sort by deadline, so the `tokens` table is its own expiry index: the
+/// sweeper deletes a contiguous run of keys instead of hunting random ones.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct AccessKey {
+    /// Deadline carried by the token (its record's deadline is never later).
+    pub deadline: u64,
+    /// The keyed hash of the token's secret.
+    pub id: TokenId,
+}
+
+impl AccessKey {
+    /// The stored key: deadline (u64 big-endian) ‖ token id.
+    #[must_use]
+    pub fn to_bytes(&self) -> [u8; ACCESS_KEY_LEN] {
+        let mut out = [0u8; ACCESS_KEY_LEN];
+        let (d, id) = out.split_at_mut(8);
+        d.copy_from_slice(&self.deadline.to_be_bytes());
+        id.copy_from_slice(self.id.as_bytes());
+        out
+    }
+
+    /// From a stored key.
+    #[must_use]
+    pub fn from_bytes(bytes: &[u8; ACCESS_KEY_LEN]) -> Self {
+        let (d, id) = bytes.split_at(8);
+        let mut deadline = [0u8; 8];
+        deadline.copy_from_slice(d);
+        let mut token = [0u8; TOKEN_ID_LEN];
+        token.copy_from_slice(id);
+        Self {
+            deadline: u64::from_be_bytes(deadline),
+            id: TokenId::from_bytes(token),
+        }
+    }
+
+    /// From a stored key of any length: `None` unless it is exactly 40 bytes.
+    #[must_use]
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <&[u8; ACCESS_KEY_LEN]>::try_from(bytes)
+            .ok()
+            .map(Self::from_bytes)
+    }
+}
+
+impl fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AccessKey({}, {:?})", self.deadline, self.id)
+    }
+}
+
 /// Length of an index hash in bytes.
 pub const INDEX_HASH_LEN: usize = 16;
 

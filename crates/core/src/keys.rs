@@ -346,6 +346,15 @@ impl KeyRing {
         TokenId::from_bytes(*blake3::keyed_hash(&self.lookup.0, &input[..]).as_bytes())
     }
 
+    /// Where an access token is stored: its deadline and the id of its secret.
+    #[must_use]
+    pub fn access_key(&self, token: &crate::token::AccessToken) -> crate::ids::AccessKey {
+        crate::ids::AccessKey {
+            deadline: token.deadline,
+            id: self.token_id(TokenKind::Access, &token.secret),
+        }
+    }
+
     /// The truncated keyed MAC that proves a refresh token was issued by this database.
     #[must_use]
     pub fn refresh_tag(

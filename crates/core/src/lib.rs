@@ -48,7 +48,7 @@ pub mod time;
 pub mod token;
 
 pub use error::{CoreError, ParseError};
-pub use ids::{FamilyId, IndexHash, TokenId};
+pub use ids::{AccessKey, FamilyId, IndexHash, TokenId};
 pub use keys::{KeyPurpose, KeyRing, MasterKey, WrappedKey};
 pub use record::{AccessRecord, FamilyRecord, RecordBody, RecordState, RevokeReason};
 pub use scope::Scope;

@@ -18,7 +18,7 @@
 
 use crate::CoreError;
 use crate::codec::{Reader, put_bytes16, put_bytes32};
-use crate::ids::{FamilyId, IndexHash, TokenId};
+use crate::ids::{AccessKey, FamilyId, IndexHash, TokenId};
 use crate::keys::KeyRing;
 use crate::scope::Scope;
 use crate::seal::{KeyId, MAC_LEN, MacDomain};
@@ -539,11 +539,15 @@ pub struct AccessRecord {
 }
 
 impl AccessRecord {
-    /// Encodes and authenticates the record for storage under `id`.
+    /// Encodes and authenticates the record for storage under `key`.
     ///
     /// # Errors
-    /// [`CoreError::UnknownKeyId`] if `key_id` is not in the ring.
-    pub fn encode(&self, id: &TokenId, keys: &KeyRing) -> Result<Vec<u8>, CoreError> {
+    /// [`CoreError::UnknownKeyId`] if `key_id` is not in the ring;
+    /// [`CoreError::BadField`] if the record's deadline is not the key's.
+    pub fn encode(&self, key: &AccessKey, keys: &KeyRing) -> Result<Vec<u8>, CoreError> {
+        if self.deadline != key.deadline {
+            return Err(CoreError::BadField("deadline differs from the token's"));
+        }
         let mut out = Vec::with_capacity(64 + self.body.len());
         out.push(RECORD_VERSION);
         out.extend_from_slice(&self.key_id.0.to_be_bytes());
@@ -565,7 +569,7 @@ impl AccessRecord {
         append_mac(
             keys,
             RecordTable::Tokens,
-            id.as_bytes(),
+            &key.to_bytes(),
             self.key_id,
             &mut out,
         )?;
@@ -577,11 +581,11 @@ impl AccessRecord {
     ///
     /// # Errors
     /// As [`FamilyRecord::decode`].
-    pub fn decode(bytes: &[u8], id: &TokenId, keys: &KeyRing) -> Result<Self, CoreError> {
+    pub fn decode(bytes: &[u8], key: &AccessKey, keys: &KeyRing) -> Result<Self, CoreError> {
         let (key_id, mut r, mut tail) = verify(
             keys,
             RecordTable::Tokens,
-            id.as_bytes(),
+            &key.to_bytes(),
             bytes,
             ACCESS_HEADER_LEN,
         )?;
@@ -603,30 +607,44 @@ impl AccessRecord {
         };
         r.finish()?;
         tail.finish()?;
+        if rec.deadline != key.deadline {
+            return Err(CoreError::BadField("deadline differs from the token's"));
+        }
         Ok(rec)
     }
 
-    /// Seals a body for token `id`.
+    /// The family link of an encoded record, read WITHOUT authenticating it: for the sweeper,
+    /// which deletes the record unread and only needs to drop its `(family, key)` entry. A
+    /// forged link names an entry that does not exist; nothing else may rely on this.
+    #[must_use]
+    pub fn family_link(bytes: &[u8]) -> Option<FamilyId> {
+        // version (1) ‖ key id (4) ‖ state (2 + 8) ‖ family flag (1) ‖ family id (16)
+        let flagged = bytes.get(15..32)?;
+        let (flag, id) = flagged.split_first()?;
+        (*flag == 1).then(|| FamilyId::from_slice(id)).flatten()
+    }
+
+    /// Seals a body for the token stored under `key`.
     ///
     /// # Errors
     /// As [`seal_body`].
     pub fn seal_body(
         keys: &KeyRing,
-        id: &TokenId,
+        key: &AccessKey,
         body: &RecordBody,
     ) -> Result<(KeyId, Vec<u8>), CoreError> {
-        seal_body(keys, RecordTable::Tokens, id.as_bytes(), body)
+        seal_body(keys, RecordTable::Tokens, &key.to_bytes(), body)
     }
 
     /// Opens the sealed body.
     ///
     /// # Errors
     /// [`CoreError::Unauthentic`] if it does not belong to this record.
-    pub fn open_body(&self, id: &TokenId, keys: &KeyRing) -> Result<RecordBody, CoreError> {
+    pub fn open_body(&self, key: &AccessKey, keys: &KeyRing) -> Result<RecordBody, CoreError> {
         open_body(
             keys,
             RecordTable::Tokens,
-            id.as_bytes(),
+            &key.to_bytes(),
             self.key_id,
             &self.body,
         )
@@ -636,9 +654,9 @@ impl AccessRecord {
     ///
     /// # Errors
     /// If the old seal does not open.
-    pub fn reseal(&mut self, id: &TokenId, keys: &KeyRing) -> Result<(), CoreError> {
-        let body = self.open_body(id, keys)?;
-        let (key_id, sealed) = Self::seal_body(keys, id, &body)?;
+    pub fn reseal(&mut self, key: &AccessKey, keys: &KeyRing) -> Result<(), CoreError> {
+        let body = self.open_body(key, keys)?;
+        let (key_id, sealed) = Self::seal_body(keys, key, &body)?;
         self.key_id = key_id;
         self.body = sealed;
         Ok(())

@@ -1,13 +1,15 @@
 //! The token wire format: `<prefix>_<kind>_<base64url(body ‖ checksum)>`.
 //!
 //! * kind `rt` (refresh): body = `family id (16) ‖ generation (u64 BE) ‖ secret (32) ‖ tag (16)`;
-//! * kind `at` (access): body = `secret (32)`;
+//! * kind `at` (access): body = `deadline (u64 BE, Unix ms) ‖ secret (32)`. The deadline is
+//!   public (a client learns it as `expires_in` anyway); the store keys the token under it, so
+//!   expired tokens are one contiguous run of keys for the sweeper;
 //! * checksum: the first 4 bytes of an *unkeyed* BLAKE3 of `<prefix>_<kind>_` and the body. It is
 //!   public: secret scanners can recognise tokens and typos or truncation are refused before any
 //!   disk access. It proves nothing about origin; the tag and the stored hash do.
 //!
 //! The body and checksum are base64url-encoded together without padding, so a refresh token is
-//! `prefix_rt_` + 102 characters and an access token `prefix_at_` + 48.
+//! `prefix_rt_` + 102 characters and an access token `prefix_at_` + 59.
 
 use crate::ParseError;
 use crate::ids::{FAMILY_ID_LEN, FamilyId};
@@ -26,7 +28,7 @@ pub const CHECKSUM_LEN: usize = 4;
 pub const MAX_PREFIX_LEN: usize = 16;
 
 const REFRESH_BODY_LEN: usize = FAMILY_ID_LEN + 8 + SECRET_LEN + TAG_LEN;
-const ACCESS_BODY_LEN: usize = SECRET_LEN;
+const ACCESS_BODY_LEN: usize = 8 + SECRET_LEN;
 const REFRESH_TAIL_CHARS: usize = b64_len(REFRESH_BODY_LEN + CHECKSUM_LEN);
 const ACCESS_TAIL_CHARS: usize = b64_len(ACCESS_BODY_LEN + CHECKSUM_LEN);
 const MAX_BODY_LEN: usize = REFRESH_BODY_LEN + CHECKSUM_LEN;
@@ -122,15 +124,18 @@ impl RefreshToken {
 /// A decoded access token.
 #[derive(Debug)]
 pub struct AccessToken {
+    /// Its deadline, Unix ms (public: it is also the token's storage order).
+    pub deadline: u64,
     /// Its secret.
     pub secret: TokenSecret,
 }
 
 impl AccessToken {
-    /// Mints an access token with a fresh secret.
+    /// Mints an access token expiring at `deadline` (Unix ms) with a fresh secret.
     #[must_use]
-    pub fn mint() -> Self {
+    pub fn mint(deadline: u64) -> Self {
         Self {
+            deadline,
             secret: TokenSecret::generate(),
         }
     }
@@ -264,7 +269,11 @@ impl TokenFormat {
     /// The wire form of an access token.
     #[must_use]
     pub fn encode_access(&self, t: &AccessToken) -> TokenString {
-        self.encode(TokenKind::Access, t.secret.expose())
+        let mut body = Zeroizing::new([0u8; ACCESS_BODY_LEN]);
+        let (d, s) = body.split_at_mut(8);
+        d.copy_from_slice(&t.deadline.to_be_bytes());
+        s.copy_from_slice(t.secret.expose());
+        self.encode(TokenKind::Access, &body[..])
     }
 
     /// Parses a token string. Pure and bounded: it never touches storage and does at most
@@ -317,9 +326,10 @@ impl TokenFormat {
         // The base64 engine refuses non-canonical trailing bits, so one token has one spelling.
         Ok(match kind {
             TokenKind::Access => {
-                let secret: [u8; SECRET_LEN] =
-                    body.try_into().map_err(|_| ParseError::BadLength)?;
+                let (d, sec) = body.split_at_checked(8).ok_or(ParseError::BadLength)?;
+                let secret: [u8; SECRET_LEN] = sec.try_into().map_err(|_| ParseError::BadLength)?;
                 ParsedToken::Access(AccessToken {
+                    deadline: u64::from_be_bytes(d.try_into().map_err(|_| ParseError::BadLength)?),
                     secret: TokenSecret::from_bytes(secret),
                 })
             }
@@ -360,17 +370,19 @@ mod tests {
     fn wire_format_known_answer() {
         let f = TokenFormat::new("tdb").unwrap();
         let at = AccessToken {
+            deadline: 0x0102_0304_0506_0708,
             secret: TokenSecret::from_bytes([0xab; 32]),
         };
         let s = f.encode_access(&at);
-        let mut body = vec![0xab; 32];
+        let mut body = vec![1, 2, 3, 4, 5, 6, 7, 8];
+        body.extend_from_slice(&[0xab; 32]);
         let sum = blake3::hash(&[b"tdb_at_".as_slice(), &body].concat());
         body.extend_from_slice(&sum.as_bytes()[..4]);
         assert_eq!(
             s.expose(),
             format!("tdb_at_{}", URL_SAFE_NO_PAD.encode(&body))
         );
-        assert_eq!(s.expose().len(), 7 + 48);
+        assert_eq!(s.expose().len(), 7 + 59);
 
         let rt = RefreshToken::with_secret(
             &ring(),
@@ -393,7 +405,7 @@ mod tests {
     #[test]
     fn typed_errors() {
         let f = TokenFormat::new("tdb").unwrap();
-        let good = f.encode_access(&AccessToken::mint());
+        let good = f.encode_access(&AccessToken::mint(1_700_000_000_000));
         let g = good.expose();
         assert_eq!(f.parse("").unwrap_err(), ParseError::Empty);
         assert!(matches!(
@@ -462,9 +474,10 @@ mod tests {
             prop_assert_eq!(back.generation, generation);
             prop_assert!(back.secret.ct_eq(&rt.secret));
             prop_assert_eq!(f.encode_refresh(&back), s);
-            let at = AccessToken { secret: TokenSecret::from_bytes(secret) };
+            let at = AccessToken { deadline: generation, secret: TokenSecret::from_bytes(secret) };
             let s = f.encode_access(&at);
             let ParsedToken::Access(back) = f.parse(s.expose()).unwrap() else { panic!() };
+            prop_assert_eq!(back.deadline, generation);
             prop_assert!(back.secret.ct_eq(&at.secret));
         }
 
@@ -477,9 +490,9 @@ mod tests {
         }
 
         #[test]
-        fn any_single_char_change_is_refused(pos in 0usize..55, c in proptest::char::range('!', '~')) {
+        fn any_single_char_change_is_refused(pos in 0usize..66, c in proptest::char::range('!', '~')) {
             let f = TokenFormat::new("tdb").unwrap();
-            let good = f.encode_access(&AccessToken::mint());
+            let good = f.encode_access(&AccessToken::mint(1_700_000_000_000));
             let mut chars: Vec<char> = good.expose().chars().collect();
             prop_assume!(chars[pos] != c);
             chars[pos] = c;

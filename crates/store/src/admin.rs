@@ -7,16 +7,17 @@
 use crate::Store;
 use crate::error::{Result, StoreError};
 use crate::tables::{
-    BY_CLIENT, BY_SUBJECT, DEADLINES, DL_KEY_LEN, Entry, FAMILIES, FAMILY_TOKENS, FT_KEY_LEN,
-    IX_KEY_LEN, TOKENS, dl_key, dl_parse, dl_upto, ft_key, ix_key, ix_parse,
+    BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, DL_KEY_LEN, Entry, FAMILIES, FAMILY_TOKENS,
+    FT_KEY_LEN, IX_KEY_LEN, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN, dl_key, dl_parse, dl_upto, ft_key,
+    ix_key, ix_parse, tokens_after, tx_key, tx_parse,
 };
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::Path;
-use tokendb_core::ids::{FAMILY_ID_LEN, INDEX_HASH_LEN, TOKEN_ID_LEN};
+use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN, INDEX_HASH_LEN};
 use tokendb_core::{
-    AccessRecord, FamilyId, FamilyRecord, IndexHash, KeyId, KeyRing, RecordState, TokenId,
+    AccessKey, AccessRecord, FamilyId, FamilyRecord, IndexHash, KeyId, KeyRing, RecordState,
 };
 
 /// Counts of families (refresh-token lineages) by state, for [`StoreStats`].
@@ -95,10 +96,15 @@ pub struct IndexCounts {
     pub deadlines: u64,
     /// `family_tokens`.
     pub family_tokens: u64,
-    /// `by_subject`.
+    /// `by_subject` (families).
     pub by_subject: u64,
-    /// `by_client`.
+    /// `by_client` (families).
     pub by_client: u64,
+    /// `subject_tokens` (standalone access tokens, by deadline bucket; includes entries of
+    /// swept tokens waiting for their bucket to end).
+    pub subject_tokens: u64,
+    /// `client_tokens` (likewise).
+    pub client_tokens: u64,
 }
 
 /// What [`Store::stats`] counted in one snapshot.
@@ -119,9 +125,11 @@ pub struct StoreStats {
     pub unreadable: u64,
     /// Index sizes.
     pub index_entries: IndexCounts,
-    /// Entries of the `deadlines` index due at `now`: work waiting for the sweeper.
+    /// Entries of the `deadlines` index and access tokens due at `now`: work waiting for the
+    /// sweeper.
     pub due: u64,
-    /// The deadline of the earliest due entry, if any: `now` minus it is the sweeper's lag.
+    /// The deadline of the earliest due entry or token, if any: `now` minus it is the
+    /// sweeper's lag.
     pub oldest_due: Option<u64>,
 }
 
@@ -186,9 +194,13 @@ fn family_name(f: &FamilyId) -> String {
     format!("family {f}")
 }
 
-fn token_name(t: &TokenId) -> String {
+fn token_name(t: &AccessKey) -> String {
     // Token ids are keyed hashes, not secrets; a prefix is enough to tell records apart.
-    format!("token {}…", hex(t.as_bytes().get(..8).unwrap_or_default()))
+    format!(
+        "token {}… (deadline {})",
+        hex(t.id.as_bytes().get(..8).unwrap_or_default()),
+        t.deadline
+    )
 }
 
 fn entry_name(e: &Entry) -> String {
@@ -202,11 +214,13 @@ fn entry_name(e: &Entry) -> String {
 /// The tables of one read snapshot.
 struct Snap {
     families: ReadOnlyTable<&'static [u8; FAMILY_ID_LEN], &'static [u8]>,
-    tokens: ReadOnlyTable<&'static [u8; TOKEN_ID_LEN], &'static [u8]>,
+    tokens: ReadOnlyTable<&'static [u8; ACCESS_KEY_LEN], &'static [u8]>,
     family_tokens: ReadOnlyTable<&'static [u8; FT_KEY_LEN], ()>,
     deadlines: ReadOnlyTable<&'static [u8; DL_KEY_LEN], ()>,
     by_subject: ReadOnlyTable<&'static [u8; IX_KEY_LEN], ()>,
     by_client: ReadOnlyTable<&'static [u8; IX_KEY_LEN], ()>,
+    subject_tokens: ReadOnlyTable<&'static [u8; TX_KEY_LEN], ()>,
+    client_tokens: ReadOnlyTable<&'static [u8; TX_KEY_LEN], ()>,
 }
 
 impl Snap {
@@ -218,6 +232,8 @@ impl Snap {
             deadlines: txn.open_table(DEADLINES)?,
             by_subject: txn.open_table(BY_SUBJECT)?,
             by_client: txn.open_table(BY_CLIENT)?,
+            subject_tokens: txn.open_table(SUBJECT_TOKENS)?,
+            client_tokens: txn.open_table(CLIENT_TOKENS)?,
         })
     }
 
@@ -235,12 +251,12 @@ impl Snap {
 
     fn token(
         &self,
-        id: &TokenId,
+        id: &AccessKey,
         keys: &KeyRing,
     ) -> Result<Option<Result<AccessRecord, tokendb_core::CoreError>>> {
         Ok(self
             .tokens
-            .get(id.as_bytes())?
+            .get(&id.to_bytes())?
             .map(|v| AccessRecord::decode(v.value(), id, keys)))
     }
 }
@@ -311,7 +327,7 @@ impl Store {
                 }
                 for item in t.tokens.iter()? {
                     let (k, v) = item?;
-                    let id = TokenId::from_bytes(*k.value());
+                    let id = AccessKey::from_bytes(k.value());
                     let Ok(rec) = AccessRecord::decode(v.value(), &id, &keys) else {
                         s.unreadable += 1;
                         continue;
@@ -346,9 +362,22 @@ impl Store {
                         }
                     }
                 }
+                let tokens_due = count(
+                    t.tokens
+                        .range::<&[u8; ACCESS_KEY_LEN]>(..&tokens_after(now))?,
+                )?;
+                s.due += tokens_due;
+                if tokens_due > 0
+                    && let Some((k, _)) = t.tokens.first()?
+                {
+                    let d = AccessKey::from_bytes(k.value()).deadline;
+                    s.oldest_due = Some(s.oldest_due.map_or(d, |o| o.min(d)));
+                }
                 s.index_entries.family_tokens = count(t.family_tokens.iter()?)?;
                 s.index_entries.by_subject = count(t.by_subject.iter()?)?;
                 s.index_entries.by_client = count(t.by_client.iter()?)?;
+                s.index_entries.subject_tokens = count(t.subject_tokens.iter()?)?;
+                s.index_entries.client_tokens = count(t.client_tokens.iter()?)?;
                 Ok(s)
             })
         })
@@ -381,7 +410,8 @@ impl Store {
         })
     }
 
-    /// Entries of the `deadlines` index due at `now`: what a full sweep would examine.
+    /// Entries of the `deadlines` index and access tokens due at `now`: what a full sweep
+    /// would examine (besides ended token-index buckets).
     ///
     /// # Errors
     /// Storage errors.
@@ -389,7 +419,11 @@ impl Store {
         self.contained("scanning the file", || {
             self.with_tables(|t| {
                 let upto = dl_upto(now);
-                count(t.deadlines.range::<&[u8; DL_KEY_LEN]>(..=&upto)?)
+                Ok(count(t.deadlines.range::<&[u8; DL_KEY_LEN]>(..=&upto)?)?
+                    + count(
+                        t.tokens
+                            .range::<&[u8; ACCESS_KEY_LEN]>(..&tokens_after(now))?,
+                    )?)
             })
         })
     }
@@ -399,10 +433,12 @@ impl Store {
     /// match its sealed body; checks every index entry against its record and every record
     /// against the index entries it must have. A family needs one `deadlines` entry at
     /// min(absolute, idle), a grace entry while its grace slot is filled, and `by_subject` and
-    /// `by_client` entries; an access token needs a `deadlines` entry at its deadline, a
-    /// `family_tokens` entry and a live family if it is tied to one (revoked with it, never
-    /// outliving its absolute deadline), and `by_subject` and `by_client` entries if
-    /// standalone. Keeps the first `max_problems` problems and counts all of them.
+    /// `by_client` entries; an access token (keyed by its deadline, so it needs no `deadlines`
+    /// entry) needs a `family_tokens` entry and a live family if it is tied to one (revoked
+    /// with it, never outliving its deadline), and `subject_tokens` and `client_tokens` entries
+    /// if standalone. A token-index entry whose token is gone is allowed only if that token was
+    /// swept (its deadline is not after the first remaining token's) and its bucket has not
+    /// ended. Keeps the first `max_problems` problems and counts all of them.
     ///
     /// Read-only: it repairs nothing.
     ///
@@ -537,11 +573,15 @@ fn verify_indexes(
                 Some(Ok(rec)) => Some(Some(rec.deadline())),
                 Some(Err(_)) => Some(None), // reported with the record
             },
-            Entry::Token(id) => match t.token(&id, keys)? {
-                None => None,
-                Some(Ok(rec)) => Some(Some(rec.deadline)),
-                Some(Err(_)) => Some(None),
-            },
+            Entry::Token(_) => {
+                r.problem(
+                    max,
+                    "deadlines",
+                    name,
+                    "access tokens are not filed here (their keys carry their deadlines)".into(),
+                );
+                continue;
+            }
             Entry::Grace(f, g) => {
                 grace.insert((f, g));
                 // A grace entry may outlive its family (the family can expire inside the
@@ -584,7 +624,7 @@ fn verify_indexes(
         let key: &[u8; FT_KEY_LEN] = k.value();
         let parsed = key
             .split_at_checked(FAMILY_ID_LEN)
-            .and_then(|(a, b)| Some((FamilyId::from_slice(a)?, TokenId::from_slice(b)?)));
+            .and_then(|(a, b)| Some((FamilyId::from_slice(a)?, AccessKey::from_slice(b)?)));
         let Some((f, id)) = parsed else {
             r.problem(
                 max,
@@ -634,20 +674,48 @@ fn verify_indexes(
                     }
                     Some(_) => None,
                 },
-                Entry::Token(id) => match t.token(&id, keys)? {
-                    None => Some("points at an access token that does not exist"),
-                    Some(Ok(rec)) if rec.family.is_some() => Some(
-                        "the access token is tied to a family; only standalone tokens are indexed here",
-                    ),
-                    Some(Ok(rec)) if pick(rec.subject, rec.client) != h => {
-                        Some("the token's hash differs: the entry is filed under another key")
-                    }
-                    Some(_) => None,
-                },
+                Entry::Token(_) => {
+                    Some("access tokens are indexed in `subject_tokens`/`client_tokens`, not here")
+                }
                 Entry::Grace(..) => Some("grace entries belong in `deadlines` only"),
             };
             if let Some(w) = what {
                 r.problem(max, name, label, w.into());
+            }
+        }
+    }
+    // Every token keyed below the first remaining one was swept (and some at its deadline may
+    // have been, by a batch that stopped among equal deadlines).
+    let first_left = t
+        .tokens
+        .first()?
+        .map(|(k, _)| AccessKey::from_bytes(k.value()).deadline);
+    for (table, name, subject_index) in [
+        (&t.subject_tokens, "subject_tokens", true),
+        (&t.client_tokens, "client_tokens", false),
+    ] {
+        for item in table.iter()? {
+            let (k, _) = item?;
+            r.index_entries += 1;
+            let key: &[u8; TX_KEY_LEN] = k.value();
+            let Some((_, h, id)) = tx_parse(key) else {
+                r.problem(max, name, hex(key), "entry does not parse".into());
+                continue;
+            };
+            let pick = |s: IndexHash, c: IndexHash| if subject_index { s } else { c };
+            let what = match t.token(&id, keys)? {
+                None if first_left.is_none_or(|d| id.deadline <= d) => None, // swept
+                None => Some("points at an access token that does not exist"),
+                Some(Ok(rec)) if rec.family.is_some() => Some(
+                    "the access token is tied to a family; only standalone tokens are indexed here",
+                ),
+                Some(Ok(rec)) if pick(rec.subject, rec.client) != h => {
+                    Some("the token's hash differs: the entry is filed under another key")
+                }
+                Some(_) => None,
+            };
+            if let Some(w) = what {
+                r.problem(max, name, token_name(&id), w.into());
             }
         }
     }
@@ -770,7 +838,7 @@ fn verify_tokens(t: &Snap, keys: &KeyRing, r: &mut VerifyReport, max: usize) -> 
     for item in t.tokens.iter()? {
         let (k, v) = item?;
         r.access_tokens += 1;
-        let id = TokenId::from_bytes(*k.value());
+        let id = AccessKey::from_bytes(k.value());
         let name = token_name(&id);
         let rec = match AccessRecord::decode(v.value(), &id, keys) {
             Ok(rec) => rec,
@@ -792,18 +860,6 @@ fn verify_tokens(t: &Snap, keys: &KeyRing, r: &mut VerifyReport, max: usize) -> 
                 name.clone(),
                 format!("sealed body does not open: {e}"),
             ),
-        }
-        let entry = Entry::Token(id);
-        if t.deadlines.get(&dl_key(rec.deadline, &entry))?.is_none() {
-            r.problem(
-                max,
-                "tokens",
-                name.clone(),
-                format!(
-                    "no `deadlines` entry at its deadline {}: the sweeper would never delete it",
-                    rec.deadline
-                ),
-            );
         }
         match rec.family {
             Some(f) => {
@@ -847,20 +903,20 @@ fn verify_tokens(t: &Snap, keys: &KeyRing, r: &mut VerifyReport, max: usize) -> 
                 }
             }
             None => {
-                if t.by_subject.get(&ix_key(&rec.subject, &entry))?.is_none() {
+                if t.subject_tokens.get(&tx_key(&rec.subject, &id))?.is_none() {
                     r.problem(
                         max,
                         "tokens",
                         name.clone(),
-                        "no `by_subject` entry: revoke --subject would miss it".into(),
+                        "no `subject_tokens` entry: revoke --subject would miss it".into(),
                     );
                 }
-                if t.by_client.get(&ix_key(&rec.client, &entry))?.is_none() {
+                if t.client_tokens.get(&tx_key(&rec.client, &id))?.is_none() {
                     r.problem(
                         max,
                         "tokens",
                         name,
-                        "no `by_client` entry: revoke --client would miss it".into(),
+                        "no `client_tokens` entry: revoke --client would miss it".into(),
                     );
                 }
             }

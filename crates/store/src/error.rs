@@ -20,6 +20,14 @@ pub enum StoreError {
         /// Newest format version this build reads.
         supported: u32,
     },
+    /// The file was written by an earlier tokendb whose format this build no longer reads (no
+    /// released build wrote it: formats before 1.0 are not migrated). Nothing was written.
+    OlderFormat {
+        /// Format version found in the file.
+        found: u32,
+        /// The format version this build reads.
+        supported: u32,
+    },
     /// `create` found a file already there.
     AlreadyExists(String),
     /// `open` found no file.
@@ -54,6 +62,10 @@ impl fmt::Display for StoreError {
             Self::NewerFormat { found, supported } => write!(
                 f,
                 "database format version {found} is newer than this build supports ({supported}); upgrade tokendb (nothing was written)"
+            ),
+            Self::OlderFormat { found, supported } => write!(
+                f,
+                "database format version {found} predates this build's ({supported}) and is not migrated; export with the tokendb that wrote it (nothing was written)"
             ),
             Self::AlreadyExists(p) => write!(f, "{p} already exists; open it instead of creating it"),
             Self::NotFound(p) => write!(f, "{p} does not exist; create it first"),

@@ -42,7 +42,7 @@ pub use error::{Result, StoreError};
 pub use meta::FORMAT_VERSION;
 pub use ops::{Op, Outcome, ResealCursor, RotateRequest, SweepCounts};
 pub use read::{IndexEntry, Reader, ScanItem};
-pub use tables::Entry;
+pub use tables::{BUCKET_SHIFT, Entry};
 pub use writer::WriterOptions;
 
 use read::ReaderPool;

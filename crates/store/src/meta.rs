@@ -8,8 +8,9 @@ use std::io::Read;
 use std::path::Path;
 use tokendb_core::{CoreError, KeyId, KeyRing, MasterKey, WrappedKey};
 
-/// The database format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The database format version this build writes and reads. Version 2 keys access tokens by
+/// deadline ‖ token id (version 1 keyed them by token id alone).
+pub const FORMAT_VERSION: u32 = 2;
 
 const MAGIC: &[u8] = b"tokendb";
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
@@ -163,6 +164,12 @@ fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<()> {
     }
     if version == 0 {
         return Err(not_ours());
+    }
+    if version < FORMAT_VERSION {
+        return Err(StoreError::OlderFormat {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
     }
     Ok(())
 }

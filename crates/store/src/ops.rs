@@ -6,15 +6,16 @@
 
 use crate::error::{Result, StoreError};
 use crate::tables::{
-    BY_CLIENT, BY_SUBJECT, DEADLINES, DL_KEY_LEN, Entry, FAMILIES, FAMILY_TOKENS, FT_KEY_LEN,
-    IX_KEY_LEN, TOKENS, dl_key, dl_parse, dl_upto, ft_key, ft_range, ft_token, ix_key, ix_parse,
-    ix_range,
+    BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, DL_KEY_LEN, Entry, FAMILIES, FAMILY_TOKENS,
+    FT_KEY_LEN, IX_KEY_LEN, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN, bucket, dl_key, dl_parse, dl_upto,
+    ft_key, ft_range, ft_token, ix_key, ix_parse, ix_range, tokens_after, tx_bucket_start, tx_key,
+    tx_parse, tx_range,
 };
 use redb::{ReadableTable, Table, WriteTransaction};
-use tokendb_core::ids::{FAMILY_ID_LEN, TOKEN_ID_LEN};
+use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN};
 use tokendb_core::{
-    AccessRecord, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing, RecordState, RevokeReason,
-    Scope, TokenId, TokenSecret,
+    AccessKey, AccessRecord, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing, RecordState,
+    RevokeReason, Scope, TokenId, TokenSecret,
 };
 use tokendb_rotation::{
     CapAction, Decision, FamilyCap, Policy, Presented, Refusal, Request, cap_decision, decide,
@@ -57,11 +58,12 @@ pub enum Op {
         /// Per-(subject, client) cap.
         cap: Option<FamilyCap>,
     },
-    /// Store a new access token. If it names a family, the family must be active; the token's
-    /// deadline is capped at the family's absolute deadline.
+    /// Store a new access token. If it names a family, the family must be active and must not
+    /// end before the token (the caller caps the token's deadline at the family's, which only
+    /// moves forward, before minting it).
     IssueAccess {
-        /// Token id.
-        id: TokenId,
+        /// Where it is stored (its deadline and token id).
+        key: AccessKey,
         /// Its record. Standalone tokens (no family) are also indexed by subject and client.
         record: Box<AccessRecord>,
     },
@@ -69,8 +71,8 @@ pub enum Op {
     Rotate(Box<RotateRequest>),
     /// Revoke one access token.
     RevokeToken {
-        /// Its id.
-        id: TokenId,
+        /// Where it is stored.
+        key: AccessKey,
     },
     /// Revoke a family, its refresh token and every access token tied to it.
     RevokeFamily {
@@ -124,6 +126,8 @@ pub struct SweepCounts {
     pub corrupt: u64,
     /// Deadline of the oldest entry examined (for lag), if any.
     pub oldest_deadline: Option<u64>,
+    /// Token-index entries dropped with their ended deadline bucket.
+    pub index_dropped: u64,
     /// Whether entries with deadline ≤ now remain after this batch.
     pub more: bool,
 }
@@ -136,7 +140,7 @@ pub enum Outcome {
     Issued {
         /// Evicted families.
         evicted: Vec<FamilyId>,
-        /// Final deadline (access tokens: after capping at the family's absolute deadline).
+        /// Deadline of what was issued.
         deadline: u64,
     },
     /// Issue refused by the family cap.
@@ -212,10 +216,11 @@ pub enum Outcome {
 }
 
 type FamT<'t> = Table<'t, &'static [u8; FAMILY_ID_LEN], &'static [u8]>;
-type TokT<'t> = Table<'t, &'static [u8; TOKEN_ID_LEN], &'static [u8]>;
+type TokT<'t> = Table<'t, &'static [u8; ACCESS_KEY_LEN], &'static [u8]>;
 type FtT<'t> = Table<'t, &'static [u8; FT_KEY_LEN], ()>;
 type DlT<'t> = Table<'t, &'static [u8; DL_KEY_LEN], ()>;
 type IxT<'t> = Table<'t, &'static [u8; IX_KEY_LEN], ()>;
+type TxT<'t> = Table<'t, &'static [u8; TX_KEY_LEN], ()>;
 
 /// The tables of one write transaction, opened once per batch.
 pub(crate) struct Tx<'t> {
@@ -225,6 +230,8 @@ pub(crate) struct Tx<'t> {
     deadlines: DlT<'t>,
     by_subject: IxT<'t>,
     by_client: IxT<'t>,
+    subject_tokens: TxT<'t>,
+    client_tokens: TxT<'t>,
     keys: &'t KeyRing,
 }
 
@@ -250,6 +257,8 @@ impl<'t> Tx<'t> {
             deadlines: txn.open_table(DEADLINES)?,
             by_subject: txn.open_table(BY_SUBJECT)?,
             by_client: txn.open_table(BY_CLIENT)?,
+            subject_tokens: txn.open_table(SUBJECT_TOKENS)?,
+            client_tokens: txn.open_table(CLIENT_TOKENS)?,
             keys,
         })
     }
@@ -257,9 +266,9 @@ impl<'t> Tx<'t> {
     pub(crate) fn apply(&mut self, op: &Op, now: u64) -> Result<Outcome> {
         match op {
             Op::IssueFamily { id, record, cap } => self.issue_family(*id, record, *cap, now),
-            Op::IssueAccess { id, record } => self.issue_access(*id, record),
+            Op::IssueAccess { key, record } => self.issue_access(*key, record),
             Op::Rotate(r) => self.rotate(r, now),
-            Op::RevokeToken { id } => self.revoke_token(id, RevokeReason::Requested, now),
+            Op::RevokeToken { key } => self.revoke_token(key, RevokeReason::Requested, now),
             Op::RevokeFamily { id, reason } => self.revoke_family(id, *reason, now),
             Op::RevokeSubject { subject, client } => {
                 self.revoke_indexed(true, subject, *client, now)
@@ -281,10 +290,10 @@ impl<'t> Tx<'t> {
         }
     }
 
-    fn token(&self, id: &TokenId) -> Result<Option<AccessRecord>> {
-        match self.tokens.get(id.as_bytes())? {
+    fn token(&self, key: &AccessKey) -> Result<Option<AccessRecord>> {
+        match self.tokens.get(&key.to_bytes())? {
             None => Ok(None),
-            Some(v) => AccessRecord::decode(v.value(), id, self.keys)
+            Some(v) => AccessRecord::decode(v.value(), key, self.keys)
                 .map(Some)
                 .map_err(corrupt),
         }
@@ -321,7 +330,7 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
-    fn put_token(&mut self, id: &TokenId, rec: &AccessRecord) -> Result<()> {
+    fn put_token(&mut self, id: &AccessKey, rec: &AccessRecord) -> Result<()> {
         let resealed;
         let rec = if rec.key_id == self.keys.current_key_id() {
             rec
@@ -332,7 +341,7 @@ impl<'t> Tx<'t> {
             &resealed
         };
         let bytes = rec.encode(id, self.keys).map_err(StoreError::Invalid)?;
-        self.tokens.insert(id.as_bytes(), bytes.as_slice())?;
+        self.tokens.insert(&id.to_bytes(), bytes.as_slice())?;
         Ok(())
     }
 
@@ -400,8 +409,7 @@ impl<'t> Tx<'t> {
         })
     }
 
-    fn issue_access(&mut self, id: TokenId, rec: &AccessRecord) -> Result<Outcome> {
-        let mut rec = rec.clone();
+    fn issue_access(&mut self, id: AccessKey, rec: &AccessRecord) -> Result<Outcome> {
         if let Some(f) = rec.family {
             let Some(fam) = self.family(&f)? else {
                 return Ok(Outcome::NotFound);
@@ -418,22 +426,28 @@ impl<'t> Tx<'t> {
                 }
                 RecordState::Active => {}
             }
-            // Idle deadlines only move forward, so a token capped at the family's deadline now
-            // can never outlive the family: the sweeper never deletes a live token with it.
-            rec.deadline = rec.deadline.min(fam.deadline());
-            self.family_tokens.insert(&ft_key(&f, &id), ())?;
+            // A family's deadline only moves forward, so a token capped at it when minted
+            // never outlives the family, and the sweeper never deletes a live token with it.
+            if rec.deadline > fam.deadline() {
+                return Err(StoreError::Invalid(CoreError::BadField(
+                    "access token outlives its family",
+                )));
+            }
         }
-        if self.tokens.get(id.as_bytes())?.is_some() {
+        if self.tokens.get(&id.to_bytes())?.is_some() {
             return Err(StoreError::Invalid(CoreError::BadField(
                 "token id collision",
             )));
         }
-        self.put_token(&id, &rec)?;
-        let entry = Entry::Token(id);
-        self.deadlines.insert(&dl_key(rec.deadline, &entry), ())?;
-        if rec.family.is_none() {
-            self.by_subject.insert(&ix_key(&rec.subject, &entry), ())?;
-            self.by_client.insert(&ix_key(&rec.client, &entry), ())?;
+        self.put_token(&id, rec)?;
+        match rec.family {
+            Some(f) => {
+                self.family_tokens.insert(&ft_key(&f, &id), ())?;
+            }
+            None => {
+                self.subject_tokens.insert(&tx_key(&rec.subject, &id), ())?;
+                self.client_tokens.insert(&tx_key(&rec.client, &id), ())?;
+            }
         }
         Ok(Outcome::Issued {
             evicted: Vec::new(),
@@ -540,7 +554,7 @@ impl<'t> Tx<'t> {
 
     // ---- revoke ----
 
-    fn revoke_token(&mut self, id: &TokenId, reason: RevokeReason, now: u64) -> Result<Outcome> {
+    fn revoke_token(&mut self, id: &AccessKey, reason: RevokeReason, now: u64) -> Result<Outcome> {
         let Some(mut rec) = self.token(id)? else {
             return Ok(Outcome::NotFound);
         };
@@ -560,7 +574,7 @@ impl<'t> Tx<'t> {
         })
     }
 
-    fn family_token_ids(&self, id: &FamilyId) -> Result<Vec<TokenId>> {
+    fn family_token_ids(&self, id: &FamilyId) -> Result<Vec<AccessKey>> {
         let (lo, hi) = ft_range(id);
         let mut out = Vec::new();
         for item in self.family_tokens.range::<&[u8; FT_KEY_LEN]>(&lo..=&hi)? {
@@ -609,18 +623,23 @@ impl<'t> Tx<'t> {
         now: u64,
     ) -> Result<Outcome> {
         let (lo, hi) = ix_range(hash);
-        let table = if by_subject {
-            &self.by_subject
+        let (families_ix, tokens_ix) = if by_subject {
+            (&self.by_subject, &self.subject_tokens)
         } else {
-            &self.by_client
+            (&self.by_client, &self.client_tokens)
         };
         let mut entries = Vec::new();
-        for item in table.range::<&[u8; IX_KEY_LEN]>(&lo..=&hi)? {
+        for item in families_ix.range::<&[u8; IX_KEY_LEN]>(&lo..=&hi)? {
             let (k, _) = item?;
             if let Some(e) = ix_parse(k.value()) {
                 entries.push(e);
             }
         }
+        entries.extend(
+            indexed_tokens(tokens_ix, hash)?
+                .into_iter()
+                .map(Entry::Token),
+        );
         let reason = if by_subject {
             RevokeReason::Subject
         } else {
@@ -670,36 +689,13 @@ impl<'t> Tx<'t> {
 
     // ---- sweep ----
 
-    fn delete_token(&mut self, id: &TokenId, rec: &AccessRecord) -> Result<()> {
-        self.tokens.remove(id.as_bytes())?;
-        self.deadlines
-            .remove(&dl_key(rec.deadline, &Entry::Token(*id)))?;
-        match rec.family {
-            Some(f) => {
-                self.family_tokens.remove(&ft_key(&f, id))?;
-            }
-            None => {
-                let entry = Entry::Token(*id);
-                self.by_subject.remove(&ix_key(&rec.subject, &entry))?;
-                self.by_client.remove(&ix_key(&rec.client, &entry))?;
-            }
-        }
-        Ok(())
-    }
-
     fn delete_family(&mut self, id: &FamilyId, rec: &FamilyRecord) -> Result<u64> {
         let mut tokens = 0;
         for t in self.family_token_ids(id)? {
-            match self.token(&t) {
-                Ok(Some(trec)) => {
-                    self.delete_token(&t, &trec)?;
-                    tokens += 1;
-                }
-                Ok(None) | Err(StoreError::Corrupt(_)) => {
-                    self.family_tokens.remove(&ft_key(id, &t))?;
-                }
-                Err(e) => return Err(e),
+            if self.tokens.remove(&t.to_bytes())?.is_some() {
+                tokens += 1;
             }
+            self.family_tokens.remove(&ft_key(id, &t))?;
         }
         self.families.remove(id.as_bytes())?;
         self.deadlines
@@ -710,8 +706,69 @@ impl<'t> Tx<'t> {
         Ok(tokens)
     }
 
+    /// One sweep batch of at most about `limit` entries of work: families and grace windows
+    /// due in `deadlines`, then the run of access tokens keyed below `now + 1`, then the token
+    /// index buckets every token of which is gone.
     fn sweep(&mut self, limit: usize, now: u64) -> Result<SweepCounts> {
         let mut c = SweepCounts::default();
+        self.sweep_deadlines(limit, now, &mut c)?;
+        let room = limit.saturating_sub(usize::try_from(c.examined).unwrap_or(usize::MAX));
+        if room == 0 {
+            c.more = true;
+            return Ok(c);
+        }
+        // Access tokens: keys sort by deadline, so the due ones are the first run of the table.
+        let mut swept = 0usize;
+        let mut family_links = Vec::new();
+        {
+            let upto = tokens_after(now);
+            let mut first = None;
+            for item in self
+                .tokens
+                .extract_from_if::<&[u8; ACCESS_KEY_LEN], _>(..&upto, |_, _| true)?
+            {
+                let (k, v) = item?;
+                let key = AccessKey::from_bytes(k.value());
+                first.get_or_insert(key.deadline);
+                // Unauthenticated read of the family link, used only to drop the
+                // (family, this key) entry; a forged link names an entry that does not exist.
+                if let Some(f) = AccessRecord::family_link(v.value()) {
+                    family_links.push((f, key));
+                }
+                swept += 1;
+                if swept == room {
+                    break;
+                }
+            }
+            if let Some(d) = first {
+                c.oldest_deadline = Some(c.oldest_deadline.map_or(d, |o| o.min(d)));
+            }
+        }
+        for (f, key) in &family_links {
+            self.family_tokens.remove(&ft_key(f, key))?;
+        }
+        c.examined += swept as u64;
+        c.tokens += swept as u64;
+        // Every token keyed below the first remaining key is gone, and so is every token due at
+        // `now` if none remains; whole buckets below that frontier hold only swept tokens.
+        let next = self
+            .tokens
+            .first()?
+            .map(|(k, _)| AccessKey::from_bytes(k.value()).deadline);
+        let frontier = next.map_or(now.saturating_add(1), |d| d.min(now.saturating_add(1)));
+        if next.is_some_and(|d| d <= now) {
+            c.more = true;
+        }
+        let room = limit.saturating_sub(usize::try_from(c.examined).unwrap_or(usize::MAX));
+        for table in [&mut self.subject_tokens, &mut self.client_tokens] {
+            let (dropped, more) = drop_ended_buckets(table, frontier, room)?;
+            c.index_dropped += dropped;
+            c.more |= more;
+        }
+        Ok(c)
+    }
+
+    fn sweep_deadlines(&mut self, limit: usize, now: u64, c: &mut SweepCounts) -> Result<()> {
         let upto = dl_upto(now);
         let mut due = Vec::new();
         for item in self.deadlines.range::<&[u8; DL_KEY_LEN]>(..=&upto)? {
@@ -753,28 +810,12 @@ impl<'t> Tx<'t> {
                     }
                     Err(e) => return Err(e),
                 },
-                Entry::Token(t) => match self.token(&t) {
-                    Ok(Some(rec)) if rec.deadline > now => {
-                        self.deadlines.remove(&key)?;
-                        self.deadlines.insert(&dl_key(rec.deadline, &entry), ())?;
-                        c.refiled += 1;
-                    }
-                    Ok(Some(rec)) => {
-                        if rec.deadline != deadline {
-                            self.deadlines.remove(&key)?;
-                        }
-                        self.delete_token(&t, &rec)?;
-                        c.tokens += 1;
-                    }
-                    Ok(None) => {
-                        self.deadlines.remove(&key)?;
-                    }
-                    Err(StoreError::Corrupt(_)) => {
-                        self.deadlines.remove(&key)?;
-                        c.corrupt += 1;
-                    }
-                    Err(e) => return Err(e),
-                },
+                // Access tokens are not filed here (their keys are their deadlines); an entry
+                // of this kind is not one this build wrote.
+                Entry::Token(_) => {
+                    self.deadlines.remove(&key)?;
+                    c.corrupt += 1;
+                }
                 Entry::Grace(f, generation) => {
                     self.deadlines.remove(&key)?;
                     match self.family(&f) {
@@ -793,7 +834,7 @@ impl<'t> Tx<'t> {
                 }
             }
         }
-        Ok(c)
+        Ok(())
     }
 
     // ---- data-key rotation ----
@@ -830,8 +871,8 @@ impl<'t> Tx<'t> {
         let room = limit.saturating_sub(fams.len());
         if cursor.families_done && room > 0 {
             let range = match &from.token {
-                Some(after) => self.tokens.range::<&[u8; TOKEN_ID_LEN]>((
-                    std::ops::Bound::Excluded(after.as_bytes()),
+                Some(after) => self.tokens.range::<&[u8; ACCESS_KEY_LEN]>((
+                    std::ops::Bound::Excluded(&after.to_bytes()),
                     std::ops::Bound::Unbounded,
                 ))?,
                 None => self.tokens.iter()?,
@@ -843,7 +884,7 @@ impl<'t> Tx<'t> {
                         more = true;
                         break;
                     }
-                    toks.push(TokenId::from_bytes(*k.value()));
+                    toks.push(AccessKey::from_bytes(k.value()));
                 }
             }
             cursor.token = toks.last().copied().or(cursor.token);
@@ -894,8 +935,55 @@ impl<'t> Tx<'t> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResealCursor {
     family: Option<FamilyId>,
-    token: Option<TokenId>,
+    token: Option<AccessKey>,
     families_done: bool,
+}
+
+/// The access tokens a deadline-bucketed index lists under `hash`: one range per bucket,
+/// skipping from each bucket to the next one present.
+fn indexed_tokens(table: &TxT<'_>, hash: &IndexHash) -> Result<Vec<AccessKey>> {
+    let mut out = Vec::new();
+    let mut next = table
+        .first()?
+        .and_then(|(k, _)| tx_parse(k.value()))
+        .map(|(b, ..)| b);
+    while let Some(b) = next {
+        let (lo, hi) = tx_range(b, hash);
+        for item in table.range::<&[u8; TX_KEY_LEN]>(&lo..=&hi)? {
+            let (k, _) = item?;
+            if let Some((_, _, t)) = tx_parse(k.value()) {
+                out.push(t);
+            }
+        }
+        next = match b.checked_add(1) {
+            Some(after) => table
+                .range::<&[u8; TX_KEY_LEN]>(&tx_bucket_start(after)..)?
+                .next()
+                .transpose()?
+                .and_then(|(k, _)| tx_parse(k.value()))
+                .map(|(b, ..)| b),
+            None => None,
+        };
+    }
+    Ok(out)
+}
+
+/// Deletes up to `limit` entries of the buckets that end at or before `frontier` (every token
+/// with a deadline below `frontier` is gone). Returns the count and whether such entries remain.
+fn drop_ended_buckets(table: &mut TxT<'_>, frontier: u64, limit: usize) -> Result<(u64, bool)> {
+    let end = tx_bucket_start(bucket(frontier));
+    let mut n = 0usize;
+    if limit > 0 {
+        for item in table.extract_from_if::<&[u8; TX_KEY_LEN], _>(..&end, |_, _| true)? {
+            item?;
+            n += 1;
+            if n == limit {
+                break;
+            }
+        }
+    }
+    let more = table.first()?.is_some_and(|(k, _)| k.value() < &end);
+    Ok((n as u64, more))
 }
 
 /// When a grace window opened at `rotated_at` closes: never after the family's absolute

@@ -10,20 +10,23 @@
 use crate::Store;
 use crate::error::{Result, StoreError};
 use crate::tables::{
-    BY_CLIENT, BY_SUBJECT, DEADLINES, DL_KEY_LEN, Entry, FAMILIES, FAMILY_TOKENS, FT_KEY_LEN,
-    IX_KEY_LEN, TOKENS, dl_parse, ix_parse,
+    BUCKET_SHIFT, BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, DL_KEY_LEN, Entry, FAMILIES,
+    FAMILY_TOKENS, FT_KEY_LEN, IX_KEY_LEN, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN, dl_parse, ix_parse,
+    tx_parse,
 };
 use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use tokendb_core::ids::{FAMILY_ID_LEN, TOKEN_ID_LEN};
-use tokendb_core::{AccessRecord, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing, TokenId};
+use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN};
+use tokendb_core::{
+    AccessKey, AccessRecord, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing,
+};
 
 pub(crate) struct Snapshot {
     seq: u64,
     keys: Arc<KeyRing>,
     families: ReadOnlyTable<&'static [u8; FAMILY_ID_LEN], &'static [u8]>,
-    tokens: ReadOnlyTable<&'static [u8; TOKEN_ID_LEN], &'static [u8]>,
+    tokens: ReadOnlyTable<&'static [u8; ACCESS_KEY_LEN], &'static [u8]>,
 }
 
 const POOL_MAX: usize = 64;
@@ -95,9 +98,9 @@ impl Reader<'_> {
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
-    pub fn token(&self, id: &TokenId) -> Result<Option<AccessRecord>> {
+    pub fn token(&self, id: &AccessKey) -> Result<Option<AccessRecord>> {
         self.shared.contained("reading a token", || {
-            match self.snap.tokens.get(id.as_bytes())? {
+            match self.snap.tokens.get(&id.to_bytes())? {
                 None => Ok(None),
                 Some(v) => AccessRecord::decode(v.value(), id, &self.snap.keys)
                     .map(Some)
@@ -113,19 +116,20 @@ pub enum ScanItem {
     /// A family record (or why it failed to decode).
     Family(FamilyId, Result<FamilyRecord, CoreError>),
     /// An access token record (or why it failed to decode).
-    Token(TokenId, Result<AccessRecord, CoreError>),
+    Token(AccessKey, Result<AccessRecord, CoreError>),
 }
 
 /// One index entry met by [`Store::scan_indexes`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IndexEntry {
     /// `family_tokens`: family → token.
-    FamilyToken(FamilyId, TokenId),
+    FamilyToken(FamilyId, AccessKey),
     /// `deadlines`: deadline → entry.
     Deadline(u64, Entry),
-    /// `by_subject`: subject hash → entry.
+    /// `by_subject` (families) or `subject_tokens` (standalone access tokens): subject hash →
+    /// entry.
     Subject(IndexHash, Entry),
-    /// `by_client`: client hash → entry.
+    /// `by_client` or `client_tokens`: client hash → entry.
     Client(IndexHash, Entry),
     /// An entry that does not parse, with its table name.
     Malformed(&'static str),
@@ -186,7 +190,7 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
-    pub fn token(&self, id: &TokenId) -> Result<Option<AccessRecord>> {
+    pub fn token(&self, id: &AccessKey) -> Result<Option<AccessRecord>> {
         self.read(|r| r.token(id))
     }
 
@@ -211,7 +215,7 @@ impl Store {
             }
             for item in txn.open_table(TOKENS)?.iter()? {
                 let (k, v) = item?;
-                let id = TokenId::from_bytes(*k.value());
+                let id = AccessKey::from_bytes(k.value());
                 f(ScanItem::Token(
                     id,
                     AccessRecord::decode(v.value(), &id, &keys),
@@ -237,7 +241,7 @@ impl Store {
                 let parsed = k.split_at_checked(FAMILY_ID_LEN).and_then(|(a, b)| {
                     Some(IndexEntry::FamilyToken(
                         FamilyId::from_slice(a)?,
-                        TokenId::from_slice(b)?,
+                        AccessKey::from_slice(b)?,
                     ))
                 });
                 f(parsed.unwrap_or(IndexEntry::Malformed("family_tokens")));
@@ -267,11 +271,27 @@ impl Store {
                     f(entry);
                 }
             }
+            for (table, name, subject) in [
+                (SUBJECT_TOKENS, "subject_tokens", true),
+                (CLIENT_TOKENS, "client_tokens", false),
+            ] {
+                for item in txn.open_table(table)?.iter()? {
+                    let (k, _) = item?;
+                    let k: &[u8; TX_KEY_LEN] = k.value();
+                    f(match tx_parse(k) {
+                        Some((_, h, t)) if subject => IndexEntry::Subject(h, Entry::Token(t)),
+                        Some((_, h, t)) => IndexEntry::Client(h, Entry::Token(t)),
+                        None => IndexEntry::Malformed(name),
+                    });
+                }
+            }
             Ok(())
         })
     }
 
-    /// Deadline of the earliest entry in the sweeper's index, if any.
+    /// The earliest time at which the sweeper has work: the first `deadlines` entry, the
+    /// first access token's deadline, or the last instant of the first token-index bucket
+    /// (after which its entries can be dropped), if any.
     ///
     /// # Errors
     /// Storage errors.
@@ -281,9 +301,24 @@ impl Store {
             let guard = self.shared.read_db()?;
             let db = guard.as_ref().ok_or(StoreError::Closed)?;
             let txn = db.begin_read()?;
-            let table = txn.open_table(DEADLINES)?;
-            let first = table.first()?;
-            Ok(first.and_then(|(k, _)| dl_parse(k.value()).map(|(d, _)| d)))
+            let deadline = txn
+                .open_table(DEADLINES)?
+                .first()?
+                .and_then(|(k, _)| dl_parse(k.value()).map(|(d, _)| d));
+            let token = txn
+                .open_table(TOKENS)?
+                .first()?
+                .map(|(k, _)| AccessKey::from_bytes(k.value()).deadline);
+            let mut earliest = deadline.into_iter().chain(token).min();
+            for table in [SUBJECT_TOKENS, CLIENT_TOKENS] {
+                let bucket_end = txn
+                    .open_table(table)?
+                    .first()?
+                    .and_then(|(k, _)| tx_parse(k.value()))
+                    .map(|(b, ..)| ((u64::from(b) + 1) << BUCKET_SHIFT).saturating_sub(1));
+                earliest = earliest.into_iter().chain(bucket_end).min();
+            }
+            Ok(earliest)
         })
     }
 

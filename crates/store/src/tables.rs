@@ -1,33 +1,50 @@
 //! Table definitions and the fixed-width keys of the indexes.
 
 use redb::TableDefinition;
-use tokendb_core::ids::{FAMILY_ID_LEN, INDEX_HASH_LEN, TOKEN_ID_LEN};
-use tokendb_core::{FamilyId, IndexHash, TokenId};
+use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN, INDEX_HASH_LEN};
+use tokendb_core::{AccessKey, FamilyId, IndexHash};
 
 /// family id → encoded [`tokendb_core::FamilyRecord`].
 pub(crate) const FAMILIES: TableDefinition<'_, &[u8; FAMILY_ID_LEN], &[u8]> =
     TableDefinition::new("families");
-/// token id → encoded [`tokendb_core::AccessRecord`].
-pub(crate) const TOKENS: TableDefinition<'_, &[u8; TOKEN_ID_LEN], &[u8]> =
+/// access key (deadline ‖ token id) → encoded [`tokendb_core::AccessRecord`]. Ordered by
+/// deadline, so this table is its own expiry index: access tokens have no `deadlines` entries.
+pub(crate) const TOKENS: TableDefinition<'_, &[u8; ACCESS_KEY_LEN], &[u8]> =
     TableDefinition::new("tokens");
-/// family id ‖ token id → (): the access tokens of a family.
+/// family id ‖ access key → (): the access tokens of a family.
 pub(crate) const FAMILY_TOKENS: TableDefinition<'_, &[u8; FT_KEY_LEN], ()> =
     TableDefinition::new("family_tokens");
-/// deadline (u64 BE) ‖ kind ‖ id (32, family ids zero-padded) → (): what expires when.
+/// deadline (u64 BE) ‖ kind ‖ id (40, zero-padded) → (): when families expire and grace
+/// windows end.
 pub(crate) const DEADLINES: TableDefinition<'_, &[u8; DL_KEY_LEN], ()> =
     TableDefinition::new("deadlines");
-/// subject hash ‖ kind ‖ id → ().
+/// subject hash ‖ kind ‖ id → (): families by subject.
 pub(crate) const BY_SUBJECT: TableDefinition<'_, &[u8; IX_KEY_LEN], ()> =
     TableDefinition::new("by_subject");
-/// client hash ‖ kind ‖ id → ().
+/// client hash ‖ kind ‖ id → (): families by client.
 pub(crate) const BY_CLIENT: TableDefinition<'_, &[u8; IX_KEY_LEN], ()> =
     TableDefinition::new("by_client");
+/// deadline bucket (u32 BE) ‖ subject hash ‖ access key → (): standalone access tokens by
+/// subject. Bucketed by deadline so that the sweeper drops whole ended buckets as contiguous
+/// runs; revoke-by-subject probes each live bucket.
+pub(crate) const SUBJECT_TOKENS: TableDefinition<'_, &[u8; TX_KEY_LEN], ()> =
+    TableDefinition::new("subject_tokens");
+/// deadline bucket (u32 BE) ‖ client hash ‖ access key → (): standalone access tokens by client.
+pub(crate) const CLIENT_TOKENS: TableDefinition<'_, &[u8; TX_KEY_LEN], ()> =
+    TableDefinition::new("client_tokens");
 /// name → value: format version, wrapped data keys, current key id.
 pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 
-pub(crate) const FT_KEY_LEN: usize = FAMILY_ID_LEN + TOKEN_ID_LEN;
-pub(crate) const DL_KEY_LEN: usize = 8 + 1 + 32;
-pub(crate) const IX_KEY_LEN: usize = INDEX_HASH_LEN + 1 + 32;
+pub(crate) const FT_KEY_LEN: usize = FAMILY_ID_LEN + ACCESS_KEY_LEN;
+pub(crate) const DL_KEY_LEN: usize = 8 + 1 + ID_SLOT;
+pub(crate) const IX_KEY_LEN: usize = INDEX_HASH_LEN + 1 + ID_SLOT;
+pub(crate) const TX_KEY_LEN: usize = 4 + INDEX_HASH_LEN + ACCESS_KEY_LEN;
+const ID_SLOT: usize = ACCESS_KEY_LEN;
+
+/// log2 of the width of a token-index deadline bucket in ms: 2^16 ms ≈ 65.5 s. An entry of
+/// `subject_tokens`/`client_tokens` outlives its swept token by at most one bucket; revoking a
+/// subject probes one range per live bucket (55 for tokens living an hour).
+pub const BUCKET_SHIFT: u32 = 16;
 
 /// What an index entry points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +52,7 @@ pub enum Entry {
     /// A family (its refresh token and, through `family_tokens`, its access tokens).
     Family(FamilyId),
     /// An access token.
-    Token(TokenId),
+    Token(AccessKey),
     /// The end of a family's grace window for one generation: its kept successor secret is
     /// erased then, if the family is still at that generation.
     Grace(FamilyId, u64),
@@ -50,15 +67,15 @@ impl Entry {
         }
     }
 
-    fn id32(&self) -> [u8; 32] {
-        let mut out = [0u8; 32];
+    fn id_slot(&self) -> [u8; ID_SLOT] {
+        let mut out = [0u8; ID_SLOT];
         match self {
             Self::Family(f) => {
                 if let Some(head) = out.get_mut(..FAMILY_ID_LEN) {
                     head.copy_from_slice(f.as_bytes());
                 }
             }
-            Self::Token(t) => out.copy_from_slice(t.as_bytes()),
+            Self::Token(t) => out = t.to_bytes(),
             Self::Grace(f, generation) => out = concat(&[f.as_bytes(), &generation.to_be_bytes()]),
         }
         out
@@ -71,7 +88,7 @@ impl Entry {
                 pad.iter().all(|b| *b == 0).then_some(())?;
                 FamilyId::from_slice(f).map(Self::Family)
             }
-            2 => TokenId::from_slice(id).map(Self::Token),
+            2 => AccessKey::from_slice(id).map(Self::Token),
             3 => {
                 let (f, rest) = id.split_at_checked(FAMILY_ID_LEN)?;
                 let (g, pad) = rest.split_at_checked(8)?;
@@ -99,28 +116,68 @@ fn concat<const N: usize>(parts: &[&[u8]]) -> [u8; N] {
     out
 }
 
-pub(crate) fn ft_key(f: &FamilyId, t: &TokenId) -> [u8; FT_KEY_LEN] {
-    concat(&[f.as_bytes(), t.as_bytes()])
+pub(crate) fn ft_key(f: &FamilyId, t: &AccessKey) -> [u8; FT_KEY_LEN] {
+    concat(&[f.as_bytes(), &t.to_bytes()])
 }
 
 pub(crate) fn ft_range(f: &FamilyId) -> ([u8; FT_KEY_LEN], [u8; FT_KEY_LEN]) {
     (
-        concat(&[f.as_bytes(), &[0u8; 32]]),
-        concat(&[f.as_bytes(), &[0xffu8; 32]]),
+        concat(&[f.as_bytes(), &[0u8; ACCESS_KEY_LEN]]),
+        concat(&[f.as_bytes(), &[0xffu8; ACCESS_KEY_LEN]]),
     )
 }
 
-pub(crate) fn ft_token(key: &[u8; FT_KEY_LEN]) -> Option<TokenId> {
-    TokenId::from_slice(key.get(FAMILY_ID_LEN..)?)
+pub(crate) fn ft_token(key: &[u8; FT_KEY_LEN]) -> Option<AccessKey> {
+    AccessKey::from_slice(key.get(FAMILY_ID_LEN..)?)
+}
+
+/// The first access key with a deadline after `now`: every token key below it is due.
+pub(crate) fn tokens_after(now: u64) -> [u8; ACCESS_KEY_LEN] {
+    concat(&[&now.saturating_add(1).to_be_bytes()])
+}
+
+/// The deadline bucket of `deadline`, saturating at `u32::MAX`.
+pub(crate) fn bucket(deadline: u64) -> u32 {
+    u32::try_from(deadline >> BUCKET_SHIFT).unwrap_or(u32::MAX)
+}
+
+pub(crate) fn tx_key(h: &IndexHash, t: &AccessKey) -> [u8; TX_KEY_LEN] {
+    concat(&[
+        &bucket(t.deadline).to_be_bytes(),
+        h.as_bytes(),
+        &t.to_bytes(),
+    ])
+}
+
+/// The first key of bucket `b`.
+pub(crate) fn tx_bucket_start(b: u32) -> [u8; TX_KEY_LEN] {
+    concat(&[&b.to_be_bytes()])
+}
+
+/// The keys of hash `h` in bucket `b`, inclusive.
+pub(crate) fn tx_range(b: u32, h: &IndexHash) -> ([u8; TX_KEY_LEN], [u8; TX_KEY_LEN]) {
+    (
+        concat(&[&b.to_be_bytes(), h.as_bytes()]),
+        concat(&[&b.to_be_bytes(), h.as_bytes(), &[0xffu8; ACCESS_KEY_LEN]]),
+    )
+}
+
+/// Bucket, hash and access key of a token-index key.
+pub(crate) fn tx_parse(key: &[u8; TX_KEY_LEN]) -> Option<(u32, IndexHash, AccessKey)> {
+    let (b, rest) = key.split_at_checked(4)?;
+    let (h, t) = rest.split_at_checked(INDEX_HASH_LEN)?;
+    let t = AccessKey::from_slice(t)?;
+    let b = u32::from_be_bytes(b.try_into().ok()?);
+    (b == bucket(t.deadline)).then_some((b, IndexHash::from_slice(h)?, t))
 }
 
 pub(crate) fn dl_key(deadline: u64, e: &Entry) -> [u8; DL_KEY_LEN] {
-    concat(&[&deadline.to_be_bytes(), &[e.kind()], &e.id32()])
+    concat(&[&deadline.to_be_bytes(), &[e.kind()], &e.id_slot()])
 }
 
 /// Everything with deadline ≤ `now`, as an inclusive upper bound.
 pub(crate) fn dl_upto(now: u64) -> [u8; DL_KEY_LEN] {
-    concat(&[&now.to_be_bytes(), &[0xff], &[0xffu8; 32]])
+    concat(&[&now.to_be_bytes(), &[0xff], &[0xffu8; ID_SLOT]])
 }
 
 pub(crate) fn dl_parse(key: &[u8; DL_KEY_LEN]) -> Option<(u64, Entry)> {
@@ -133,13 +190,13 @@ pub(crate) fn dl_parse(key: &[u8; DL_KEY_LEN]) -> Option<(u64, Entry)> {
 }
 
 pub(crate) fn ix_key(h: &IndexHash, e: &Entry) -> [u8; IX_KEY_LEN] {
-    concat(&[h.as_bytes(), &[e.kind()], &e.id32()])
+    concat(&[h.as_bytes(), &[e.kind()], &e.id_slot()])
 }
 
 pub(crate) fn ix_range(h: &IndexHash) -> ([u8; IX_KEY_LEN], [u8; IX_KEY_LEN]) {
     (
-        concat(&[h.as_bytes(), &[0u8; 33]]),
-        concat(&[h.as_bytes(), &[0xffu8; 33]]),
+        concat(&[h.as_bytes(), &[0u8; 1 + ID_SLOT]]),
+        concat(&[h.as_bytes(), &[0xffu8; 1 + ID_SLOT]]),
     )
 }
 
@@ -152,11 +209,43 @@ pub(crate) fn ix_parse(key: &[u8; IX_KEY_LEN]) -> Option<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokendb_core::TokenId;
+
+    fn akey(deadline: u64, b: u8) -> AccessKey {
+        AccessKey {
+            deadline,
+            id: TokenId::from_bytes([b; 32]),
+        }
+    }
+
+    #[test]
+    fn token_keys_order_by_deadline_and_bucket() {
+        // The tokens table: everything due at `now` sorts below `tokens_after(now)`.
+        assert!(akey(6, 0xff).to_bytes() < tokens_after(6));
+        assert!(akey(7, 0).to_bytes() >= tokens_after(6));
+        assert!(akey(u64::MAX - 1, 0xff).to_bytes() < tokens_after(u64::MAX - 1));
+        // Token-index keys: by bucket first, then hash, then access key.
+        let h = IndexHash::from_bytes([3; 16]);
+        let early = akey(5, 9);
+        let late = akey(5 + (1 << BUCKET_SHIFT), 1);
+        assert_eq!(tx_parse(&tx_key(&h, &early)), Some((0, h, early)));
+        assert_eq!(tx_parse(&tx_key(&h, &late)), Some((1, h, late)));
+        assert!(tx_key(&h, &early) < tx_bucket_start(1));
+        assert!(tx_key(&h, &late) >= tx_bucket_start(1));
+        let (lo, hi) = tx_range(1, &h);
+        assert!(lo <= tx_key(&h, &late) && tx_key(&h, &late) <= hi);
+        assert!(tx_key(&h, &early) < lo);
+        // A key whose bucket disagrees with its deadline is not ours.
+        let mut bad = tx_key(&h, &early);
+        bad[3] = 9;
+        assert_eq!(tx_parse(&bad), None);
+        assert_eq!(bucket(u64::MAX), u32::MAX);
+    }
 
     #[test]
     fn keys_round_trip_and_order_by_deadline() {
         let f = Entry::Family(FamilyId::from_bytes([7; 16]));
-        let t = Entry::Token(TokenId::from_bytes([9; 32]));
+        let t = Entry::Token(akey(77, 9));
         assert_eq!(dl_parse(&dl_key(5, &f)), Some((5, f)));
         assert_eq!(dl_parse(&dl_key(u64::MAX, &t)), Some((u64::MAX, t)));
         let g = Entry::Grace(FamilyId::from_bytes([7; 16]), 42);
@@ -169,11 +258,15 @@ mod tests {
         let (lo, hi) = ix_range(&h);
         assert!(lo <= ix_key(&h, &f) && ix_key(&h, &t) <= hi);
         let fid = FamilyId::from_bytes([1; 16]);
-        let tid = TokenId::from_bytes([2; 32]);
+        let tid = akey(5, 2);
         assert_eq!(ft_token(&ft_key(&fid, &tid)), Some(tid));
+        assert!(ft_range(&fid).0 <= ft_key(&fid, &tid) && ft_key(&fid, &tid) <= ft_range(&fid).1);
         // A family entry with a non-zero pad is not ours.
         let mut bad = dl_key(1, &f);
         bad[40] = 1;
+        assert_eq!(dl_parse(&bad), None);
+        let mut bad = dl_key(1, &f);
+        bad[48] = 1;
         assert_eq!(dl_parse(&bad), None);
     }
 }

@@ -67,25 +67,34 @@ fn open_refusals_are_distinct_and_write_nothing() {
     assert_eq!(digest(&other), before);
 
     // A newer format version.
-    {
+    let set_version = |v: u32| {
         let db = redb::Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
         txn.open_table(tables::META)
             .unwrap()
-            .insert("format_version", 2u32.to_be_bytes().as_slice())
+            .insert("format_version", v.to_be_bytes().as_slice())
             .unwrap();
         txn.commit().unwrap();
-    }
+    };
+    set_version(meta::FORMAT_VERSION + 1);
     let before = digest(&path);
     let err = Store::open(&path, &master, StoreOptions::default()).unwrap_err();
     assert!(
         matches!(
             err,
-            StoreError::NewerFormat {
-                found: 2,
-                supported: 1
-            }
+            StoreError::NewerFormat { found, supported }
+                if found == meta::FORMAT_VERSION + 1 && supported == meta::FORMAT_VERSION
         ),
+        "{err}"
+    );
+    assert_eq!(digest(&path), before);
+    // A file of the format before this one (access tokens keyed differently) is refused, not
+    // misread.
+    set_version(1);
+    let before = digest(&path);
+    let err = Store::open(&path, &master, StoreOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::OlderFormat { found: 1, supported } if supported == meta::FORMAT_VERSION),
         "{err}"
     );
     assert_eq!(digest(&path), before);

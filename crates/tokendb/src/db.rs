@@ -285,26 +285,32 @@ impl TokenDb {
     fn issue_access_record(
         &self,
         body: &RecordBody,
-        family: Option<FamilyId>,
+        family: Option<(FamilyId, u64)>,
         now: u64,
     ) -> Result<IssuedAccess> {
         let keys = self.keys();
-        let token = AccessToken::mint();
-        let id = keys.token_id(TokenKind::Access, &token.secret);
+        // A family's deadline only moves forward, so capping at the one read now is safe; the
+        // deadline is minted into the token (it is the token's storage order).
+        let mut deadline = now.saturating_add(self.inner.config.access_ms);
+        if let Some((_, cap)) = family {
+            deadline = deadline.min(cap);
+        }
+        let token = AccessToken::mint(deadline);
+        let id = keys.access_key(&token);
         let (key_id, sealed) = AccessRecord::seal_body(&keys, &id, body)?;
         let record = AccessRecord {
             key_id,
             state: RecordState::Active,
-            family,
+            family: family.map(|(f, _)| f),
             subject: keys.subject_hash(&body.subject),
             client: keys.client_hash(&body.client_id),
             issued_at: now,
-            deadline: now.saturating_add(self.inner.config.access_ms),
+            deadline,
             body: sealed,
         };
         match self.inner.store.submit(
             Op::IssueAccess {
-                id,
+                key: id,
                 record: Box::new(record),
             },
             now,
@@ -358,7 +364,7 @@ impl TokenDb {
             }
             body.scope = s.clone();
         }
-        self.issue_access_record(&body, Some(family), now)
+        self.issue_access_record(&body, Some((family, rec.deadline())), now)
     }
 
     // ---- lookups ----
@@ -393,7 +399,7 @@ impl TokenDb {
         let now = self.now();
         self.inner.store.read(|r| match &parsed {
             ParsedToken::Access(t) => {
-                let id = r.keys().token_id(TokenKind::Access, &t.secret);
+                let id = r.keys().access_key(t);
                 Ok(match r.token(&id)? {
                     None => Validation {
                         kind: TokenKind::Access,
@@ -451,7 +457,7 @@ impl TokenDb {
         let now = self.now();
         self.inner.store.read(|r| match &parsed {
             ParsedToken::Access(t) => {
-                let id = r.keys().token_id(TokenKind::Access, &t.secret);
+                let id = r.keys().access_key(t);
                 let Some(rec) = r.token(&id)? else {
                     return Ok(Introspection::inactive(TokenStatus::Unknown));
                 };
@@ -665,9 +671,9 @@ impl TokenDb {
         let keys = self.keys();
         match parsed {
             ParsedToken::Access(t) => {
-                let id = keys.token_id(TokenKind::Access, &t.secret);
+                let key = keys.access_key(&t);
                 Ok(self.revoked(
-                    self.inner.store.submit(Op::RevokeToken { id }, now)?,
+                    self.inner.store.submit(Op::RevokeToken { key }, now)?,
                     RevokeReason::Requested,
                 ))
             }

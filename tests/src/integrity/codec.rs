@@ -10,9 +10,9 @@
 use super::{Input, ensure};
 use tokendb_core::seal::{KeyId, MAC_LEN, MacDomain};
 use tokendb_core::{
-    AccessRecord, AccessToken, FamilyId, FamilyRecord, IndexHash, KeyRing, MasterKey, ParsedToken,
-    RecordBody, RecordState, RefreshToken, RevokeReason, Scope, TokenFormat, TokenId, TokenSecret,
-    WrappedKey,
+    AccessKey, AccessRecord, AccessToken, FamilyId, FamilyRecord, IndexHash, KeyRing, MasterKey,
+    ParsedToken, RecordBody, RecordState, RefreshToken, RevokeReason, Scope, TokenFormat, TokenId,
+    TokenSecret, WrappedKey,
 };
 
 /// The fixed key ring the codec checks sign and seal with.
@@ -100,14 +100,15 @@ pub fn check_token_parse(data: &[u8]) -> Result<(), String> {
         other => return Err(format!("own refresh token did not parse: {other:?}")),
     }
     let at = AccessToken {
+        deadline: u64::from_be_bytes(*secret.first_chunk().unwrap_or(&[0; 8])),
         secret: TokenSecret::from_bytes(secret),
     };
     let at_wire = f.encode_access(&at);
     match f.parse(at_wire.expose()) {
         Ok(ParsedToken::Access(back)) => {
             ensure!(
-                back.secret.ct_eq(&at.secret),
-                "access secret changed in round trip"
+                back.secret.ct_eq(&at.secret) && back.deadline == at.deadline,
+                "access secret or deadline changed in round trip"
             );
         }
         other => return Err(format!("own access token did not parse: {other:?}")),
@@ -221,6 +222,14 @@ fn blank_family() -> FamilyRecord {
     }
 }
 
+/// The access key the codec checks store records under: token id 9…9 at `deadline`.
+fn akey(deadline: u64) -> AccessKey {
+    AccessKey {
+        deadline,
+        id: TokenId::from_bytes([9; 32]),
+    }
+}
+
 fn blank_access() -> AccessRecord {
     AccessRecord {
         key_id: KeyId(1),
@@ -242,7 +251,7 @@ fn header_lens(keys: &KeyRing) -> Result<(usize, usize), String> {
         .encode(&FamilyId::from_bytes([7; 16]), keys)
         .map_err(|e| e.to_string())?;
     let a = blank_access()
-        .encode(&TokenId::from_bytes([9; 32]), keys)
+        .encode(&akey(0), keys)
         .map_err(|e| e.to_string())?;
     Ok((
         f.len().saturating_sub(MAC_LEN + 6),
@@ -295,15 +304,15 @@ pub fn check_mirror_is_current() -> Result<(), String> {
         grace.is_some_and(|s| s.expose() == &[5; 32]),
         "grace slot drifted"
     );
-    let tid = TokenId::from_bytes([9; 32]);
+    let tid = akey(42);
     let mut arec = blank_access();
     arec.deadline = 42;
-    arec.body = seal(&keys, &body_aad(TOKENS_TABLE, tid.as_bytes()), &pt)?;
+    arec.body = seal(&keys, &body_aad(TOKENS_TABLE, &tid.to_bytes()), &pt)?;
     arec.open_body(&tid, &keys)
         .map_err(|e| format!("token body AAD drifted: {e}"))?;
     let encoded = arec.encode(&tid, &keys).map_err(|e| e.to_string())?;
     let header = encoded.get(..access_header).unwrap_or_default();
-    let signed = sign(&keys, MacDomain::Tokens, tid.as_bytes(), header)?;
+    let signed = sign(&keys, MacDomain::Tokens, &tid.to_bytes(), header)?;
     ensure!(
         encoded.starts_with(&signed),
         "access record MAC layout drifted"
@@ -350,7 +359,7 @@ fn text_from(input: &mut Input<'_>, max: usize) -> String {
 pub fn check_record_codec(data: &[u8]) -> Result<(), String> {
     let keys = test_ring();
     let fid = FamilyId::from_bytes([7; 16]);
-    let tid = TokenId::from_bytes([9; 32]);
+    let tid = akey(0);
 
     // a) raw bytes: authentication refuses them; nothing panics.
     let _ = FamilyRecord::decode(data, &fid, &keys);
@@ -386,15 +395,25 @@ pub fn check_record_codec(data: &[u8]) -> Result<(), String> {
         "a record signed for another table decoded"
     );
     let (header, tail) = header_and_tail(data, access_header);
-    let mut signed = sign(&keys, MacDomain::Tokens, tid.as_bytes(), &header)?;
+    // Stored under the deadline the header names (the header's last 8 bytes), so that the
+    // deadline check does not hide the rest of the decoder.
+    let named = header
+        .last_chunk::<8>()
+        .map_or(0, |d| u64::from_be_bytes(*d));
+    let signed_key = akey(named);
+    let mut signed = sign(&keys, MacDomain::Tokens, &signed_key.to_bytes(), &header)?;
     signed.extend_from_slice(tail);
-    if let Ok(rec) = AccessRecord::decode(&signed, &tid, &keys) {
-        let again = rec.encode(&tid, &keys).map_err(|e| e.to_string())?;
+    if let Ok(rec) = AccessRecord::decode(&signed, &signed_key, &keys) {
+        let again = rec.encode(&signed_key, &keys).map_err(|e| e.to_string())?;
         ensure!(
             again == signed,
             "access record does not re-encode to its input"
         );
-        let _ = rec.open_body(&tid, &keys);
+        let _ = rec.open_body(&signed_key, &keys);
+        ensure!(
+            AccessRecord::decode(&signed, &akey(named.wrapping_add(1)), &keys).is_err(),
+            "an access record decoded under another deadline"
+        );
     }
 
     // c) sealed bytes: the input as a body plaintext and as a grace slot.
@@ -422,7 +441,7 @@ pub fn check_record_codec(data: &[u8]) -> Result<(), String> {
         ),
     }
     let mut atok = blank_access();
-    atok.body = seal(&keys, &body_aad(TOKENS_TABLE, tid.as_bytes()), data)?;
+    atok.body = seal(&keys, &body_aad(TOKENS_TABLE, &tid.to_bytes()), data)?;
     let _ = atok.open_body(&tid, &keys);
 
     // d) records and bodies built from the input round-trip.
@@ -504,6 +523,7 @@ pub fn check_record_codec(data: &[u8]) -> Result<(), String> {
                 }
             }
 
+            let tid = akey(input.u64());
             let (key_id, sealed) =
                 AccessRecord::seal_body(&keys, &tid, &body).map_err(|e| e.to_string())?;
             let family = if input.byte() & 1 == 1 {
@@ -518,7 +538,7 @@ pub fn check_record_codec(data: &[u8]) -> Result<(), String> {
                 subject: IndexHash::from_bytes(input.array()),
                 client: IndexHash::from_bytes(input.array()),
                 issued_at: input.u64(),
-                deadline: input.u64(),
+                deadline: tid.deadline,
                 body: sealed,
             };
             let bytes = arec.encode(&tid, &keys).map_err(|e| e.to_string())?;

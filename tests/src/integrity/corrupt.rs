@@ -223,6 +223,7 @@ impl Fixture {
             texts.push(format.encode_refresh(&forged).expose().to_owned());
         }
         let stray = AccessToken {
+            deadline: now + 3_600_000,
             secret: TokenSecret::from_bytes([0xbb; 32]),
         };
         texts.push(format.encode_access(&stray).expose().to_owned());

@@ -983,7 +983,10 @@ impl Run {
             (format.encode_refresh(&t), TokenKind::Refresh)
         } else {
             (
-                format.encode_access(&AccessToken { secret }),
+                format.encode_access(&AccessToken {
+                    deadline: self.now().saturating_add(u64::from(input.byte()) * 60_000),
+                    secret,
+                }),
                 TokenKind::Access,
             )
         };

@@ -35,7 +35,14 @@ fn family(keys: &KeyRing, id: &FamilyId) -> FamilyRecord {
     rec
 }
 
-fn access(keys: &KeyRing, id: &TokenId) -> AccessRecord {
+fn akey(b: u8) -> AccessKey {
+    AccessKey {
+        deadline: 3_600_010,
+        id: TokenId::from_bytes([b; 32]),
+    }
+}
+
+fn access(keys: &KeyRing, id: &AccessKey) -> AccessRecord {
     let (key_id, sealed) = AccessRecord::seal_body(keys, id, &body()).unwrap();
     AccessRecord {
         key_id,
@@ -71,7 +78,7 @@ fn family_round_trip() {
 #[test]
 fn access_round_trip() {
     let keys = ring();
-    let id = TokenId::from_bytes([9; 32]);
+    let id = akey(9);
     let rec = access(&keys, &id);
     let bytes = rec.encode(&id, &keys).unwrap();
     let back = AccessRecord::decode(&bytes, &id, &keys).unwrap();
@@ -97,7 +104,7 @@ fn every_single_bit_flip_is_rejected() {
         };
         assert!(refused, "family bit {i}");
     }
-    let tid = TokenId::from_bytes([9; 32]);
+    let tid = akey(9);
     let tok = access(&keys, &tid).encode(&tid, &keys).unwrap();
     for i in 0..tok.len() * 8 {
         let mut bad = tok.clone();
@@ -119,8 +126,8 @@ fn every_single_bit_flip_is_rejected() {
 #[test]
 fn records_cannot_move_or_swap_bodies() {
     let keys = ring();
-    let a = TokenId::from_bytes([1; 32]);
-    let b = TokenId::from_bytes([2; 32]);
+    let a = akey(1);
+    let b = akey(2);
     let rec_a = access(&keys, &a);
     let bytes_a = rec_a.encode(&a, &keys).unwrap();
     // Stored under another key: the MAC binds the record key.
@@ -144,7 +151,7 @@ fn records_cannot_move_or_swap_bodies() {
 #[test]
 fn unknown_version_and_key_are_named() {
     let keys = ring();
-    let id = TokenId::from_bytes([9; 32]);
+    let id = akey(9);
     let mut bytes = access(&keys, &id).encode(&id, &keys).unwrap();
     bytes[0] = 2;
     assert_eq!(
@@ -162,7 +169,7 @@ fn unknown_version_and_key_are_named() {
 #[test]
 fn limits_are_enforced() {
     let keys = ring();
-    let id = TokenId::from_bytes([9; 32]);
+    let id = akey(9);
     let mut b = body();
     b.claims = vec![0; MAX_CLAIMS_LEN + 1];
     assert!(matches!(
@@ -215,7 +222,7 @@ fn reseal_moves_records_to_the_new_key() {
 fn format_v1_fixtures_still_decode() {
     let keys = ring();
     let fid = FamilyId::from_bytes([7; 16]);
-    let tid = TokenId::from_bytes([9; 32]);
+    let tid = akey(9);
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
     if std::env::var_os("TOKENDB_WRITE_FIXTURES").is_some() {
         std::fs::write(
@@ -244,4 +251,29 @@ fn format_v1_fixtures_still_decode() {
         }
     );
     assert_eq!(rec.open_body(&tid, &keys).unwrap(), body());
+}
+
+#[test]
+fn family_link_reads_the_unauthenticated_family_field() {
+    let keys = ring();
+    let id = akey(9);
+    let tied = access(&keys, &id);
+    let bytes = tied.encode(&id, &keys).unwrap();
+    assert_eq!(AccessRecord::family_link(&bytes), tied.family);
+    let alone = AccessRecord {
+        family: None,
+        ..tied
+    };
+    assert_eq!(
+        AccessRecord::family_link(&alone.encode(&id, &keys).unwrap()),
+        None
+    );
+    assert_eq!(AccessRecord::family_link(&bytes[..20]), None);
+    // The record's deadline must be the one its key carries.
+    let other = AccessKey {
+        deadline: id.deadline + 1,
+        ..id
+    };
+    assert!(alone.encode(&other, &keys).is_err());
+    assert!(AccessRecord::decode(&bytes, &other, &keys).is_err());
 }
