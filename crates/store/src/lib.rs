@@ -322,13 +322,15 @@ impl Store {
             drop(w.tx);
             let _ = w.handle.join();
         }
-        self.shared.readers.clear();
         let db = self
             .shared
             .db
             .write()
             .map_err(|_| StoreError::Failed("lock poisoned".into()))?
             .take();
+        // After the handle is gone no snapshot can be opened; retire the cached ones (a lookup
+        // running now drops its own when it ends).
+        self.shared.readers.clear();
         if let Some(db) = db {
             if self.shared.damaged.load(Ordering::Acquire) {
                 // redb's Drop commits allocator state and can panic on the same damage, twice

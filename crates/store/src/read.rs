@@ -1,11 +1,22 @@
 //! Lookups on cached read snapshots, and full scans for `verify` and `stats`.
 //!
 //! Opening a redb read transaction and its tables costs more than the point read itself, so
-//! readers are pooled: a lookup takes a snapshot from the pool, reads, and puts it back. Each
-//! snapshot is tagged with the commit sequence number read *before* it was opened; the writer
-//! bumps the number after every commit (before answering its callers) and empties the pool, so a
-//! lookup that starts after a write returned never sees a snapshot older than that write, and no
-//! stale snapshot stays pinned (holding pages the writer would reuse) while nothing reads.
+//! snapshots are cached in a fixed set of slots, each behind its own mutex on its own cache
+//! lines. A thread starts at the slot its thread number picks (the thread keeps only that number,
+//! never a snapshot, so nothing outlives the store), takes the first free slot with `try_lock`,
+//! and reads through the slot in place; if every slot is busy it opens a snapshot of its own and
+//! drops it afterwards. Nothing ever waits for a slot, so the cache adds no lock that a commit,
+//! `compact` or `close` could wait on behind a running lookup.
+//!
+//! Each snapshot is tagged with the cache's generation, read *before* the snapshot was opened.
+//! After every commit (before answering its callers), every key change, and on `compact` and
+//! `close`, `ReaderPool::clear` bumps the generation and empties the slots nobody holds. So a
+//! lookup that starts after a write returned finds every cached snapshot older than that write
+//! stale and opens a fresh one. A lookup that held its slot during a `clear` checks the generation
+//! after letting the slot go and empties it if stale (SeqCst fences on both sides, so that either
+//! `clear` finds the slot free or the lookup sees the new generation): no stale snapshot stays
+//! pinned (holding pages the writer would reuse) while nothing reads, and none survives `close`
+//! beyond the lookups running at that moment.
 
 use crate::Store;
 use crate::error::{Result, StoreError};
@@ -15,45 +26,139 @@ use crate::tables::{
     tx_parse,
 };
 use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN};
 use tokendb_core::{
     AccessKey, AccessRecord, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing,
 };
 
 pub(crate) struct Snapshot {
-    seq: u64,
+    generation: u64,
     keys: Arc<KeyRing>,
     families: ReadOnlyTable<&'static [u8; FAMILY_ID_LEN], &'static [u8]>,
     tokens: ReadOnlyTable<&'static [u8; ACCESS_KEY_LEN], &'static [u8]>,
 }
 
-const POOL_MAX: usize = 64;
+/// Snapshot slots: one per reader thread for up to this many threads reading at once.
+const SLOTS: usize = 32;
 
+/// One cached snapshot, aligned so that readers on neighbouring slots share no cache line.
 #[derive(Default)]
+#[repr(align(128))]
+struct Slot(Mutex<Option<Snapshot>>);
+
+impl Slot {
+    /// The slot's content if nobody holds it (a panic in an earlier reader leaves only a
+    /// read-only snapshot behind, so a poisoned slot is as good as a clean one).
+    fn try_take(&self) -> Option<MutexGuard<'_, Option<Snapshot>>> {
+        match self.0.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Drops the snapshot if it is older than `generation` and nobody holds the slot.
+    fn evict_older(&self, generation: u64) {
+        let stale = self
+            .try_take()
+            .and_then(|mut g| g.take_if(|s| s.generation != generation));
+        drop(stale);
+    }
+}
+
 pub(crate) struct ReaderPool {
-    pool: Mutex<Vec<Snapshot>>,
+    generation: AtomicU64,
+    slots: [Slot; SLOTS],
+}
+
+impl Default for ReaderPool {
+    fn default() -> Self {
+        Self {
+            generation: AtomicU64::new(0),
+            slots: std::array::from_fn(|_| Slot::default()),
+        }
+    }
+}
+
+/// The slot this thread starts at: threads are numbered in the order they first read.
+fn home_slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static HOME: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+    }
+    HOME.try_with(|h| *h).unwrap_or(0)
 }
 
 impl ReaderPool {
+    /// Retires every cached snapshot: the free slots now, the held ones when their lookups end.
     pub(crate) fn clear(&self) {
-        let drained: Vec<Snapshot> = match self.pool.lock() {
-            Ok(mut p) => std::mem::take(&mut *p),
-            Err(_) => Vec::new(),
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        // Pairs with the fence in `Lease::drop`: either a slot's holder sees the new generation
+        // after letting go, or the `try_lock` below sees the slot free.
+        fence(Ordering::SeqCst);
+        for slot in &self.slots {
+            slot.evict_older(generation);
+        }
+    }
+
+    /// The first free slot from this thread's own on, or no slot (and a snapshot of its own
+    /// later) if every one is held.
+    fn lease(&self) -> Lease<'_> {
+        let home = home_slot();
+        let free = (0..SLOTS).find_map(|k| {
+            let index = (home + k) % SLOTS;
+            let slot = self.slots.get(index)?;
+            slot.try_take().map(|guard| (slot, guard))
+        });
+        let (slot, guard) = free.unzip();
+        Lease {
+            generation: self.generation.load(Ordering::Acquire),
+            pool: self,
+            slot,
+            guard,
+            own: None,
+        }
+    }
+}
+
+/// A snapshot in use: in a slot (held through its guard) or, if every slot was busy, its own.
+struct Lease<'a> {
+    generation: u64,
+    pool: &'a ReaderPool,
+    slot: Option<&'a Slot>,
+    guard: Option<MutexGuard<'a, Option<Snapshot>>>,
+    own: Option<Snapshot>,
+}
+
+impl Lease<'_> {
+    /// The leased snapshot, replaced by `open()` first if it is missing or stale.
+    fn current(&mut self, open: impl FnOnce(u64) -> Result<Snapshot>) -> Result<&Snapshot> {
+        let generation = self.generation;
+        let cell = match &mut self.guard {
+            Some(g) => &mut **g,
+            None => &mut self.own,
         };
-        drop(drained);
+        // Let go of a stale one first: it would pin old pages while the new one opens.
+        drop(cell.take_if(|s| s.generation != generation));
+        match cell {
+            Some(s) => Ok(s),
+            empty => Ok(empty.insert(open(generation)?)),
+        }
     }
+}
 
-    fn take(&self) -> Option<Snapshot> {
-        self.pool.lock().ok()?.pop()
-    }
-
-    fn give(&self, s: Snapshot) {
-        if let Ok(mut p) = self.pool.lock()
-            && p.len() < POOL_MAX
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        // A `clear` while the slot was held could not empty it: check once it is free.
+        fence(Ordering::SeqCst);
+        let generation = self.pool.generation.load(Ordering::Relaxed);
+        if generation != self.generation
+            && let Some(slot) = self.slot
         {
-            p.push(s);
+            slot.evict_older(generation);
         }
     }
 }
@@ -67,7 +172,7 @@ pub struct Reader<'a> {
 impl std::fmt::Debug for Reader<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reader")
-            .field("seq", &self.snap.seq)
+            .field("generation", &self.snap.generation)
             .finish_non_exhaustive()
     }
 }
@@ -136,20 +241,14 @@ pub enum IndexEntry {
 }
 
 impl Store {
-    fn snapshot(&self) -> Result<Snapshot> {
-        let seq = self.shared.commit_seq.load(Ordering::Acquire);
-        if let Some(s) = self.shared.readers.take()
-            && s.seq == seq
-        {
-            return Ok(s);
-        }
+    fn open_snapshot(&self, generation: u64) -> Result<Snapshot> {
         let guard = self.shared.read_db()?;
         let db = guard.as_ref().ok_or(StoreError::Closed)?;
         let keys = self.keys();
         self.contained("opening a read snapshot", || {
             let txn = db.begin_read()?;
             Ok(Snapshot {
-                seq,
+                generation,
                 keys,
                 families: txn.open_table(FAMILIES)?,
                 tokens: txn.open_table(TOKENS)?,
@@ -157,8 +256,8 @@ impl Store {
         })
     }
 
-    /// Runs `f` on one consistent read view (a pooled snapshot and the keys to read it with).
-    /// Cheap: no transaction is opened unless a write committed since the pooled view was taken.
+    /// Runs `f` on one consistent read view (a cached snapshot and the keys to read it with).
+    /// Cheap: no transaction is opened unless a write committed since the cached view was taken.
     ///
     /// # Errors
     /// [`StoreError::Closed`], [`StoreError::Failed`], storage errors, or `f`'s own error.
@@ -167,15 +266,12 @@ impl Store {
         f: impl FnOnce(&Reader<'_>) -> core::result::Result<R, E>,
     ) -> core::result::Result<R, E> {
         self.check_usable()?;
-        let snap = self.snapshot()?;
-        let r = f(&Reader {
-            snap: &snap,
+        let mut lease = self.shared.readers.lease();
+        let snap = lease.current(|generation| self.open_snapshot(generation))?;
+        f(&Reader {
+            snap,
             shared: &self.shared,
-        });
-        if self.shared.commit_seq.load(Ordering::Acquire) == snap.seq {
-            self.shared.readers.give(snap);
-        }
-        r
+        })
     }
 
     /// Reads and authenticates a family record.
@@ -339,5 +435,87 @@ impl Store {
             }
             Ok(ids.into_iter().map(tokendb_core::KeyId).collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SLOTS;
+    use crate::{Store, StoreError, StoreOptions};
+    use tokendb_core::{FamilyId, MasterKey};
+
+    fn cached(store: &Store) -> usize {
+        let slots = &store.shared.readers.slots;
+        slots
+            .iter()
+            .filter(|s| s.try_take().is_some_and(|g| g.is_some()))
+            .count()
+    }
+
+    fn nest(store: &Store, depth: usize) -> Result<(), StoreError> {
+        store.read(|r| {
+            assert_eq!(r.family(&FamilyId::generate())?, None);
+            if depth > 0 {
+                nest(store, depth - 1)
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    #[test]
+    fn more_readers_than_slots_open_their_own_and_clear_empties_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tdb");
+        let store = Store::create(&path, &MasterKey::generate(), StoreOptions::default()).unwrap();
+        nest(&store, SLOTS + 3).unwrap();
+        assert_eq!(cached(&store), SLOTS);
+        store.shared.readers.clear();
+        assert_eq!(cached(&store), 0);
+        nest(&store, 0).unwrap();
+        assert_eq!(cached(&store), 1);
+    }
+
+    #[test]
+    fn a_slot_held_across_a_clear_is_emptied_when_its_lookup_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tdb");
+        let store = Store::create(&path, &MasterKey::generate(), StoreOptions::default()).unwrap();
+        store
+            .read(|r| {
+                r.family(&FamilyId::generate())?;
+                store.shared.readers.clear();
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        assert_eq!(cached(&store), 0, "a stale snapshot stayed pinned");
+    }
+
+    #[test]
+    fn close_during_a_lookup_releases_the_file_when_the_lookup_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tdb");
+        let master = MasterKey::generate();
+        let store = Store::create(&path, &master, StoreOptions::default()).unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let shared = &store;
+        std::thread::scope(|s| {
+            let lookup = s.spawn(move || {
+                let store = shared;
+                store.read(|r| {
+                    r.family(&FamilyId::generate())?;
+                    held_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                    Ok::<_, StoreError>(())
+                })
+            });
+            held_rx.recv().unwrap();
+            store.close().unwrap();
+            go_tx.send(()).unwrap();
+            lookup.join().unwrap().unwrap();
+        });
+        assert_eq!(cached(&store), 0);
+        Store::open(&path, &master, StoreOptions::default()).unwrap();
     }
 }
