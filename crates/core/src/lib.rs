@@ -36,6 +36,8 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+mod b64;
+mod checksum;
 mod codec;
 mod error;
 pub mod ids;

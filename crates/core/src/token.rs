@@ -4,9 +4,10 @@
 //! * kind `at` (access): body = `deadline (u64 BE, Unix ms) ‖ secret (32)`. The deadline is
 //!   public (a client learns it as `expires_in` anyway); the store keys the token under it, so
 //!   expired tokens are one contiguous run of keys for the sweeper;
-//! * checksum: the first 4 bytes of an *unkeyed* BLAKE3 of `<prefix>_<kind>_` and the body. It is
-//!   public: secret scanners can recognise tokens and typos or truncation are refused before any
-//!   disk access. It proves nothing about origin; the tag and the stored hash do.
+//! * checksum: CRC-32 (IEEE, as in GitHub's token format; big-endian) of `<prefix>_<kind>_` and
+//!   the body. It is public: secret scanners can recognise tokens and typos or truncation are
+//!   refused before any disk access. It proves nothing about origin; the tag and the stored hash
+//!   do.
 //!
 //! The body and checksum are base64url-encoded together without padding, so a refresh token is
 //! `prefix_rt_` + 102 characters and an access token `prefix_at_` + 59.
@@ -15,8 +16,6 @@ use crate::ParseError;
 use crate::ids::{FAMILY_ID_LEN, FamilyId};
 use crate::keys::KeyRing;
 use crate::secret::{SECRET_LEN, TokenSecret, TokenString};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -209,30 +208,13 @@ impl TokenFormat {
     }
 
     fn checksum(&self, kind: TokenKind, body: &[u8]) -> [u8; CHECKSUM_LEN] {
-        // One-shot over a stack buffer (at most 16 + 4 + 72 bytes): the incremental hasher
-        // would cost as much again in bookkeeping.
-        let mut buf = Zeroizing::new([0u8; MAX_PREFIX_LEN + 4 + REFRESH_BODY_LEN]);
-        let mut len = 0;
-        for part in [
+        crate::checksum::token_checksum([
             self.prefix.as_bytes(),
             b"_",
             kind.code().as_bytes(),
             b"_",
             body,
-        ] {
-            if let Some(dst) = buf.get_mut(len..len + part.len()) {
-                dst.copy_from_slice(part);
-                len += part.len();
-            }
-        }
-        let hash = blake3::hash(buf.get(..len).unwrap_or_default());
-        let mut out = [0u8; CHECKSUM_LEN];
-        out.copy_from_slice(
-            hash.as_bytes()
-                .get(..CHECKSUM_LEN)
-                .unwrap_or(&[0; CHECKSUM_LEN]),
-        );
-        out
+        ])
     }
 
     fn encode(&self, kind: TokenKind, body: &[u8]) -> TokenString {
@@ -244,7 +226,7 @@ impl TokenFormat {
         s.push('_');
         s.push_str(kind.code());
         s.push('_');
-        URL_SAFE_NO_PAD.encode_string(&buf[..], &mut s);
+        crate::b64::encode(&buf[..], &mut s);
         TokenString::new(s)
     }
 
@@ -309,21 +291,16 @@ impl TokenFormat {
         if tail.len() != want_chars {
             return Err(ParseError::BadLength);
         }
-        let mut buf = Zeroizing::new([0u8; MAX_BODY_LEN + 3]);
-        let n = URL_SAFE_NO_PAD
-            .decode_slice(tail, &mut buf[..])
-            .map_err(|_| ParseError::BadEncoding)?;
-        if n != body_len + CHECKSUM_LEN {
-            return Err(ParseError::BadLength);
-        }
-        let (body, sum) = buf
-            .get(..n)
-            .ok_or(ParseError::BadLength)?
-            .split_at(body_len);
+        let mut buf = Zeroizing::new([0u8; MAX_BODY_LEN]);
+        let decoded = buf
+            .get_mut(..body_len + CHECKSUM_LEN)
+            .ok_or(ParseError::BadLength)?;
+        crate::b64::decode(tail.as_bytes(), decoded).map_err(|_| ParseError::BadEncoding)?;
+        let (body, sum) = decoded.split_at(body_len);
         if self.checksum(kind, body) != sum {
             return Err(ParseError::BadChecksum);
         }
-        // The base64 engine refuses non-canonical trailing bits, so one token has one spelling.
+        // `b64::decode` refuses non-canonical trailing bits, so one token has one spelling.
         Ok(match kind {
             TokenKind::Access => {
                 let (d, sec) = body.split_at_checked(8).ok_or(ParseError::BadLength)?;
@@ -366,6 +343,13 @@ mod tests {
     }
 
     /// Known answer: the wire form of fixed inputs is pinned, so the format never drifts.
+    ///
+    /// The expected strings were computed outside this crate (Python's `zlib.crc32` and
+    /// `base64.urlsafe_b64encode` with the padding stripped): body ‖ CRC-32 big-endian of
+    /// `tdb_<kind>_` ‖ body. The refresh body's tag is the keyed BLAKE3 tag under `ring()`'s tag
+    /// key. They changed twice: when the checksum went from the first 4 bytes of an unkeyed BLAKE3
+    /// to CRC-32 (only the last 6 characters of each token differ), and when access tokens
+    /// gained their deadline (the 8 bytes 01..08 here).
     #[test]
     fn wire_format_known_answer() {
         let f = TokenFormat::new("tdb").unwrap();
@@ -374,13 +358,9 @@ mod tests {
             secret: TokenSecret::from_bytes([0xab; 32]),
         };
         let s = f.encode_access(&at);
-        let mut body = vec![1, 2, 3, 4, 5, 6, 7, 8];
-        body.extend_from_slice(&[0xab; 32]);
-        let sum = blake3::hash(&[b"tdb_at_".as_slice(), &body].concat());
-        body.extend_from_slice(&sum.as_bytes()[..4]);
         assert_eq!(
             s.expose(),
-            format!("tdb_at_{}", URL_SAFE_NO_PAD.encode(&body))
+            "tdb_at_AQIDBAUGBwirq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urqxQL7nw"
         );
         assert_eq!(s.expose().len(), 7 + 59);
 
@@ -391,7 +371,10 @@ mod tests {
             TokenSecret::from_bytes([9; 32]),
         );
         let s = f.encode_refresh(&rt);
-        assert!(s.expose().starts_with("tdb_rt_"));
+        assert_eq!(
+            s.expose(),
+            "tdb_rt_BwcHBwcHBwcHBwcHBwcHBwAAAAAAAAADCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQmsJeEWVmn2I8vR9APjFNzS71nowA"
+        );
         assert_eq!(s.expose().len(), 7 + 102);
         let ParsedToken::Refresh(back) = f.parse(s.expose()).unwrap() else {
             panic!("kind")
