@@ -107,8 +107,8 @@ fn tokendb_measurements(ctx: &Context<'_>, report: &mut Report) -> BenchResult<(
     let access_size = engine::access_record_size()?;
     let family_size = engine::family_record_size()?;
     report.note(format!(
-        "{SYSTEM}: records are {access_size} bytes per standalone access token (under a 32-byte \
-         token id; plus 3 index entries: deadline, subject, client) and {family_size} bytes per \
+        "{SYSTEM}: records are {access_size} bytes per standalone access token (under a 40-byte \
+         access key, deadline ‖ token id; plus 2 index entries: subject, client) and {family_size} bytes per \
          refresh family; peers' values are {} bytes",
         ctx.data.value_size()
     ));

@@ -303,7 +303,8 @@ fn run() -> BenchResult<ExitCode> {
         dir: work.path(),
     };
     report.note(format!(
-        "data set: {tokens} keys of 32 bytes (keyed BLAKE3 of the index), values of {} random bytes; \
+        "data set: {tokens} keys of 40 bytes (a rising deadline, then the keyed BLAKE3 of the \
+         index), values of {} random bytes; \
          reads: {} warm-up, median of {} rounds of {}; writes: {} warm-up, median of {} rounds of {}; \
          latency sampled every 16th read and every write",
         args.value_size,

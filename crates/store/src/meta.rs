@@ -2,7 +2,10 @@
 
 use crate::StoreOptions;
 use crate::error::{Result, StoreError};
-use crate::tables::{BY_CLIENT, BY_SUBJECT, DEADLINES, FAMILIES, FAMILY_TOKENS, META, TOKENS};
+use crate::tables::{
+    BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, FAMILIES, FAMILY_TOKENS, META, SUBJECT_TOKENS,
+    TOKENS,
+};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableError};
 use std::io::Read;
 use std::path::Path;
@@ -48,6 +51,8 @@ pub(crate) fn create(
         txn.open_table(DEADLINES)?;
         txn.open_table(BY_SUBJECT)?;
         txn.open_table(BY_CLIENT)?;
+        txn.open_table(SUBJECT_TOKENS)?;
+        txn.open_table(CLIENT_TOKENS)?;
     }
     txn.commit()?;
     Ok((db, keys))
