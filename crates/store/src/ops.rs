@@ -249,16 +249,29 @@ fn reseal_error(e: CoreError) -> StoreError {
 }
 
 impl<'t> Tx<'t> {
+    /// Opens every table. A table opened here is not dropped if a later one fails or panics:
+    /// on a damaged file, dropping it touches the same damaged state and can panic again while
+    /// unwinding, which aborts the process; leaking it (the caller then leaks the transaction
+    /// too, or aborts it) is the safe way out.
     pub(crate) fn open(txn: &'t WriteTransaction, keys: &'t KeyRing) -> Result<Self> {
+        use std::mem::ManuallyDrop as Keep;
+        let families = Keep::new(txn.open_table(FAMILIES)?);
+        let tokens = Keep::new(txn.open_table(TOKENS)?);
+        let family_tokens = Keep::new(txn.open_table(FAMILY_TOKENS)?);
+        let deadlines = Keep::new(txn.open_table(DEADLINES)?);
+        let by_subject = Keep::new(txn.open_table(BY_SUBJECT)?);
+        let by_client = Keep::new(txn.open_table(BY_CLIENT)?);
+        let subject_tokens = Keep::new(txn.open_table(SUBJECT_TOKENS)?);
+        let client_tokens = Keep::new(txn.open_table(CLIENT_TOKENS)?);
         Ok(Self {
-            families: txn.open_table(FAMILIES)?,
-            tokens: txn.open_table(TOKENS)?,
-            family_tokens: txn.open_table(FAMILY_TOKENS)?,
-            deadlines: txn.open_table(DEADLINES)?,
-            by_subject: txn.open_table(BY_SUBJECT)?,
-            by_client: txn.open_table(BY_CLIENT)?,
-            subject_tokens: txn.open_table(SUBJECT_TOKENS)?,
-            client_tokens: txn.open_table(CLIENT_TOKENS)?,
+            families: Keep::into_inner(families),
+            tokens: Keep::into_inner(tokens),
+            family_tokens: Keep::into_inner(family_tokens),
+            deadlines: Keep::into_inner(deadlines),
+            by_subject: Keep::into_inner(by_subject),
+            by_client: Keep::into_inner(by_client),
+            subject_tokens: Keep::into_inner(subject_tokens),
+            client_tokens: Keep::into_inner(client_tokens),
             keys,
         })
     }

@@ -155,7 +155,27 @@ fn apply_batch(shared: &Shared, ops: Vec<(Op, u64)>) -> Result<Vec<Result<Outcom
         txn.set_quick_repair(shared.quick_repair);
         let mut outcomes = Vec::with_capacity(ops.len());
         {
-            let mut tx = Tx::open(&txn, &keys)?;
+            // Opening the tables reads the file too: a redb panic there is contained the same
+            // way as one inside an operation (below).
+            let mut opened = None;
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Tx::open(&txn, &keys).map(|t| opened = Some(t))
+            }));
+            match caught {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    std::mem::forget(opened);
+                    std::mem::forget(txn);
+                    shared.damaged.store(true, Ordering::Release);
+                    shared.fail("redb failed on damaged file structure while writing".into());
+                    return Err(StoreError::Damaged(
+                        "redb failed on damaged file structure while writing".into(),
+                    ));
+                }
+            }
+            let mut tx =
+                opened.ok_or_else(|| StoreError::Failed("the tables were not opened".into()))?;
             for (i, (op, now)) in ops.iter().enumerate() {
                 if failed.get(i).is_some_and(Option::is_some) {
                     outcomes.push(None);
