@@ -582,6 +582,25 @@ impl AccessRecord {
     /// # Errors
     /// As [`FamilyRecord::decode`].
     pub fn decode(bytes: &[u8], key: &AccessKey, keys: &KeyRing) -> Result<Self, CoreError> {
+        Self::decode_with(bytes, key, keys, true)
+    }
+
+    /// As [`AccessRecord::decode`], but leaves [`AccessRecord::body`] empty (its framing is
+    /// still checked): for a status check, which needs only the authenticated header and so
+    /// neither copies nor opens the sealed body.
+    ///
+    /// # Errors
+    /// As [`AccessRecord::decode`].
+    pub fn decode_header(bytes: &[u8], key: &AccessKey, keys: &KeyRing) -> Result<Self, CoreError> {
+        Self::decode_with(bytes, key, keys, false)
+    }
+
+    fn decode_with(
+        bytes: &[u8],
+        key: &AccessKey,
+        keys: &KeyRing,
+        with_body: bool,
+    ) -> Result<Self, CoreError> {
         let (key_id, mut r, mut tail) = verify(
             keys,
             RecordTable::Tokens,
@@ -603,7 +622,14 @@ impl AccessRecord {
             client: IndexHash::from_bytes(r.array()?),
             issued_at: r.u64()?,
             deadline: r.u64()?,
-            body: tail.bytes32()?.to_vec(),
+            body: {
+                let sealed = tail.bytes32()?;
+                if with_body {
+                    sealed.to_vec()
+                } else {
+                    Vec::new()
+                }
+            },
         };
         r.finish()?;
         tail.finish()?;

@@ -213,6 +213,22 @@ impl Reader<'_> {
             }
         })
     }
+
+    /// Reads and authenticates an access token record's header only: the record with an empty
+    /// body, for status checks (see [`AccessRecord::decode_header`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
+    pub fn token_header(&self, id: &AccessKey) -> Result<Option<AccessRecord>> {
+        self.shared.contained("reading a token", || {
+            match self.snap.tokens.get(&id.to_bytes())? {
+                None => Ok(None),
+                Some(v) => AccessRecord::decode_header(v.value(), id, &self.snap.keys)
+                    .map(Some)
+                    .map_err(StoreError::Corrupt),
+            }
+        })
+    }
 }
 
 /// One record met by [`Store::scan`].

@@ -400,7 +400,7 @@ impl TokenDb {
         self.inner.store.read(|r| match &parsed {
             ParsedToken::Access(t) => {
                 let id = r.keys().access_key(t);
-                Ok(match r.token(&id)? {
+                Ok(match r.token_header(&id)? {
                     None => Validation {
                         kind: TokenKind::Access,
                         status: TokenStatus::Unknown,

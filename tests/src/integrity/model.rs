@@ -984,7 +984,9 @@ impl Run {
         } else {
             (
                 format.encode_access(&AccessToken {
-                    deadline: self.now().saturating_add(u64::from(input.byte()) * 60_000),
+                    deadline: self
+                        .clock_ms
+                        .saturating_add(u64::from(input.byte()) * 60_000),
                     secret,
                 }),
                 TokenKind::Access,

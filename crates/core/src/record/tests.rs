@@ -277,3 +277,40 @@ fn family_link_reads_the_unauthenticated_family_field() {
     assert!(alone.encode(&other, &keys).is_err());
     assert!(AccessRecord::decode(&bytes, &other, &keys).is_err());
 }
+
+#[test]
+fn header_only_decode_agrees_with_decode_and_refuses_the_same_damage() {
+    let keys = ring();
+    let id = akey(9);
+    let rec = access(&keys, &id);
+    let bytes = rec.encode(&id, &keys).unwrap();
+    let header = AccessRecord::decode_header(&bytes, &id, &keys).unwrap();
+    assert_eq!(
+        header,
+        AccessRecord {
+            body: Vec::new(),
+            ..rec.clone()
+        }
+    );
+    for i in 0..bytes.len() * 8 {
+        let mut bad = bytes.clone();
+        bad[i / 8] ^= 1 << (i % 8);
+        // Whatever the full decode refuses outside the sealed body, so does the header decode.
+        let full = AccessRecord::decode(&bad, &id, &keys);
+        let head = AccessRecord::decode_header(&bad, &id, &keys);
+        assert_eq!(full.is_err(), head.is_err(), "bit {i}");
+        if let (Ok(f), Ok(h)) = (full, head) {
+            assert_eq!(
+                AccessRecord {
+                    body: Vec::new(),
+                    ..f
+                },
+                h,
+                "bit {i}"
+            );
+        }
+    }
+    for n in 0..bytes.len() {
+        assert!(AccessRecord::decode_header(&bytes[..n], &id, &keys).is_err());
+    }
+}
