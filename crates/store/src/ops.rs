@@ -249,29 +249,51 @@ fn reseal_error(e: CoreError) -> StoreError {
 }
 
 impl<'t> Tx<'t> {
-    /// Opens every table. A table opened here is not dropped if a later one fails or panics:
-    /// on a damaged file, dropping it touches the same damaged state and can panic again while
-    /// unwinding, which aborts the process; leaking it (the caller then leaks the transaction
-    /// too, or aborts it) is the safe way out.
+    /// Opens every table. If opening one panics (redb on a damaged file), the tables opened
+    /// before it are leaked rather than dropped while unwinding: their `Drop` touches the same
+    /// damaged state and can panic again, which aborts the process (the writer then leaks the
+    /// transaction and marks the database failed). On an ordinary error they are dropped, so
+    /// the transaction ends and releases redb's write slot.
     pub(crate) fn open(txn: &'t WriteTransaction, keys: &'t KeyRing) -> Result<Self> {
-        use std::mem::ManuallyDrop as Keep;
-        let families = Keep::new(txn.open_table(FAMILIES)?);
-        let tokens = Keep::new(txn.open_table(TOKENS)?);
-        let family_tokens = Keep::new(txn.open_table(FAMILY_TOKENS)?);
-        let deadlines = Keep::new(txn.open_table(DEADLINES)?);
-        let by_subject = Keep::new(txn.open_table(BY_SUBJECT)?);
-        let by_client = Keep::new(txn.open_table(BY_CLIENT)?);
-        let subject_tokens = Keep::new(txn.open_table(SUBJECT_TOKENS)?);
-        let client_tokens = Keep::new(txn.open_table(CLIENT_TOKENS)?);
+        let families = LeakOnUnwind::new(txn.open_table(FAMILIES)?);
+        let tokens = LeakOnUnwind::new(txn.open_table(TOKENS)?);
+        let family_tokens = LeakOnUnwind::new(txn.open_table(FAMILY_TOKENS)?);
+        let deadlines = LeakOnUnwind::new(txn.open_table(DEADLINES)?);
+        let by_subject = LeakOnUnwind::new(txn.open_table(BY_SUBJECT)?);
+        let by_client = LeakOnUnwind::new(txn.open_table(BY_CLIENT)?);
+        let subject_tokens = LeakOnUnwind::new(txn.open_table(SUBJECT_TOKENS)?);
+        let client_tokens = LeakOnUnwind::new(txn.open_table(CLIENT_TOKENS)?);
+        let (
+            Some(families),
+            Some(tokens),
+            Some(family_tokens),
+            Some(deadlines),
+            Some(by_subject),
+            Some(by_client),
+            Some(subject_tokens),
+            Some(client_tokens),
+        ) = (
+            families.take(),
+            tokens.take(),
+            family_tokens.take(),
+            deadlines.take(),
+            by_subject.take(),
+            by_client.take(),
+            subject_tokens.take(),
+            client_tokens.take(),
+        )
+        else {
+            return Err(StoreError::Failed("a table was not opened".into()));
+        };
         Ok(Self {
-            families: Keep::into_inner(families),
-            tokens: Keep::into_inner(tokens),
-            family_tokens: Keep::into_inner(family_tokens),
-            deadlines: Keep::into_inner(deadlines),
-            by_subject: Keep::into_inner(by_subject),
-            by_client: Keep::into_inner(by_client),
-            subject_tokens: Keep::into_inner(subject_tokens),
-            client_tokens: Keep::into_inner(client_tokens),
+            families,
+            tokens,
+            family_tokens,
+            deadlines,
+            by_subject,
+            by_client,
+            subject_tokens,
+            client_tokens,
             keys,
         })
     }
@@ -949,6 +971,30 @@ pub struct ResealCursor {
     family: Option<FamilyId>,
     token: Option<AccessKey>,
     families_done: bool,
+}
+
+/// Holds a value that is dropped normally, except while the thread unwinds from a panic: then
+/// it is leaked (see [`Tx::open`]).
+struct LeakOnUnwind<T>(Option<T>);
+
+impl<T> LeakOnUnwind<T> {
+    fn new(value: T) -> Self {
+        Self(Some(value))
+    }
+
+    fn take(mut self) -> Option<T> {
+        self.0.take()
+    }
+}
+
+impl<T> Drop for LeakOnUnwind<T> {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(value) = self.0.take()
+        {
+            std::mem::forget(value);
+        }
+    }
 }
 
 /// The access tokens a deadline-bucketed index lists under `hash`: one range per bucket,
