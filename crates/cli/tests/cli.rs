@@ -606,6 +606,8 @@ fn sweep_deletes_what_expired_in_batches_and_summarises() {
     assert_eq!(s["records"], 0);
     assert_eq!(s["sweeper"]["due"], 0);
     assert_eq!(s["index_entries"]["by_subject"], 0);
+    assert!(s["index_entries"]["subject_tokens"].is_u64(), "{s}");
+    assert!(s["index_entries"]["client_tokens"].is_u64(), "{s}");
     let (rc, _) = fx.json(&["verify", fx.path_str()]);
     assert_eq!(rc, 0);
 }

@@ -83,6 +83,8 @@ pub(crate) fn run(args: &DbArgs) -> Result<Report, CliError> {
             "family_tokens": s.index_entries.family_tokens,
             "by_subject": s.index_entries.by_subject,
             "by_client": s.index_entries.by_client,
+            "subject_tokens": s.index_entries.subject_tokens,
+            "client_tokens": s.index_entries.client_tokens,
         },
     });
 
@@ -169,11 +171,14 @@ pub(crate) fn run(args: &DbArgs) -> Result<Report, CliError> {
     let ix = &s.index_entries;
     let _ = writeln!(
         t,
-        "  index entries   deadlines {}, family_tokens {}, by_subject {}, by_client {}",
+        "  index entries   deadlines {}, family_tokens {}, by_subject {}, by_client {}, \
+         subject_tokens {}, client_tokens {}",
         num(ix.deadlines),
         num(ix.family_tokens),
         num(ix.by_subject),
-        num(ix.by_client)
+        num(ix.by_client),
+        num(ix.subject_tokens),
+        num(ix.client_tokens)
     );
     if s.unreadable > 0 {
         let _ = writeln!(
