@@ -752,35 +752,40 @@ impl<'t> Tx<'t> {
             c.more = true;
             return Ok(c);
         }
-        // Access tokens: keys sort by deadline, so the due ones are the first run of the table.
-        // Keys are read first and removed one by one: redb's draining iterator finishes its work
-        // in `Drop`, which on a damaged page would panic while unwinding (an abort).
-        let mut due = Vec::new();
+        // Access tokens: keys sort by deadline, so the due ones are the first run of the table,
+        // drained leaf by leaf. redb's draining iterator finishes its work in `Drop`, which on a
+        // damaged page would panic again while unwinding (an abort): if a step panics, the
+        // iterator is leaked instead, and the writer leaks the transaction and fails the store.
+        let mut swept = 0usize;
+        let mut first = None;
         let mut family_links = Vec::new();
-        let upto = tokens_after(now);
-        for item in self.tokens.range::<&[u8; ACCESS_KEY_LEN]>(..&upto)? {
-            let (k, v) = item?;
-            let key = AccessKey::from_bytes(k.value());
-            // Unauthenticated read of the family link, used only to drop the (family, this
-            // key) entry; a forged link names an entry that does not exist.
-            if let Some(f) = AccessRecord::family_link(v.value()) {
-                family_links.push((f, key));
-            }
-            due.push(key);
-            if due.len() == room {
-                break;
+        {
+            let upto = tokens_after(now);
+            let mut drain = LeakOnUnwind::new(
+                self.tokens
+                    .extract_from_if::<&[u8; ACCESS_KEY_LEN], _>(..&upto, |_, _| true)?,
+            );
+            while swept < room {
+                let Some(item) = drain.get_mut().and_then(Iterator::next) else {
+                    break;
+                };
+                let (k, v) = item?;
+                let key = AccessKey::from_bytes(k.value());
+                first.get_or_insert(key.deadline);
+                // Unauthenticated read of the family link, used only to drop the (family,
+                // this key) entry; a forged link names an entry that does not exist.
+                if let Some(f) = AccessRecord::family_link(v.value()) {
+                    family_links.push((f, key));
+                }
+                swept += 1;
             }
         }
-        if let Some(d) = due.first().map(|k| k.deadline) {
+        if let Some(d) = first {
             c.oldest_deadline = Some(c.oldest_deadline.map_or(d, |o| o.min(d)));
-        }
-        for key in &due {
-            self.tokens.remove(&key.to_bytes())?;
         }
         for (f, key) in &family_links {
             self.family_tokens.remove(&ft_key(f, key))?;
         }
-        let swept = due.len();
         c.examined += swept as u64;
         c.tokens += swept as u64;
         // Every token keyed below the first remaining key is gone, and so is every token due at
@@ -985,6 +990,10 @@ impl<T> LeakOnUnwind<T> {
     fn take(mut self) -> Option<T> {
         self.0.take()
     }
+
+    fn get_mut(&mut self) -> Option<&mut T> {
+        self.0.as_mut()
+    }
 }
 
 impl<T> Drop for LeakOnUnwind<T> {
@@ -1030,19 +1039,19 @@ fn indexed_tokens(table: &TxT<'_>, hash: &IndexHash) -> Result<Vec<AccessKey>> {
 /// with a deadline below `frontier` is gone). Returns the count and whether such entries remain.
 fn drop_ended_buckets(table: &mut TxT<'_>, frontier: u64, limit: usize) -> Result<(u64, bool)> {
     let end = tx_bucket_start(bucket(frontier));
-    let mut ended = Vec::new();
+    let mut n = 0usize;
     if limit > 0 {
-        for item in table.range::<&[u8; TX_KEY_LEN]>(..&end)? {
-            ended.push(*item?.0.value());
-            if ended.len() == limit {
+        // As in `Tx::sweep`: leaked, not dropped, if a step panics.
+        let mut drain =
+            LeakOnUnwind::new(table.extract_from_if::<&[u8; TX_KEY_LEN], _>(..&end, |_, _| true)?);
+        while n < limit {
+            let Some(item) = drain.get_mut().and_then(Iterator::next) else {
                 break;
-            }
+            };
+            item?;
+            n += 1;
         }
     }
-    for key in &ended {
-        table.remove(key)?;
-    }
-    let n = ended.len();
     let more = table.first()?.is_some_and(|(k, _)| k.value() < &end);
     Ok((n as u64, more))
 }
