@@ -752,34 +752,18 @@ impl<'t> Tx<'t> {
             c.more = true;
             return Ok(c);
         }
-        // Access tokens: keys sort by deadline, so the due ones are the first run of the table,
-        // drained leaf by leaf. redb's draining iterator finishes its work in `Drop`, which on a
-        // damaged page would panic again while unwinding (an abort): if a step panics, the
-        // iterator is leaked instead, and the writer leaks the transaction and fails the store.
-        let mut swept = 0usize;
+        // Access tokens: keys sort by deadline, so the due ones are the first run of the table.
         let mut first = None;
         let mut family_links = Vec::new();
-        {
-            let upto = tokens_after(now);
-            let mut drain = LeakOnUnwind::new(
-                self.tokens
-                    .extract_from_if::<&[u8; ACCESS_KEY_LEN], _>(..&upto, |_, _| true)?,
-            );
-            while swept < room {
-                let Some(item) = drain.get_mut().and_then(Iterator::next) else {
-                    break;
-                };
-                let (k, v) = item?;
-                let key = AccessKey::from_bytes(k.value());
-                first.get_or_insert(key.deadline);
-                // Unauthenticated read of the family link, used only to drop the (family,
-                // this key) entry; a forged link names an entry that does not exist.
-                if let Some(f) = AccessRecord::family_link(v.value()) {
-                    family_links.push((f, key));
-                }
-                swept += 1;
+        let swept = drain_below(&mut self.tokens, &tokens_after(now), room, |k, v| {
+            let key = AccessKey::from_bytes(k);
+            first.get_or_insert(key.deadline);
+            // Unauthenticated read of the family link, used only to drop the (family, this
+            // key) entry; a forged link names an entry that does not exist.
+            if let Some(f) = AccessRecord::family_link(v) {
+                family_links.push((f, key));
             }
-        }
+        })?;
         if let Some(d) = first {
             c.oldest_deadline = Some(c.oldest_deadline.map_or(d, |o| o.min(d)));
         }
@@ -1039,21 +1023,36 @@ fn indexed_tokens(table: &TxT<'_>, hash: &IndexHash) -> Result<Vec<AccessKey>> {
 /// with a deadline below `frontier` is gone). Returns the count and whether such entries remain.
 fn drop_ended_buckets(table: &mut TxT<'_>, frontier: u64, limit: usize) -> Result<(u64, bool)> {
     let end = tx_bucket_start(bucket(frontier));
-    let mut n = 0usize;
-    if limit > 0 {
-        // As in `Tx::sweep`: leaked, not dropped, if a step panics.
-        let mut drain =
-            LeakOnUnwind::new(table.extract_from_if::<&[u8; TX_KEY_LEN], _>(..&end, |_, _| true)?);
-        while n < limit {
-            let Some(item) = drain.get_mut().and_then(Iterator::next) else {
-                break;
-            };
-            item?;
-            n += 1;
-        }
-    }
+    let n = drain_below(table, &end, limit, |_, ()| {})?;
     let more = table.first()?.is_some_and(|(k, _)| k.value() < &end);
     Ok((n as u64, more))
+}
+
+/// Deletes the first `limit` entries keyed below `end`, in key order, calling `each` on every one
+/// deleted; returns how many. redb's draining iterator, leaf after leaf, finishes its work in
+/// `Drop`, which on a damaged page would panic again while unwinding (an abort): if a step
+/// panics, the iterator is leaked instead, and the writer leaks the transaction and fails the
+/// store.
+fn drain_below<const N: usize, V: redb::Value + 'static>(
+    table: &mut Table<'_, &'static [u8; N], V>,
+    end: &[u8; N],
+    limit: usize,
+    mut each: impl FnMut(&[u8; N], V::SelfType<'_>),
+) -> Result<usize> {
+    if limit == 0 {
+        return Ok(0);
+    }
+    let mut n = 0usize;
+    let mut drain = LeakOnUnwind::new(table.extract_from_if::<&[u8; N], _>(..end, |_, _| true)?);
+    while n < limit {
+        let Some(item) = drain.get_mut().and_then(Iterator::next) else {
+            break;
+        };
+        let (k, v) = item?;
+        each(k.value(), v.value());
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// When a grace window opened at `rotated_at` closes: never after the family's absolute

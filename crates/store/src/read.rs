@@ -204,14 +204,7 @@ impl Reader<'_> {
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
     pub fn token(&self, id: &AccessKey) -> Result<Option<AccessRecord>> {
-        self.shared.contained("reading a token", || {
-            match self.snap.tokens.get(&id.to_bytes())? {
-                None => Ok(None),
-                Some(v) => AccessRecord::decode(v.value(), id, &self.snap.keys)
-                    .map(Some)
-                    .map_err(StoreError::Corrupt),
-            }
-        })
+        self.token_with(id, AccessRecord::decode)
     }
 
     /// Reads and authenticates an access token record's header only: the record with an empty
@@ -220,10 +213,18 @@ impl Reader<'_> {
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
     pub fn token_header(&self, id: &AccessKey) -> Result<Option<AccessRecord>> {
+        self.token_with(id, AccessRecord::decode_header)
+    }
+
+    fn token_with(
+        &self,
+        id: &AccessKey,
+        decode: fn(&[u8], &AccessKey, &KeyRing) -> core::result::Result<AccessRecord, CoreError>,
+    ) -> Result<Option<AccessRecord>> {
         self.shared.contained("reading a token", || {
             match self.snap.tokens.get(&id.to_bytes())? {
                 None => Ok(None),
-                Some(v) => AccessRecord::decode_header(v.value(), id, &self.snap.keys)
+                Some(v) => decode(v.value(), id, &self.snap.keys)
                     .map(Some)
                     .map_err(StoreError::Corrupt),
             }
