@@ -13,7 +13,7 @@ use rand::{Rng, RngExt, SeedableRng};
 /// Default value size in bytes: the size of the record tokendb stores for one standalone access
 /// token in the comparison (`engine::access_record_size`, checked by a test), so that every peer
 /// stores values as large as tokendb's.
-pub const DEFAULT_VALUE_SIZE: usize = 204;
+pub const DEFAULT_VALUE_SIZE: usize = 210;
 
 /// Length of a key: a deadline (u64 BE) and a BLAKE3 output, like a tokendb access key.
 pub const KEY_LEN: usize = 40;

@@ -45,7 +45,7 @@ OPTIONS:
                         N/2 per read thread count; 0 skips both [default: min(tokens, 1000000)]
   --tokendb-cache-mb MB redb page cache of tokendb's database [default: 1024, as raw redb's;
                         tokendb's own default is 256]
-  --value-size BYTES    peers' value size [default: tokendb's access record size, 204]
+  --value-size BYTES    peers' value size [default: tokendb's access record size, 210]
   --dir PATH            where data files and servers go (a temporary directory is made inside and
                         removed after); must be on the disk to measure [default: the temp dir]
   --warmup-ms MS        override the warm-up of every measurement

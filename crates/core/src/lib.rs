@@ -52,7 +52,7 @@ pub mod token;
 pub use error::{CoreError, ParseError};
 pub use ids::{AccessKey, FamilyId, IndexHash, TokenId};
 pub use keys::{KeyPurpose, KeyRing, MasterKey, WrappedKey};
-pub use record::{AccessRecord, FamilyRecord, RecordBody, RecordState, RevokeReason};
+pub use record::{AccessRecord, AccessStatus, FamilyRecord, RecordBody, RecordState, RevokeReason};
 pub use scope::Scope;
 pub use seal::{KeyId, SealingKey};
 pub use secret::{TokenSecret, TokenString};

@@ -1,14 +1,18 @@
-//! The versioned on-disk record codec (format version 1).
+//! The versioned on-disk record codec: family records (version 1) and access records (version
+//! 2; version 1 is still read).
 //!
 //! Every record is `version ‖ key id ‖ plaintext header ‖ MAC ‖ sealed parts`:
 //!
 //! * the fixed-size **header** holds what lookups decide on (state, deadlines, generation, the
 //!   current token's hash) in plaintext, so validation needs no decryption;
-//! * the **MAC** is a keyed BLAKE3 (a key per table, derived from the sealing key named by the
-//!   key id) over the record key, the version, the key id and the header: no header field can be
-//!   edited and no record moved to another key or table without detection. It is checked on
-//!   every decode, before any field is believed, and covers only the ~100-byte header so that a
-//!   validation costs two BLAKE3 blocks;
+//! * the **record MAC** is a keyed BLAKE3 (a key per table, derived from the sealing key named
+//!   by the key id) over the record key, the version, the key id and the header: no header field
+//!   can be edited and no record moved to another key or table without detection. It is checked
+//!   on every full decode, before any field is believed;
+//! * an access record's header also carries a **status MAC** over the access key and the fields
+//!   a validation reads (state, family, issue time), sized to one BLAKE3 block: a status check
+//!   ([`AccessRecord::decode_status`]) verifies that MAC alone, one compression instead of the
+//!   record MAC's two (see [`AccessRecord`] for the layout);
 //! * the **sealed parts** — the body (subject, client id, scope, caller claims) and, for a family
 //!   in its grace window, the successor's secret — are XChaCha20-Poly1305 ciphertexts whose AAD
 //!   binds them to their table, record key and key id (and generation, for the grace slot): they
@@ -18,15 +22,17 @@
 
 use crate::CoreError;
 use crate::codec::{Reader, put_bytes16, put_bytes32};
-use crate::ids::{AccessKey, FamilyId, IndexHash, TokenId};
+use crate::ids::{ACCESS_KEY_LEN, AccessKey, FamilyId, IndexHash, TokenId};
 use crate::keys::KeyRing;
 use crate::scope::Scope;
 use crate::seal::{KeyId, MAC_LEN, MacDomain};
 use crate::secret::{SECRET_LEN, TokenSecret};
 use zeroize::Zeroizing;
 
-/// The record format version this build writes.
-pub const RECORD_VERSION: u8 = 1;
+/// The format version of family records.
+pub const FAMILY_RECORD_VERSION: u8 = 1;
+/// The format version of the access records this build writes. It reads versions 1 and 2.
+pub const ACCESS_RECORD_VERSION: u8 = 2;
 /// Longest subject id accepted, in bytes.
 pub const MAX_SUBJECT_LEN: usize = 1024;
 /// Longest client id accepted, in bytes.
@@ -288,9 +294,23 @@ fn open_body(
 
 /// Bytes of a family record's authenticated header, version and key id included.
 const FAMILY_HEADER_LEN: usize = 1 + 4 + STATE_LEN + 5 * 8 + 32 + 16 + 16;
-/// Bytes of an access record's authenticated header, version and key id included.
-const ACCESS_HEADER_LEN: usize = 1 + 4 + STATE_LEN + 1 + 16 + 16 + 16 + 8 + 8;
+/// Bytes of a version 1 access record's authenticated header, version and key id included.
+const ACCESS_V1_HEADER_LEN: usize = 1 + 4 + STATE_LEN + 1 + 16 + 16 + 16 + 8 + 8;
 const STATE_LEN: usize = 1 + 1 + 8;
+/// Where a version 2 access record's status block starts: after the version and the key id.
+const STATUS_AT: usize = 1 + 4;
+/// A version 2 status block: state (1) ‖ family id (16) ‖ issued at (8).
+const STATUS_LEN: usize = 1 + 16 + 8;
+/// How much of the 40-byte access key the status MAC binds: the deadline and the first 31 bytes
+/// of the token id, so that with the status block its input is the 64 bytes of one BLAKE3 block.
+/// The record is found under the whole key; moving it to another key that the MAC would accept
+/// needs two token ids equal in 248 bits (a 2^124 birthday search over keyed hashes). The record
+/// MAC binds the whole key.
+const STATUS_KEY_LEN: usize = ACCESS_KEY_LEN - 1;
+const _: () = assert!(STATUS_KEY_LEN + STATUS_LEN == 64);
+/// Bytes of a version 2 access record's header under the record MAC: version, key id, status
+/// block, status MAC, revoked at, subject hash, client hash.
+const ACCESS_V2_HEADER_LEN: usize = STATUS_AT + STATUS_LEN + MAC_LEN + 8 + 16 + 16;
 
 /// Checks version, key id and the MAC of the fixed-size header at the front of `bytes`.
 /// Returns the key id, a reader over the header fields (after version and key id) and a reader
@@ -300,7 +320,7 @@ fn verify<'a>(
     table: RecordTable,
     record_key: &[u8],
     bytes: &'a [u8],
-    header_len: usize,
+    (want_version, header_len): (u8, usize),
 ) -> Result<(KeyId, Reader<'a>, Reader<'a>), CoreError> {
     let (header, rest) = bytes
         .split_at_checked(header_len)
@@ -308,7 +328,7 @@ fn verify<'a>(
     let (mac, tail) = rest.split_at_checked(MAC_LEN).ok_or(CoreError::Truncated)?;
     let mut r = Reader::new(header);
     let version = r.u8()?;
-    if version != RECORD_VERSION {
+    if version != want_version {
         return Err(CoreError::UnsupportedVersion(version));
     }
     let key_id = KeyId(r.u32()?);
@@ -376,7 +396,7 @@ impl FamilyRecord {
     /// [`CoreError::UnknownKeyId`] if `key_id` is not in the ring; size errors for huge fields.
     pub fn encode(&self, id: &FamilyId, keys: &KeyRing) -> Result<Vec<u8>, CoreError> {
         let mut out = Vec::with_capacity(160 + self.grace.len() + self.body.len());
-        out.push(RECORD_VERSION);
+        out.push(FAMILY_RECORD_VERSION);
         out.extend_from_slice(&self.key_id.0.to_be_bytes());
         self.state.put(&mut out);
         for v in [
@@ -414,7 +434,7 @@ impl FamilyRecord {
             RecordTable::Families,
             id.as_bytes(),
             bytes,
-            FAMILY_HEADER_LEN,
+            (FAMILY_RECORD_VERSION, FAMILY_HEADER_LEN),
         )?;
         let state = RecordState::read(&mut r)?;
         let rec = Self {
@@ -518,9 +538,26 @@ impl FamilyRecord {
 }
 
 /// An access token record.
+///
+/// Stored as version 2 (version 1 records, written before it, are still read):
+///
+/// ```text
+/// version 2 (1) ‖ key id (4)
+/// ‖ status block: state (1: 0 active, else the revoke reason) ‖ family id (16: zeros when
+///   standalone) ‖ issued at (8: Unix ms)
+/// ‖ status MAC (16): BLAKE3-keyed(token-status key, access key without its last byte (39)
+///   ‖ status block (25))
+/// ‖ revoked at (8) ‖ subject hash (16) ‖ client hash (16)
+/// ‖ record MAC (16): BLAKE3-keyed(tokens key, access key ‖ everything above)
+/// ‖ sealed body (u32 length ‖ XChaCha20-Poly1305)
+/// ```
+///
+/// The status MAC's input is exactly one BLAKE3 block, so a status check
+/// ([`AccessRecord::decode_status`]) costs one compression; everything else checks the record
+/// MAC, which covers the whole header. The deadline is not stored: it is the access key's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessRecord {
-    /// Sealing key of `body` and of the MAC.
+    /// Sealing key of `body` and of the MACs.
     pub key_id: KeyId,
     /// Active or revoked.
     pub state: RecordState,
@@ -532,44 +569,111 @@ pub struct AccessRecord {
     pub client: IndexHash,
     /// When it was issued, Unix ms.
     pub issued_at: u64,
-    /// When it expires, Unix ms.
+    /// When it expires, Unix ms: the deadline of the key it is stored under.
     pub deadline: u64,
     /// The sealed [`RecordBody`].
     pub body: Vec<u8>,
 }
 
-impl AccessRecord {
-    /// Encodes and authenticates the record for storage under `key`.
+/// What a status check or an introspection reads of an access record: the fields its status MAC
+/// authenticates, and optionally the sealed body (which its AEAD authenticates when opened).
+/// Decoded by [`AccessRecord::decode_status`] without checking the record MAC, so it holds
+/// nothing that MAC alone covers (the revocation time, the subject and client hashes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessStatus {
+    /// Sealing key of `body` and of the MACs.
+    pub key_id: KeyId,
+    /// `None` while active; why, once revoked.
+    pub revoked: Option<RevokeReason>,
+    /// The family it was issued under, or `None` for a standalone token.
+    pub family: Option<FamilyId>,
+    /// When it was issued, Unix ms.
+    pub issued_at: u64,
+    /// When it expires, Unix ms.
+    pub deadline: u64,
+    /// The sealed [`RecordBody`] if decoded by [`AccessRecord::decode_status_and_body`]; empty
+    /// otherwise.
+    pub body: Vec<u8>,
+}
+
+impl AccessStatus {
+    /// Opens the sealed body (decoded with [`AccessRecord::decode_status_and_body`]).
     ///
     /// # Errors
-    /// [`CoreError::UnknownKeyId`] if `key_id` is not in the ring;
-    /// [`CoreError::BadField`] if the record's deadline is not the key's.
+    /// [`CoreError::Unauthentic`] if it does not belong to this record, or was not decoded.
+    pub fn open_body(&self, key: &AccessKey, keys: &KeyRing) -> Result<RecordBody, CoreError> {
+        open_body(
+            keys,
+            RecordTable::Tokens,
+            &key.to_bytes(),
+            self.key_id,
+            &self.body,
+        )
+    }
+}
+
+/// The part of an access key the status MAC binds (see [`STATUS_KEY_LEN`]).
+fn status_key(record_key: &[u8; ACCESS_KEY_LEN]) -> &[u8] {
+    record_key.get(..STATUS_KEY_LEN).unwrap_or(record_key)
+}
+
+/// Reads a version 2 status block: revoke reason, family, issue time.
+fn read_status(block: &[u8]) -> Result<(Option<RevokeReason>, Option<FamilyId>, u64), CoreError> {
+    let mut r = Reader::new(block);
+    let revoked = match r.u8()? {
+        0 => None,
+        b => Some(RevokeReason::from_byte(b).ok_or(CoreError::BadField("revoke reason"))?),
+    };
+    let family = r.array::<16>()?;
+    let issued_at = r.u64()?;
+    r.finish()?;
+    Ok((
+        revoked,
+        (family != [0; 16]).then_some(FamilyId::from_bytes(family)),
+        issued_at,
+    ))
+}
+
+impl AccessRecord {
+    /// Encodes and authenticates the record for storage under `key`, as version 2.
+    ///
+    /// # Errors
+    /// [`CoreError::UnknownKeyId`] if `key_id` is not in the ring; [`CoreError::BadField`] if
+    /// the record's deadline is not the key's, or its family id is all zero bytes (which the
+    /// format reserves for "standalone").
     pub fn encode(&self, key: &AccessKey, keys: &KeyRing) -> Result<Vec<u8>, CoreError> {
         if self.deadline != key.deadline {
             return Err(CoreError::BadField("deadline differs from the token's"));
         }
-        let mut out = Vec::with_capacity(64 + self.body.len());
-        out.push(RECORD_VERSION);
+        let record_key = key.to_bytes();
+        let mut out = Vec::with_capacity(ACCESS_V2_HEADER_LEN + MAC_LEN + 4 + self.body.len());
+        out.push(ACCESS_RECORD_VERSION);
         out.extend_from_slice(&self.key_id.0.to_be_bytes());
-        self.state.put(&mut out);
+        let (state, revoked_at) = match self.state {
+            RecordState::Active => (0, 0),
+            RecordState::Revoked { reason, at } => (reason.to_byte(), at),
+        };
+        out.push(state);
         match &self.family {
-            Some(f) => {
-                out.push(1);
-                out.extend_from_slice(f.as_bytes());
+            Some(f) if f.as_bytes() == &[0; 16] => {
+                return Err(CoreError::BadField("family id (all zeros means none)"));
             }
-            None => {
-                out.push(0);
-                out.extend_from_slice(&[0; 16]);
-            }
+            Some(f) => out.extend_from_slice(f.as_bytes()),
+            None => out.extend_from_slice(&[0; 16]),
         }
+        out.extend_from_slice(&self.issued_at.to_be_bytes());
+        let block = out.get(STATUS_AT..).ok_or(CoreError::Truncated)?;
+        let mac = keys
+            .sealing(self.key_id)?
+            .mac(MacDomain::TokenStatus, &[status_key(&record_key), block]);
+        out.extend_from_slice(&mac);
+        out.extend_from_slice(&revoked_at.to_be_bytes());
         out.extend_from_slice(self.subject.as_bytes());
         out.extend_from_slice(self.client.as_bytes());
-        out.extend_from_slice(&self.issued_at.to_be_bytes());
-        out.extend_from_slice(&self.deadline.to_be_bytes());
         append_mac(
             keys,
             RecordTable::Tokens,
-            &key.to_bytes(),
+            &record_key,
             self.key_id,
             &mut out,
         )?;
@@ -577,36 +681,166 @@ impl AccessRecord {
         Ok(out)
     }
 
-    /// Authenticates and decodes a stored record.
+    /// Authenticates (both MACs of version 2, the one MAC of version 1) and decodes a stored
+    /// record.
     ///
     /// # Errors
     /// As [`FamilyRecord::decode`].
     pub fn decode(bytes: &[u8], key: &AccessKey, keys: &KeyRing) -> Result<Self, CoreError> {
-        Self::decode_with(bytes, key, keys, true)
+        match bytes.first() {
+            Some(1) => Self::decode_v1(bytes, key, keys),
+            _ => Self::decode_v2(bytes, key, keys),
+        }
     }
 
-    /// As [`AccessRecord::decode`], but leaves [`AccessRecord::body`] empty (its framing is
-    /// still checked): for a status check, which needs only the authenticated header and so
-    /// neither copies nor opens the sealed body.
+    /// What a status check needs, authenticated by the status MAC alone: one BLAKE3 block, no
+    /// record MAC, no copy of the sealed body (whose framing is still checked). A version 1
+    /// record is fully decoded.
     ///
     /// # Errors
-    /// As [`AccessRecord::decode`].
-    pub fn decode_header(bytes: &[u8], key: &AccessKey, keys: &KeyRing) -> Result<Self, CoreError> {
-        Self::decode_with(bytes, key, keys, false)
+    /// [`CoreError::Unauthentic`] if the status block or the key was altered; as
+    /// [`AccessRecord::decode`] for framing, versions and key ids.
+    pub fn decode_status(
+        bytes: &[u8],
+        key: &AccessKey,
+        keys: &KeyRing,
+    ) -> Result<AccessStatus, CoreError> {
+        Self::status_with(bytes, key, keys, false)
     }
 
-    fn decode_with(
+    /// As [`AccessRecord::decode_status`], with a copy of the sealed body to open: what an
+    /// introspection needs.
+    ///
+    /// # Errors
+    /// As [`AccessRecord::decode_status`].
+    pub fn decode_status_and_body(
+        bytes: &[u8],
+        key: &AccessKey,
+        keys: &KeyRing,
+    ) -> Result<AccessStatus, CoreError> {
+        Self::status_with(bytes, key, keys, true)
+    }
+
+    /// The fields a status check reads, and no body.
+    #[must_use]
+    pub fn status(&self) -> AccessStatus {
+        AccessStatus {
+            key_id: self.key_id,
+            revoked: match self.state {
+                RecordState::Active => None,
+                RecordState::Revoked { reason, .. } => Some(reason),
+            },
+            family: self.family,
+            issued_at: self.issued_at,
+            deadline: self.deadline,
+            body: Vec::new(),
+        }
+    }
+
+    fn status_with(
         bytes: &[u8],
         key: &AccessKey,
         keys: &KeyRing,
         with_body: bool,
-    ) -> Result<Self, CoreError> {
+    ) -> Result<AccessStatus, CoreError> {
+        if bytes.first() == Some(&1) {
+            let rec = Self::decode_v1(bytes, key, keys)?;
+            let body = if with_body {
+                rec.body.clone()
+            } else {
+                Vec::new()
+            };
+            return Ok(AccessStatus {
+                body,
+                ..rec.status()
+            });
+        }
+        let (head, rest) = bytes
+            .split_at_checked(ACCESS_V2_HEADER_LEN + MAC_LEN)
+            .ok_or(CoreError::Truncated)?;
+        let mut r = Reader::new(head);
+        let version = r.u8()?;
+        if version != ACCESS_RECORD_VERSION {
+            return Err(CoreError::UnsupportedVersion(version));
+        }
+        let key_id = KeyId(r.u32()?);
+        let block = r.take(STATUS_LEN)?;
+        let mac = r.take(MAC_LEN)?;
+        if !keys.sealing(key_id)?.verify_mac(
+            MacDomain::TokenStatus,
+            &[status_key(&key.to_bytes()), block],
+            mac,
+        ) {
+            return Err(CoreError::Unauthentic);
+        }
+        let (revoked, family, issued_at) = read_status(block)?;
+        let mut tail = Reader::new(rest);
+        let sealed = tail.bytes32()?;
+        tail.finish()?;
+        Ok(AccessStatus {
+            key_id,
+            revoked,
+            family,
+            issued_at,
+            deadline: key.deadline,
+            body: if with_body {
+                sealed.to_vec()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    fn decode_v2(bytes: &[u8], key: &AccessKey, keys: &KeyRing) -> Result<Self, CoreError> {
+        let record_key = key.to_bytes();
+        let (key_id, mut r, mut tail) = verify(
+            keys,
+            RecordTable::Tokens,
+            &record_key,
+            bytes,
+            (ACCESS_RECORD_VERSION, ACCESS_V2_HEADER_LEN),
+        )?;
+        let block = r.take(STATUS_LEN)?;
+        let mac = r.take(MAC_LEN)?;
+        if !keys.sealing(key_id)?.verify_mac(
+            MacDomain::TokenStatus,
+            &[status_key(&record_key), block],
+            mac,
+        ) {
+            return Err(CoreError::Unauthentic);
+        }
+        let (revoked, family, issued_at) = read_status(block)?;
+        let at = r.u64()?;
+        let state = match revoked {
+            None if at == 0 => RecordState::Active,
+            None => return Err(CoreError::BadField("state")),
+            Some(reason) => RecordState::Revoked { reason, at },
+        };
+        let rec = Self {
+            key_id,
+            state,
+            family,
+            subject: IndexHash::from_bytes(r.array()?),
+            client: IndexHash::from_bytes(r.array()?),
+            issued_at,
+            deadline: key.deadline,
+            body: tail.bytes32()?.to_vec(),
+        };
+        r.finish()?;
+        tail.finish()?;
+        Ok(rec)
+    }
+
+    /// Version 1: `version ‖ key id ‖ state (10) ‖ family flag (1) ‖ family id (16) ‖ subject
+    /// hash ‖ client hash ‖ issued at (8) ‖ deadline (8) ‖ MAC ‖ body`, one MAC over the access
+    /// key and the header (two BLAKE3 blocks).
+    fn decode_v1(bytes: &[u8], key: &AccessKey, keys: &KeyRing) -> Result<Self, CoreError> {
         let (key_id, mut r, mut tail) = verify(
             keys,
             RecordTable::Tokens,
             &key.to_bytes(),
             bytes,
-            ACCESS_HEADER_LEN,
+            (1, ACCESS_V1_HEADER_LEN),
         )?;
         let state = RecordState::read(&mut r)?;
         let family = match (r.u8()?, r.array::<16>()?) {
@@ -622,14 +856,7 @@ impl AccessRecord {
             client: IndexHash::from_bytes(r.array()?),
             issued_at: r.u64()?,
             deadline: r.u64()?,
-            body: {
-                let sealed = tail.bytes32()?;
-                if with_body {
-                    sealed.to_vec()
-                } else {
-                    Vec::new()
-                }
-            },
+            body: tail.bytes32()?.to_vec(),
         };
         r.finish()?;
         tail.finish()?;
@@ -644,10 +871,18 @@ impl AccessRecord {
     /// forged link names an entry that does not exist; nothing else may rely on this.
     #[must_use]
     pub fn family_link(bytes: &[u8]) -> Option<FamilyId> {
-        // version (1) ‖ key id (4) ‖ state (2 + 8) ‖ family flag (1) ‖ family id (16)
-        let flagged = bytes.get(15..32)?;
-        let (flag, id) = flagged.split_first()?;
-        (*flag == 1).then(|| FamilyId::from_slice(id)).flatten()
+        match bytes.first()? {
+            // version (1) ‖ key id (4) ‖ state (2 + 8) ‖ family flag (1) ‖ family id (16)
+            1 => {
+                let (flag, id) = bytes.get(15..32)?.split_first()?;
+                (*flag == 1).then(|| FamilyId::from_slice(id)).flatten()
+            }
+            // version (1) ‖ key id (4) ‖ state (1) ‖ family id (16, zeros when standalone)
+            _ => bytes
+                .get(STATUS_AT + 1..STATUS_AT + 17)
+                .filter(|id| id.iter().any(|&b| b != 0))
+                .and_then(FamilyId::from_slice),
+        }
     }
 
     /// Seals a body for the token stored under `key`.

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN};
 use tokendb_core::{
-    AccessKey, AccessRecord, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing,
+    AccessKey, AccessRecord, AccessStatus, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing,
 };
 
 pub(crate) struct Snapshot {
@@ -207,20 +207,28 @@ impl Reader<'_> {
         self.token_with(id, AccessRecord::decode)
     }
 
-    /// Reads and authenticates an access token record's header only: the record with an empty
-    /// body, for status checks (see [`AccessRecord::decode_header`]).
+    /// Reads an access token's status, authenticated by its one-block status MAC (see
+    /// [`AccessRecord::decode_status`]): what a validation needs.
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
-    pub fn token_header(&self, id: &AccessKey) -> Result<Option<AccessRecord>> {
-        self.token_with(id, AccessRecord::decode_header)
+    pub fn token_status(&self, id: &AccessKey) -> Result<Option<AccessStatus>> {
+        self.token_with(id, AccessRecord::decode_status)
     }
 
-    fn token_with(
+    /// As [`Reader::token_status`], with the sealed body to open: what an introspection needs.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
+    pub fn token_status_and_body(&self, id: &AccessKey) -> Result<Option<AccessStatus>> {
+        self.token_with(id, AccessRecord::decode_status_and_body)
+    }
+
+    fn token_with<T>(
         &self,
         id: &AccessKey,
-        decode: fn(&[u8], &AccessKey, &KeyRing) -> core::result::Result<AccessRecord, CoreError>,
-    ) -> Result<Option<AccessRecord>> {
+        decode: fn(&[u8], &AccessKey, &KeyRing) -> core::result::Result<T, CoreError>,
+    ) -> Result<Option<T>> {
         self.shared.contained("reading a token", || {
             match self.snap.tokens.get(&id.to_bytes())? {
                 None => Ok(None),

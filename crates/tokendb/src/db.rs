@@ -12,8 +12,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokendb_core::{
-    AccessRecord, AccessToken, FamilyId, FamilyRecord, KeyRing, MasterKey, ParsedToken, RecordBody,
-    RecordState, RefreshToken, RevokeReason, Scope, TokenKind, TokenSecret,
+    AccessRecord, AccessStatus, AccessToken, FamilyId, FamilyRecord, KeyRing, MasterKey,
+    ParsedToken, RecordBody, RecordState, RefreshToken, RevokeReason, Scope, TokenKind,
+    TokenSecret,
 };
 use tokendb_rotation::{Refusal, Status, family_status};
 use tokendb_store::{Op, Outcome, Reader, RotateRequest, Store, StoreError};
@@ -70,11 +71,11 @@ fn status_of(s: Status) -> TokenStatus {
     }
 }
 
-fn access_status(rec: &AccessRecord, now: u64) -> TokenStatus {
-    match rec.state {
-        RecordState::Revoked { reason, .. } => TokenStatus::Revoked(reason),
-        RecordState::Active if now >= rec.deadline => TokenStatus::ExpiredAbsolute,
-        RecordState::Active => TokenStatus::Active,
+fn access_status(rec: &AccessStatus, now: u64) -> TokenStatus {
+    match rec.revoked {
+        Some(reason) => TokenStatus::Revoked(reason),
+        None if now >= rec.deadline => TokenStatus::ExpiredAbsolute,
+        None => TokenStatus::Active,
     }
 }
 
@@ -400,7 +401,7 @@ impl TokenDb {
         self.inner.store.read(|r| match &parsed {
             ParsedToken::Access(t) => {
                 let id = r.keys().access_key(t);
-                Ok(match r.token_header(&id)? {
+                Ok(match r.token_status(&id)? {
                     None => Validation {
                         kind: TokenKind::Access,
                         status: TokenStatus::Unknown,
@@ -458,7 +459,7 @@ impl TokenDb {
         self.inner.store.read(|r| match &parsed {
             ParsedToken::Access(t) => {
                 let id = r.keys().access_key(t);
-                let Some(rec) = r.token(&id)? else {
+                let Some(rec) = r.token_status_and_body(&id)? else {
                     return Ok(Introspection::inactive(TokenStatus::Unknown));
                 };
                 let status = access_status(&rec, now);

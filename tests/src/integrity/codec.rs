@@ -243,9 +243,18 @@ fn blank_access() -> AccessRecord {
     }
 }
 
+/// A version 1 access record's header (the format before the status MAC; still read):
+/// version, key id, state (10), family flag and id (17), subject and client hashes, issued at,
+/// deadline.
+const ACCESS_V1_HEADER: usize = 1 + 4 + 10 + 17 + 16 + 16 + 8 + 8;
+/// A version 2 access record's status block (state, family id, issue time), after the version
+/// and key id; its MAC binds all but the last byte of the access key.
+const STATUS_BLOCK: usize = 1 + 16 + 8;
+const STATUS_KEY: usize = 39;
+
 /// Header lengths `(family, access)`, read off encoded blank records: a family ends in a
 /// 16-byte MAC, an empty grace slot (u16 length) and an empty body (u32 length); an access
-/// record in the MAC and an empty body.
+/// record (version 2) in the record MAC and an empty body.
 fn header_lens(keys: &KeyRing) -> Result<(usize, usize), String> {
     let f = blank_family()
         .encode(&FamilyId::from_bytes([7; 16]), keys)
@@ -317,6 +326,77 @@ pub fn check_mirror_is_current() -> Result<(), String> {
         encoded.starts_with(&signed),
         "access record MAC layout drifted"
     );
+    let block = encoded.get(5..5 + STATUS_BLOCK).unwrap_or_default();
+    let status = sign(
+        &keys,
+        MacDomain::TokenStatus,
+        tid.to_bytes().get(..STATUS_KEY).unwrap_or_default(),
+        block,
+    )?;
+    ensure!(
+        encoded.get(5..5 + STATUS_BLOCK + MAC_LEN) == Some(&status[..]),
+        "access record status MAC layout drifted"
+    );
+    ensure!(
+        access_v2(
+            &keys,
+            &tid,
+            block,
+            header.get(5 + STATUS_BLOCK + MAC_LEN..).unwrap_or_default()
+        )? == header,
+        "access record header layout drifted"
+    );
+    Ok(())
+}
+
+/// `version 2 ‖ key id 1 ‖ status block ‖ status MAC ‖ details`: a version 2 access record's
+/// header, with the status MAC made here. `block` and `details` are cut or zero-padded to their
+/// sizes (25 and 40 bytes).
+fn access_v2(
+    keys: &KeyRing,
+    key: &AccessKey,
+    block: &[u8],
+    details: &[u8],
+) -> Result<Vec<u8>, String> {
+    let mut block = block.to_vec();
+    block.resize(STATUS_BLOCK, 0);
+    let mut header = vec![2u8, 0, 0, 0, 1];
+    header.extend_from_slice(&sign(
+        keys,
+        MacDomain::TokenStatus,
+        key.to_bytes().get(..STATUS_KEY).unwrap_or_default(),
+        &block,
+    )?);
+    let mut details = details.to_vec();
+    details.resize(8 + 16 + 16, 0);
+    header.extend_from_slice(&details);
+    Ok(header)
+}
+
+/// What every access record that fully decodes must also satisfy: its status decode (the
+/// validation path) agrees with it, its unauthenticated family link agrees with it, and its body
+/// opens or is refused without a panic.
+fn check_access_decodes(
+    keys: &KeyRing,
+    bytes: &[u8],
+    key: &AccessKey,
+    rec: &AccessRecord,
+) -> Result<(), String> {
+    let status = AccessRecord::decode_status_and_body(bytes, key, keys)
+        .map_err(|e| format!("a record that decodes failed its status decode: {e}"))?;
+    ensure!(
+        status.body == rec.body
+            && tokendb_core::AccessStatus {
+                body: Vec::new(),
+                ..status
+            } == rec.status(),
+        "status decode disagrees with the full decode"
+    );
+    ensure!(
+        AccessRecord::family_link(bytes) == rec.family,
+        "family link disagrees with the full decode"
+    );
+    let _ = rec.open_body(key, keys);
     Ok(())
 }
 
@@ -364,6 +444,8 @@ pub fn check_record_codec(data: &[u8]) -> Result<(), String> {
     // a) raw bytes: authentication refuses them; nothing panics.
     let _ = FamilyRecord::decode(data, &fid, &keys);
     let _ = AccessRecord::decode(data, &tid, &keys);
+    let _ = AccessRecord::decode_status_and_body(data, &tid, &keys);
+    let _ = AccessRecord::family_link(data);
     if let Ok(w) = WrappedKey::decode(data) {
         ensure!(
             w.encode() == data,
@@ -374,7 +456,7 @@ pub fn check_record_codec(data: &[u8]) -> Result<(), String> {
 
     // b) signed bytes: version 1 and key id 1, then the input as the header under a valid
     // MAC, and the rest of the input as the unauthenticated tail (grace slot and body).
-    let (family_header, access_header) = header_lens(&keys)?;
+    let (family_header, _) = header_lens(&keys)?;
     let (header, tail) = header_and_tail(data, family_header);
     let mut signed = sign(&keys, MacDomain::Families, fid.as_bytes(), &header)?;
     signed.extend_from_slice(tail);
@@ -394,7 +476,8 @@ pub fn check_record_codec(data: &[u8]) -> Result<(), String> {
         FamilyRecord::decode(&moved, &fid, &keys).is_err(),
         "a record signed for another table decoded"
     );
-    let (header, tail) = header_and_tail(data, access_header);
+    // Version 1 access records (still read, no longer written).
+    let (header, tail) = header_and_tail(data, ACCESS_V1_HEADER);
     // Stored under the deadline the header names (the header's last 8 bytes), so that the
     // deadline check does not hide the rest of the decoder.
     let named = header
@@ -404,15 +487,43 @@ pub fn check_record_codec(data: &[u8]) -> Result<(), String> {
     let mut signed = sign(&keys, MacDomain::Tokens, &signed_key.to_bytes(), &header)?;
     signed.extend_from_slice(tail);
     if let Ok(rec) = AccessRecord::decode(&signed, &signed_key, &keys) {
-        let again = rec.encode(&signed_key, &keys).map_err(|e| e.to_string())?;
+        check_access_decodes(&keys, &signed, &signed_key, &rec)?;
+        // Rewritten, it becomes version 2 and reads back the same (if version 2 can hold it).
+        if let Ok(again) = rec.encode(&signed_key, &keys) {
+            ensure!(
+                AccessRecord::decode(&again, &signed_key, &keys).as_ref() == Ok(&rec),
+                "a version 1 record changed when rewritten"
+            );
+        }
+        ensure!(
+            AccessRecord::decode(&signed, &akey(named.wrapping_add(1)), &keys).is_err(),
+            "an access record decoded under another deadline"
+        );
+    }
+    // Version 2: the input as status block and details, both MACs valid, under a deadline the
+    // input names.
+    let mut input = Input::new(data);
+    let v2_key = akey(input.u64());
+    let block = input.bytes(STATUS_BLOCK).to_vec();
+    let details = input.bytes(40).to_vec();
+    let header = access_v2(&keys, &v2_key, &block, &details)?;
+    let mut signed = sign(&keys, MacDomain::Tokens, &v2_key.to_bytes(), &header)?;
+    signed.extend_from_slice(input.rest());
+    let _ = AccessRecord::decode_status_and_body(&signed, &v2_key, &keys);
+    if let Ok(rec) = AccessRecord::decode(&signed, &v2_key, &keys) {
+        check_access_decodes(&keys, &signed, &v2_key, &rec)?;
+        let again = rec.encode(&v2_key, &keys).map_err(|e| e.to_string())?;
         ensure!(
             again == signed,
             "access record does not re-encode to its input"
         );
-        let _ = rec.open_body(&signed_key, &keys);
+        let moved = AccessKey {
+            deadline: v2_key.deadline.wrapping_add(1),
+            ..v2_key
+        };
         ensure!(
-            AccessRecord::decode(&signed, &akey(named.wrapping_add(1)), &keys).is_err(),
-            "an access record decoded under another deadline"
+            AccessRecord::decode_status(&signed, &moved, &keys).is_err(),
+            "an access record's status decoded under another deadline"
         );
     }
 

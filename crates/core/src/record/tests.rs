@@ -153,16 +153,32 @@ fn unknown_version_and_key_are_named() {
     let keys = ring();
     let id = akey(9);
     let mut bytes = access(&keys, &id).encode(&id, &keys).unwrap();
-    bytes[0] = 2;
+    bytes[0] = 3;
     assert_eq!(
         AccessRecord::decode(&bytes, &id, &keys),
-        Err(CoreError::UnsupportedVersion(2))
+        Err(CoreError::UnsupportedVersion(3))
     );
-    bytes[0] = 1;
+    assert_eq!(
+        AccessRecord::decode_status(&bytes, &id, &keys),
+        Err(CoreError::UnsupportedVersion(3))
+    );
+    bytes[0] = ACCESS_RECORD_VERSION;
     bytes[4] = 9;
     assert_eq!(
         AccessRecord::decode(&bytes, &id, &keys),
         Err(CoreError::UnknownKeyId(9))
+    );
+    assert_eq!(
+        AccessRecord::decode_status(&bytes, &id, &keys),
+        Err(CoreError::UnknownKeyId(9))
+    );
+    let mut fam = family(&keys, &FamilyId::from_bytes([7; 16]))
+        .encode(&FamilyId::from_bytes([7; 16]), &keys)
+        .unwrap();
+    fam[0] = 2;
+    assert_eq!(
+        FamilyRecord::decode(&fam, &FamilyId::from_bytes([7; 16]), &keys),
+        Err(CoreError::UnsupportedVersion(2))
     );
 }
 
@@ -216,10 +232,12 @@ fn reseal_moves_records_to_the_new_key() {
     );
 }
 
-/// Format version 1 fixtures, written once by this build and committed: every later build must
-/// still read them. Regenerate only for a new format version (`TOKENDB_WRITE_FIXTURES=1`).
+/// Format fixtures, written once and committed: every later build must still read them. Family
+/// records and the first access records are version 1; access records are written as version 2
+/// since the one-block status MAC. Regenerate only the current version's files, for a new format
+/// version (`TOKENDB_WRITE_FIXTURES=1` writes `family_v1.bin` and `access_v2.bin`).
 #[test]
-fn format_v1_fixtures_still_decode() {
+fn format_fixtures_still_decode() {
     let keys = ring();
     let fid = FamilyId::from_bytes([7; 16]);
     let tid = akey(9);
@@ -231,7 +249,7 @@ fn format_v1_fixtures_still_decode() {
         )
         .unwrap();
         std::fs::write(
-            format!("{dir}/access_v1.bin"),
+            format!("{dir}/access_v2.bin"),
             access(&keys, &tid).encode(&tid, &keys).unwrap(),
         )
         .unwrap();
@@ -241,16 +259,32 @@ fn format_v1_fixtures_still_decode() {
     assert_eq!(rec.generation, 3);
     assert_eq!(rec.absolute_deadline, 90_000);
     assert_eq!(rec.open_body(&fid, &keys).unwrap(), body());
-    let tok = std::fs::read(format!("{dir}/access_v1.bin")).unwrap();
-    let rec = AccessRecord::decode(&tok, &tid, &keys).unwrap();
-    assert_eq!(
-        rec.state,
-        RecordState::Revoked {
-            reason: RevokeReason::Family,
-            at: 5
-        }
-    );
-    assert_eq!(rec.open_body(&tid, &keys).unwrap(), body());
+    for (version, file) in [(1u8, "access_v1.bin"), (2, "access_v2.bin")] {
+        let tok = std::fs::read(format!("{dir}/{file}")).unwrap();
+        assert_eq!(tok[0], version, "{file}");
+        let rec = AccessRecord::decode(&tok, &tid, &keys).unwrap();
+        let want = access(&keys, &tid);
+        assert_eq!(
+            AccessRecord {
+                body: Vec::new(),
+                ..rec.clone()
+            },
+            AccessRecord {
+                body: Vec::new(),
+                ..want.clone()
+            },
+            "{file}"
+        );
+        assert_eq!(rec.open_body(&tid, &keys).unwrap(), body(), "{file}");
+        let status = AccessRecord::decode_status_and_body(&tok, &tid, &keys).unwrap();
+        assert_eq!(status.revoked, Some(RevokeReason::Family), "{file}");
+        assert_eq!(status.issued_at, 10, "{file}");
+        assert_eq!(status.open_body(&tid, &keys).unwrap(), body(), "{file}");
+        // Rewriting an old record writes the current version, which reads back the same.
+        let again = rec.encode(&tid, &keys).unwrap();
+        assert_eq!(again[0], ACCESS_RECORD_VERSION);
+        assert_eq!(AccessRecord::decode(&again, &tid, &keys).unwrap(), rec);
+    }
 }
 
 #[test]
@@ -279,38 +313,84 @@ fn family_link_reads_the_unauthenticated_family_field() {
 }
 
 #[test]
-fn header_only_decode_agrees_with_decode_and_refuses_the_same_damage() {
+fn status_decode_agrees_with_decode_and_no_damage_changes_it() {
     let keys = ring();
     let id = akey(9);
-    let rec = access(&keys, &id);
-    let bytes = rec.encode(&id, &keys).unwrap();
-    let header = AccessRecord::decode_header(&bytes, &id, &keys).unwrap();
-    assert_eq!(
-        header,
+    for rec in [
+        access(&keys, &id),
         AccessRecord {
-            body: Vec::new(),
-            ..rec.clone()
+            state: RecordState::Active,
+            family: None,
+            ..access(&keys, &id)
+        },
+    ] {
+        let bytes = rec.encode(&id, &keys).unwrap();
+        let status = AccessRecord::decode_status(&bytes, &id, &keys).unwrap();
+        assert_eq!(status, rec.status());
+        let with_body = AccessRecord::decode_status_and_body(&bytes, &id, &keys).unwrap();
+        assert_eq!(with_body.body, rec.body);
+        assert_eq!(with_body.open_body(&id, &keys).unwrap(), body());
+        for i in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            // What the status MAC covers, and the MAC itself, never decode altered.
+            if let Ok(s) = AccessRecord::decode_status(&bad, &id, &keys) {
+                assert!(i / 8 >= STATUS_AT + STATUS_LEN + MAC_LEN, "bit {i}");
+                assert_eq!(s, status, "bit {i}");
+            }
+            // The full decode refuses every flip outside the sealed body.
+            if i / 8 < ACCESS_V2_HEADER_LEN + MAC_LEN + 4 {
+                assert!(AccessRecord::decode(&bad, &id, &keys).is_err(), "bit {i}");
+            }
         }
-    );
-    for i in 0..bytes.len() * 8 {
-        let mut bad = bytes.clone();
-        bad[i / 8] ^= 1 << (i % 8);
-        // Whatever the full decode refuses outside the sealed body, so does the header decode.
-        let full = AccessRecord::decode(&bad, &id, &keys);
-        let head = AccessRecord::decode_header(&bad, &id, &keys);
-        assert_eq!(full.is_err(), head.is_err(), "bit {i}");
-        if let (Ok(f), Ok(h)) = (full, head) {
+        for n in 0..bytes.len() {
+            assert!(AccessRecord::decode_status(&bytes[..n], &id, &keys).is_err());
+        }
+        // The full decode binds the whole key; the status MAC all but its last byte.
+        let mut last = id.to_bytes();
+        last[ACCESS_KEY_LEN - 1] ^= 1;
+        assert_eq!(
+            AccessRecord::decode(&bytes, &AccessKey::from_bytes(&last), &keys),
+            Err(CoreError::Unauthentic)
+        );
+        // Under another key (another id, or the same id at another deadline) nothing decodes.
+        for other in [
+            akey(8),
+            AccessKey {
+                deadline: id.deadline + 1,
+                ..id
+            },
+        ] {
             assert_eq!(
-                AccessRecord {
-                    body: Vec::new(),
-                    ..f
-                },
-                h,
-                "bit {i}"
+                AccessRecord::decode_status(&bytes, &other, &keys),
+                Err(CoreError::Unauthentic)
             );
         }
     }
-    for n in 0..bytes.len() {
-        assert!(AccessRecord::decode_header(&bytes[..n], &id, &keys).is_err());
+}
+
+#[test]
+fn encode_refuses_a_family_id_of_zeros_and_keeps_any_issue_time() {
+    let keys = ring();
+    let id = akey(9);
+    let zero_family = AccessRecord {
+        family: Some(FamilyId::from_bytes([0; 16])),
+        ..access(&keys, &id)
+    };
+    assert!(matches!(
+        zero_family.encode(&id, &keys),
+        Err(CoreError::BadField(_))
+    ));
+    for issued_at in [0, u64::MAX] {
+        let rec = AccessRecord {
+            issued_at,
+            ..access(&keys, &id)
+        };
+        let bytes = rec.encode(&id, &keys).unwrap();
+        assert_eq!(AccessRecord::decode(&bytes, &id, &keys).unwrap(), rec);
+        assert_eq!(
+            AccessRecord::decode_status(&bytes, &id, &keys).unwrap(),
+            rec.status()
+        );
     }
 }
