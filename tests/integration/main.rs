@@ -15,6 +15,7 @@ mod common;
 
 mod at_rest;
 mod bad_input;
+mod batch;
 mod concurrency;
 mod corruption;
 mod crash;

@@ -40,7 +40,7 @@ pub use admin::{
 };
 pub use error::{Result, StoreError};
 pub use meta::FORMAT_VERSION;
-pub use ops::{Op, Outcome, ResealCursor, RotateRequest, SweepCounts};
+pub use ops::{MAX_ACCESS_BATCH, Op, Outcome, ResealCursor, RotateRequest, SweepCounts};
 pub use read::{IndexEntry, Reader, ScanItem};
 pub use tables::{BUCKET_SHIFT, Entry};
 pub use writer::WriterOptions;

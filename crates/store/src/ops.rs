@@ -67,6 +67,14 @@ pub enum Op {
         /// Its record. Standalone tokens (no family) are also indexed by subject and client.
         record: Box<AccessRecord>,
     },
+    /// Store many new standalone access tokens, all or none: the op fails as a whole (and
+    /// writes nothing) if any of them is tied to a family, collides with a stored key or does
+    /// not encode, or if there are more than [`MAX_ACCESS_BATCH`]. Each table's entries are
+    /// inserted in key order, so the B-tree takes them leaf after leaf.
+    IssueAccessBatch {
+        /// Where each token is stored (its deadline and token id), and its record.
+        tokens: Vec<(AccessKey, AccessRecord)>,
+    },
     /// Present a refresh token for rotation.
     Rotate(Box<RotateRequest>),
     /// Revoke one access token.
@@ -108,6 +116,12 @@ pub enum Op {
     },
 }
 
+/// Most access tokens one [`Op::IssueAccessBatch`] may carry. The batch is one write
+/// transaction, applied by the writer thread while every other write waits: at this size that
+/// stays in the tens of milliseconds (see `docs/benchmarks.md`), and the records it holds in
+/// memory in the low megabytes.
+pub const MAX_ACCESS_BATCH: usize = 10_000;
+
 /// Counts of one sweep batch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepCounts {
@@ -142,6 +156,11 @@ pub enum Outcome {
         evicted: Vec<FamilyId>,
         /// Deadline of what was issued.
         deadline: u64,
+    },
+    /// A batch of access tokens was issued, every one of it.
+    IssuedBatch {
+        /// Tokens stored.
+        tokens: u64,
     },
     /// Issue refused by the family cap.
     CapReached {
@@ -302,6 +321,7 @@ impl<'t> Tx<'t> {
         match op {
             Op::IssueFamily { id, record, cap } => self.issue_family(*id, record, *cap, now),
             Op::IssueAccess { key, record } => self.issue_access(*key, record),
+            Op::IssueAccessBatch { tokens } => self.issue_access_batch(tokens),
             Op::Rotate(r) => self.rotate(r, now),
             Op::RevokeToken { key } => self.revoke_token(key, RevokeReason::Requested, now),
             Op::RevokeFamily { id, reason } => self.revoke_family(id, *reason, now),
@@ -487,6 +507,59 @@ impl<'t> Tx<'t> {
         Ok(Outcome::Issued {
             evicted: Vec::new(),
             deadline: rec.deadline,
+        })
+    }
+
+    fn issue_access_batch(&mut self, batch: &[(AccessKey, AccessRecord)]) -> Result<Outcome> {
+        if batch.len() > MAX_ACCESS_BATCH {
+            return Err(StoreError::Invalid(CoreError::BadField(
+                "access token batch larger than MAX_ACCESS_BATCH",
+            )));
+        }
+        // A family-tied token needs its family checked, which can refuse it: refused here,
+        // before anything is written, so that a batch never stops half-way on a refusal.
+        if batch.iter().any(|(_, rec)| rec.family.is_some()) {
+            return Err(StoreError::Invalid(CoreError::BadField(
+                "family-tied access token in a batch",
+            )));
+        }
+        let mut order: Vec<(&AccessKey, &AccessRecord)> =
+            batch.iter().map(|(k, r)| (k, r)).collect();
+        order.sort_unstable_by_key(|(k, _)| k.to_bytes());
+        for (id, rec) in &order {
+            // A collision (or the same key twice in the batch) fails the op; the writer then
+            // aborts the transaction, so nothing of the batch stays.
+            if self.tokens.get(&id.to_bytes())?.is_some() {
+                return Err(StoreError::Invalid(CoreError::BadField(
+                    "token id collision",
+                )));
+            }
+            self.put_token(id, rec)?;
+        }
+        for (table, by_subject) in [
+            (&mut self.subject_tokens, true),
+            (&mut self.client_tokens, false),
+        ] {
+            let mut keys: Vec<[u8; TX_KEY_LEN]> = order
+                .iter()
+                .map(|(id, rec)| {
+                    tx_key(
+                        if by_subject {
+                            &rec.subject
+                        } else {
+                            &rec.client
+                        },
+                        id,
+                    )
+                })
+                .collect();
+            keys.sort_unstable();
+            for k in &keys {
+                table.insert(k, ())?;
+            }
+        }
+        Ok(Outcome::IssuedBatch {
+            tokens: batch.len() as u64,
         })
     }
 

@@ -12,12 +12,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokendb_core::{
-    AccessRecord, AccessStatus, AccessToken, FamilyId, FamilyRecord, KeyRing, MasterKey,
+    AccessKey, AccessRecord, AccessStatus, AccessToken, FamilyId, FamilyRecord, KeyRing, MasterKey,
     ParsedToken, RecordBody, RecordState, RefreshToken, RevokeReason, Scope, TokenKind,
     TokenSecret,
 };
 use tokendb_rotation::{Refusal, Status, family_status};
-use tokendb_store::{Op, Outcome, Reader, RotateRequest, Store, StoreError};
+use tokendb_store::{MAX_ACCESS_BATCH, Op, Outcome, Reader, RotateRequest, Store, StoreError};
 use tokendb_sweeper::{MetricsSnapshot, PassReport, Sweeper, SweeperMetrics};
 
 struct Inner {
@@ -77,6 +77,13 @@ fn access_status(rec: &AccessStatus, now: u64) -> TokenStatus {
         None if now >= rec.deadline => TokenStatus::ExpiredAbsolute,
         None => TokenStatus::Active,
     }
+}
+
+/// An access token minted and its record built, not stored yet.
+struct MintedAccess {
+    token: AccessToken,
+    id: AccessKey,
+    record: AccessRecord,
 }
 
 /// What a refresh token's lookup found.
@@ -283,12 +290,14 @@ impl TokenDb {
         }
     }
 
-    fn issue_access_record(
+    /// Mints an access token for `body` and builds its sealed record: the one place access
+    /// records are made, for single and batch issue alike.
+    fn mint_access(
         &self,
         body: &RecordBody,
         family: Option<(FamilyId, u64)>,
         now: u64,
-    ) -> Result<IssuedAccess> {
+    ) -> Result<MintedAccess> {
         let keys = self.keys();
         // A family's deadline only moves forward, so capping at the one read now is safe; the
         // deadline is minted into the token (it is the token's storage order).
@@ -309,6 +318,16 @@ impl TokenDb {
             deadline,
             body: sealed,
         };
+        Ok(MintedAccess { token, id, record })
+    }
+
+    fn issue_access_record(
+        &self,
+        body: &RecordBody,
+        family: Option<(FamilyId, u64)>,
+        now: u64,
+    ) -> Result<IssuedAccess> {
+        let MintedAccess { token, id, record } = self.mint_access(body, family, now)?;
         match self.inner.store.submit(
             Op::IssueAccess {
                 key: id,
@@ -337,6 +356,85 @@ impl TokenDb {
         self.check_open()?;
         let now = self.now();
         self.issue_access_record(&Self::body(grant), None, now)
+    }
+
+    /// Issues standalone access tokens for many grants at once — imports, migrations, bulk
+    /// loads: the tokens [`TokenDb::issue_access`] would issue one by one (same checks, same
+    /// lifetime, same records), stored in **one** write transaction with one durable commit.
+    ///
+    /// - **All or nothing.** Every grant is checked, and its record built, before anything is
+    ///   written: a bad grant fails the call with [`Error::BatchItem`], which names its index and
+    ///   holds the error `issue_access` would have returned for it. A storage error fails the
+    ///   whole batch too; after `Ok`, every token is durable.
+    /// - **Order.** One [`IssuedAccess`] per grant, in the order of `grants`. All of them are
+    ///   issued at the same instant, so they expire together.
+    /// - **Size.** At most [`MAX_ACCESS_BATCH`] grants per call ([`Error::BatchTooLarge`]
+    ///   beyond it, before any work). While a batch is applied the writer thread serves no other
+    ///   write, so bigger loads are several calls; they may come from several threads, since
+    ///   records are sealed on the calling thread. An empty batch returns an empty vector and
+    ///   writes nothing.
+    /// - **Standalone tokens only**, as with `issue_access` (a [`Grant`] names no family).
+    ///   Family-tied tokens are issued one by one with [`TokenDb::issue_access_for_family`]:
+    ///   each is checked against its family, which can refuse it on its own.
+    /// - Like `issue_access`, it emits no [`Event`].
+    ///
+    /// ```
+    /// use tokendb::{Config, Grant, MasterKey, TokenDb};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let db = TokenDb::create(dir.path().join("tokens.tdb"), &MasterKey::generate(), Config::default())?;
+    /// let grants = (0..3)
+    ///     .map(|i| Grant::new(format!("service-{i}"), "importer", "api"))
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// let issued = db.issue_access_batch(&grants)?;
+    /// assert_eq!(issued.len(), 3);
+    /// let info = db.introspect(issued[1].token.expose())?;
+    /// assert_eq!(info.sub.as_deref(), Some("service-1"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::BatchTooLarge`], [`Error::BatchItem`] (for limits, as `issue_access`'s
+    /// [`Error::InvalidInput`]), storage errors; in every case nothing was written.
+    pub fn issue_access_batch(&self, grants: &[Grant]) -> Result<Vec<IssuedAccess>> {
+        self.check_open()?;
+        if grants.len() > MAX_ACCESS_BATCH {
+            return Err(Error::BatchTooLarge {
+                len: grants.len(),
+                max: MAX_ACCESS_BATCH,
+            });
+        }
+        if grants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let format = &self.inner.config.format;
+        let mut tokens = Vec::with_capacity(grants.len());
+        let mut issued = Vec::with_capacity(grants.len());
+        for (index, grant) in grants.iter().enumerate() {
+            let MintedAccess { token, id, record } = self
+                .mint_access(&Self::body(grant), None, now)
+                .map_err(|e| Error::BatchItem {
+                    index,
+                    error: Box::new(e),
+                })?;
+            issued.push(IssuedAccess {
+                token: format.encode_access(&token),
+                expires: Expiry::new(record.deadline, now),
+                scope: grant.scope.clone(),
+            });
+            tokens.push((id, record));
+        }
+        match self
+            .inner
+            .store
+            .submit(Op::IssueAccessBatch { tokens }, now)?
+        {
+            Outcome::IssuedBatch { tokens } if tokens == issued.len() as u64 => Ok(issued),
+            other => Err(Error::Store(StoreError::Failed(format!(
+                "unexpected outcome {other:?}"
+            )))),
+        }
     }
 
     /// Issues an access token tied to a family: revoked with it, and never outliving it (its

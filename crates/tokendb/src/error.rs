@@ -51,6 +51,21 @@ pub enum Error {
     FamilyNotFound,
     /// A configuration value is out of range.
     Config(String),
+    /// A batch holds more grants than one call may issue
+    /// ([`crate::MAX_ACCESS_BATCH`]). Nothing was written.
+    BatchTooLarge {
+        /// Grants in the batch.
+        len: usize,
+        /// Most grants per call.
+        max: usize,
+    },
+    /// One grant of a batch was refused, and with it the whole batch: nothing was written.
+    BatchItem {
+        /// Its position in the batch, from 0.
+        index: usize,
+        /// Why it was refused: what issuing it alone would have returned.
+        error: Box<Error>,
+    },
     /// The storage layer failed (including wrong master key, closed or failed database).
     Store(StoreError),
 }
@@ -66,7 +81,10 @@ impl Error {
                 _ => "invalid_grant",
             },
             Self::InvalidInput(CoreError::BadScope(_)) => "invalid_scope",
-            Self::InvalidInput(_) | Self::CapReached { .. } => "invalid_request",
+            Self::InvalidInput(_) | Self::CapReached { .. } | Self::BatchTooLarge { .. } => {
+                "invalid_request"
+            }
+            Self::BatchItem { error, .. } => error.oauth_error(),
             Self::Config(_) | Self::Store(_) => "server_error",
         }
     }
@@ -105,6 +123,15 @@ impl fmt::Display for Error {
             }
             Self::FamilyNotFound => f.write_str("no such token family"),
             Self::Config(why) => write!(f, "invalid configuration: {why}"),
+            Self::BatchTooLarge { len, max } => write!(
+                f,
+                "a batch of {len} grants is over the limit of {max}: split it into calls of at \
+                 most {max}; nothing was issued"
+            ),
+            Self::BatchItem { index, error } => write!(
+                f,
+                "grant {index} of the batch was refused ({error}); nothing of the batch was issued"
+            ),
             Self::Store(e) => e.fmt(f),
         }
     }
@@ -116,6 +143,7 @@ impl std::error::Error for Error {
             Self::Malformed(e) => Some(e),
             Self::InvalidInput(e) => Some(e),
             Self::Store(e) => Some(e),
+            Self::BatchItem { error, .. } => Some(&**error),
             _ => None,
         }
     }

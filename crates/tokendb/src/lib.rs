@@ -66,7 +66,7 @@ pub use tokendb_core::{
     FamilyId, MasterKey, ParseError, RevokeReason, Scope, TokenKind, TokenString,
 };
 pub use tokendb_rotation::{FamilyCap, RotationMode};
-pub use tokendb_store::{StoreError, WriterOptions};
+pub use tokendb_store::{MAX_ACCESS_BATCH, StoreError, WriterOptions};
 pub use tokendb_sweeper::{MetricsSnapshot, PassReport, SweeperConfig};
 
 /// The README's example, compiled and run as a doc-test.
