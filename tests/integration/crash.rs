@@ -108,8 +108,10 @@ pub(crate) struct Model {
     access: BTreeMap<String, AccessModel>,
     /// Issues of families in flight at a kill (each may or may not be durable).
     families_in_flight: usize,
-    /// Issues of access tokens in flight at a kill.
+    /// Issues of access tokens in flight at a kill (a batch counts its tokens).
     tokens_in_flight: usize,
+    /// Batch issues in flight at a kill: tag and number of tokens. Each is all or nothing.
+    batches_in_flight: Vec<(String, usize)>,
     /// Acknowledged operations.
     pub(crate) acked: usize,
 }
@@ -182,6 +184,11 @@ impl Model {
                 self.add_access(token, Some(family), deadline);
             }
             ["S", token, deadline] => self.add_access(token, None, deadline),
+            ["B", _tag, deadline, tokens @ ..] => {
+                for token in tokens {
+                    self.add_access(token, None, deadline);
+                }
+            }
             ["V", f] => self.family(f).revoked = true,
             ["X", token] => self.access.get_mut(*token).unwrap().revoked = true,
             _ => panic!("{path:?}: unreadable line {line:?}"),
@@ -206,6 +213,11 @@ impl Model {
         match w.as_slice() {
             ["F"] => self.families_in_flight += 1,
             ["A", _] | ["S"] => self.tokens_in_flight += 1,
+            ["B", tag, count] => {
+                let count: usize = count.parse().unwrap();
+                self.tokens_in_flight += count;
+                self.batches_in_flight.push(((*tag).to_owned(), count));
+            }
             ["R", f] => self.family(f).rotate_in_flight = true,
             ["V", f] => self.family(f).revoke_in_flight = true,
             ["X", t] => self.access.get_mut(*t).unwrap().revoke_in_flight = true,
@@ -337,6 +349,29 @@ pub(crate) fn problems(db: &TokenDb, m: &Model, now: u64) -> Vec<String> {
         }
     }
 
+    // A batch in flight at a kill is all there or not at all. Its tokens are found by their
+    // subjects; once their deadline has passed, a later round's sweeper may have deleted some.
+    for (tag, count) in &m.batches_in_flight {
+        let prefix = format!("bat-{tag}-");
+        let found: Vec<u64> = c
+            .tokens
+            .iter()
+            .filter(|(k, _)| !named.contains(*k))
+            .filter(|(k, rec)| {
+                let body = rec.open_body(&AccessKey::from_bytes(k), &keys).unwrap();
+                body.subject.starts_with(&prefix)
+            })
+            .map(|(_, rec)| rec.deadline)
+            .collect();
+        let maybe_swept = found.iter().any(|d| *d <= now);
+        if !found.is_empty() && found.len() != *count && !maybe_swept {
+            p.push(format!(
+                "batch {tag} in flight: {} of its {count} tokens are stored",
+                found.len()
+            ));
+        }
+    }
+
     let stray_families = c
         .families
         .keys()
@@ -430,14 +465,15 @@ fn kills_at_random_moments_lose_no_acknowledged_write_and_tear_nothing() {
     }
     println!(
         "crash: {rounds} kills in {:?}; {} acknowledged operations kept ({} families, {} access \
-         tokens); in flight at kills: {} family issues, {} token issues, {} rotations, {} \
-         revocations; reopen after kill took {:?} (max {:?})",
+         tokens); in flight at kills: {} family issues, {} token issues ({} batches), {} \
+         rotations, {} revocations; reopen after kill took {:?} (max {:?})",
         started.elapsed(),
         verified.acked,
         verified.families.len(),
         verified.access.len(),
         verified.families_in_flight,
         verified.tokens_in_flight,
+        verified.batches_in_flight.len(),
         verified
             .families
             .values()

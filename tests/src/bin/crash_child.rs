@@ -1,7 +1,8 @@
 //! The process the crash-safety tests kill (`tests/integration/crash.rs` and `durability.rs`).
 //!
 //! It opens (or creates) a database and runs worker threads that issue refresh tokens, rotate
-//! them, issue family-bound and standalone access tokens, and revoke families and tokens, while
+//! them, issue family-bound and standalone access tokens (one by one and in batches), and revoke
+//! families and tokens, while
 //! the background sweeper deletes expired access tokens — until it is killed with `SIGKILL`.
 //! Each thread keeps its own side log, `<log dir>/r<round>-t<thread>.log`:
 //!
@@ -18,9 +19,11 @@
 //! R <family> <generation> <token>       rotated to <generation>
 //! A <family> <access token> <deadline>  issued an access token tied to <family>
 //! S <access token> <deadline>           issued a standalone access token
+//! B <tag> <deadline> <access token>...  issued a batch of standalone access tokens, for
+//!                                       subjects `bat-<tag>-0`, `bat-<tag>-1`, ...
 //! V <family>                            revoked the family (with its access tokens)
 //! X <access token>                      revoked one access token
-//! P F | P R <family> | P A <family> | P S | P V <family> | P X <token>
+//! P F | P R <family> | P A <family> | P S | P B <tag> <count> | P V <family> | P X <token>
 //! ```
 //!
 //! Usage: `crash_child <db path> <log dir> <round> <threads> <seed> [--max-batch N]
@@ -173,7 +176,25 @@ fn worker(db: &TokenDb, args: &Args, thread: u64) -> AnyResult<()> {
                 ))?;
                 access.push(a.token);
             }
-            72..82 => {
+            72..76 => {
+                // Tags are unique across rounds and threads: the checker finds an in-flight
+                // batch's tokens by their subjects.
+                let tag = format!("{}.{thread}.{n}", args.round);
+                let grants = (0..1 + rng.below(40))
+                    .map(|i| Grant::new(format!("bat-{tag}-{i}"), &client, "api"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                log.pending(&format!("B {tag} {}", grants.len()))?;
+                let issued = db.issue_access_batch(&grants)?;
+                let deadline = issued.first().map_or(0, |a| a.expires.at_ms);
+                let mut line = format!("B {tag} {deadline}");
+                for a in &issued {
+                    line.push(' ');
+                    line.push_str(a.token.expose());
+                }
+                log.ack(&line)?;
+                access.extend(issued.into_iter().map(|a| a.token));
+            }
+            76..82 => {
                 let grant = Grant::new(format!("svc-{thread}-{n}"), &client, "api")?;
                 log.pending("S")?;
                 let a = db.issue_access(&grant)?;
