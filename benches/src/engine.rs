@@ -5,10 +5,10 @@
 //! - **Time** comes from an [`OffsetClock`]: the system clock plus an offset the benchmark moves
 //!   forward, so that tokens issued with a short lifetime expire on demand while everything else
 //!   keeps real, increasing timestamps.
-//! - **Loading** goes through `TokenDb::issue_access`, one durable call per token, from
-//!   [`LOAD_THREADS`] threads at once so that the group-commit writer packs each commit with as
-//!   many issues as there are callers waiting ([`LOAD_WRITER`]). tokendb has no bulk-load API:
-//!   this is the fastest way the public API allows.
+//! - **Loading** goes through `TokenDb::issue_access_batch`, [`LOAD_BATCH`] tokens per durable
+//!   call, from [`LOAD_THREADS`] threads at once, so that one caller seals its next batch while
+//!   the writer commits another's ([`LOAD_WRITER`]). The write measurements still issue one
+//!   token per call with `TokenDb::issue_access`, which is what they measure.
 //! - **Grants** are [`grant`]`(i)`: a 24-byte subject, a 10-byte client id and the scope
 //!   [`SCOPE`], no claims; every access record then has the same size, [`access_record_size`],
 //!   which is what the peers' values are sized to (see [`crate::dataset::DEFAULT_VALUE_SIZE`]).
@@ -45,8 +45,11 @@ pub const SCOPE: &str = "openid profile email";
 /// advance of the [`OffsetClock`] made by the sweep measurements.
 pub const LIVE_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Callers issuing at once while loading.
-pub const LOAD_THREADS: usize = 1024;
+/// Callers issuing batches at once while loading.
+pub const LOAD_THREADS: usize = 4;
+
+/// Grants per `TokenDb::issue_access_batch` call while loading: the most one call may carry.
+pub const LOAD_BATCH: usize = tokendb::MAX_ACCESS_BATCH;
 
 /// Writer settings while loading: batches as large as the callers can fill.
 pub const LOAD_WRITER: WriterOptions = WriterOptions {
@@ -297,8 +300,10 @@ pub fn bytes_written() -> Option<u64> {
         .ok()
 }
 
-/// Issues `n` standalone access tokens (grants `first..first + n`) from `threads` callers at
-/// once, each call durable; returns the tokens if `keep`, else an empty vector.
+/// Issues `n` standalone access tokens (grants `first..first + n`) with
+/// `TokenDb::issue_access_batch`, [`LOAD_BATCH`] grants per call, from up to `threads` callers at
+/// once (one seals its next batch while another's commits); returns the tokens in grant order if
+/// `keep`, else an empty vector.
 ///
 /// # Errors
 /// The first issue that failed.
@@ -309,25 +314,31 @@ pub fn load_access(
     threads: usize,
     keep: bool,
 ) -> BenchResult<Vec<TokenString>> {
-    let threads = threads.clamp(1, n.max(1));
+    let chunks = n.div_ceil(LOAD_BATCH);
+    let threads = threads.clamp(1, chunks.max(1));
     let next = AtomicUsize::new(0);
-    let parts: Vec<BenchResult<Vec<TokenString>>> = thread::scope(|scope| {
+    type Part = BenchResult<Vec<(usize, Vec<TokenString>)>>;
+    let parts: Vec<Part> = thread::scope(|scope| {
         let mut handles = Vec::with_capacity(threads);
         for t in 0..threads {
             let next = &next;
             let spawned = thread::Builder::new()
                 .name(format!("load-{t}"))
-                .stack_size(256 * 1024)
-                .spawn_scoped(scope, move || -> BenchResult<Vec<TokenString>> {
+                .spawn_scoped(scope, move || -> Part {
                     let mut mine = Vec::new();
                     loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
+                        let c = next.fetch_add(1, Ordering::Relaxed);
+                        if c >= chunks {
                             return Ok(mine);
                         }
-                        let issued = db.issue_access(&grant(first + i)?)?;
+                        let lo = c * LOAD_BATCH;
+                        let hi = (lo + LOAD_BATCH).min(n);
+                        let grants = (lo..hi)
+                            .map(|i| grant(first + i))
+                            .collect::<BenchResult<Vec<_>>>()?;
+                        let issued = db.issue_access_batch(&grants)?;
                         if keep {
-                            mine.push(issued.token);
+                            mine.push((c, issued.into_iter().map(|a| a.token).collect()));
                         }
                     }
                 });
@@ -335,7 +346,7 @@ pub fn load_access(
                 Ok(h) => handles.push(h),
                 Err(e) => {
                     // Stop the others and report.
-                    next.store(n, Ordering::Relaxed);
+                    next.store(chunks, Ordering::Relaxed);
                     return vec![Err(BenchError::from(format!(
                         "cannot start loader thread: {e}"
                     )))];
@@ -350,11 +361,12 @@ pub fn load_access(
             })
             .collect()
     });
-    let mut tokens = Vec::with_capacity(if keep { n } else { 0 });
+    let mut batches = Vec::with_capacity(if keep { chunks } else { 0 });
     for part in parts {
-        tokens.extend(part?);
+        batches.extend(part?);
     }
-    Ok(tokens)
+    batches.sort_unstable_by_key(|(c, _)| *c);
+    Ok(batches.into_iter().flat_map(|(_, tokens)| tokens).collect())
 }
 
 fn pick<'a>(tokens: &'a [TokenString], rng: &mut SmallRng) -> BenchResult<&'a TokenString> {

@@ -77,7 +77,7 @@ pub fn run(name: &str, ctx: &Context<'_>, report: &mut Report) {
 }
 
 /// tokendb itself, through its public API, on a database of `ctx.data.len()` standalone access
-/// tokens issued by `TokenDb::issue_access` (see [`crate::engine`] for how it is loaded and
+/// tokens issued by `TokenDb::issue_access_batch` (see [`crate::engine`] for how it is loaded and
 /// driven), with the sweeper thread disabled except where a measurement sweeps:
 ///
 /// - `validate` (status only) and `introspect` (claims: opens the sealed body) of random loaded
@@ -115,10 +115,12 @@ fn tokendb_measurements(ctx: &Context<'_>, report: &mut Report) -> BenchResult<(
     report.note(format!(
         "{SYSTEM}: sweeper thread disabled (sweeps only where measured), redb cache {} MiB \
          (tokendb's default: 256 MiB), quick repair on; writer group = max_batch {}, no added \
-         wait; per_op = max_batch 1; loaded by {} threads calling issue_access, writer max_batch {}",
+         wait; per_op = max_batch 1; loaded by {} threads calling issue_access_batch with {} \
+         grants each, writer max_batch {}",
         s.tokendb_cache_bytes >> 20,
         engine::GROUP_WRITER.max_batch,
         engine::LOAD_THREADS,
+        engine::LOAD_BATCH,
         engine::LOAD_WRITER.max_batch
     ));
 
@@ -139,9 +141,10 @@ fn tokendb_measurements(ctx: &Context<'_>, report: &mut Report) -> BenchResult<(
         eng.db()?.store().commits()
     );
     report.note(format!(
-        "{SYSTEM}: loaded {n} access tokens in {secs:.1} s ({:.0}/s) through issue_access from \
-         {} threads ({} group commits{written}); tokendb has no bulk-load API",
+        "{SYSTEM}: loaded {n} access tokens in {secs:.1} s ({:.0}/s) through \
+         issue_access_batch ({} grants per call) from {} threads ({} group commits{written})",
         n as f64 / secs.max(1e-9),
+        engine::LOAD_BATCH,
         engine::LOAD_THREADS,
         eng.db()?.store().commits()
     ));
