@@ -132,7 +132,13 @@ fn tokendb_measurements(ctx: &Context<'_>, report: &mut Report) -> BenchResult<(
     )?;
     let start = Instant::now();
     let written = engine::bytes_written();
-    let tokens = engine::load_access(eng.db()?, 0, n, engine::LOAD_THREADS, true)?;
+    let tokens = engine::TokenTexts::pack(&engine::load_access(
+        eng.db()?,
+        0,
+        n,
+        engine::LOAD_THREADS,
+        true,
+    )?)?;
     let secs = start.elapsed().as_secs_f64();
     let written = per_item(written, n);
     eprintln!(
