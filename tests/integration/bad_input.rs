@@ -3,7 +3,7 @@
 //! nothing is written; zero lifetimes are refused, `Duration::MAX` means "never" without
 //! overflow; a clock that steps backwards extends no deadline.
 
-use crate::common::{Fixture, HOUR, MINUTE, T0};
+use crate::common::{Fixture, HOUR, MINUTE, T0, records};
 use std::sync::Arc;
 use std::time::Duration;
 use tokendb::{
@@ -11,7 +11,6 @@ use tokendb::{
     SweeperConfig, TokenDb, TokenStatus,
 };
 use tokendb_core::CoreError;
-use tokendb_store::ScanItem;
 
 /// Every malformed variant of the two tokens given, and hostile strings of every length.
 fn malformed(refresh: &str, access: &str) -> Vec<String> {
@@ -145,19 +144,6 @@ fn well_formed_strangers_are_unknown() {
         Err(Error::Refused(RotateRefusal::Unknown))
     ));
     assert!(f.db.validate(rt.token.expose()).unwrap().is_active());
-}
-
-/// Records in the file (families + access tokens).
-fn records(db: &TokenDb) -> usize {
-    let mut n = 0;
-    db.store()
-        .scan(|item| {
-            if matches!(item, ScanItem::Family(..) | ScanItem::Token(..)) {
-                n += 1;
-            }
-        })
-        .unwrap();
-    n
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Bulk issue (`TokenDb::issue_access_batch`): the same tokens as `issue_access`, in the order
 //! of the grants, all or nothing, in one durable commit, up to `MAX_ACCESS_BATCH` grants.
 
-use crate::common::{Contents, Fixture, HOUR, T0};
+use crate::common::{Contents, Fixture, HOUR, T0, records};
 use tokendb::{
     Error, Grant, MAX_ACCESS_BATCH, MasterKey, RevokeReason, Scope, StoreError, TokenDb,
     TokenStatus,
@@ -9,7 +9,7 @@ use tokendb::{
 use tokendb_core::{
     AccessKey, AccessRecord, AccessToken, CoreError, FamilyId, KeyId, RecordBody, RecordState,
 };
-use tokendb_store::{Op, Outcome, ScanItem};
+use tokendb_store::{Op, Outcome};
 
 /// Grants that differ in every field: subject, client, scope and claims.
 fn grants(n: usize) -> Vec<Grant> {
@@ -24,19 +24,6 @@ fn grants(n: usize) -> Vec<Grant> {
             .with_claims(format!("claims of {i}").into_bytes())
         })
         .collect()
-}
-
-/// Records in the file (families + access tokens).
-fn records(db: &TokenDb) -> usize {
-    let mut n = 0;
-    db.store()
-        .scan(|item| {
-            if matches!(item, ScanItem::Family(..) | ScanItem::Token(..)) {
-                n += 1;
-            }
-        })
-        .unwrap();
-    n
 }
 
 /// Every token of `issued` is active and introspects to its grant, position for position.

@@ -355,3 +355,19 @@ pub fn random_seed() -> u64 {
     h.write_u64(u64::from(std::process::id()));
     h.finish()
 }
+
+/// Records in the file (families + access tokens).
+pub fn records(db: &TokenDb) -> usize {
+    let mut n = 0;
+    db.store()
+        .scan(|item| {
+            if matches!(
+                item,
+                tokendb_store::ScanItem::Family(..) | tokendb_store::ScanItem::Token(..)
+            ) {
+                n += 1;
+            }
+        })
+        .unwrap();
+    n
+}

@@ -602,14 +602,17 @@ impl AccessStatus {
     /// # Errors
     /// [`CoreError::Unauthentic`] if it does not belong to this record, or was not decoded.
     pub fn open_body(&self, key: &AccessKey, keys: &KeyRing) -> Result<RecordBody, CoreError> {
-        open_body(
-            keys,
-            RecordTable::Tokens,
-            &key.to_bytes(),
-            self.key_id,
-            &self.body,
-        )
+        open_token_body(keys, key, self.key_id, &self.body)
     }
+}
+
+fn open_token_body(
+    keys: &KeyRing,
+    key: &AccessKey,
+    key_id: KeyId,
+    sealed: &[u8],
+) -> Result<RecordBody, CoreError> {
+    open_body(keys, RecordTable::Tokens, &key.to_bytes(), key_id, sealed)
 }
 
 /// The part of an access key the status MAC binds (see [`STATUS_KEY_LEN`]).
@@ -617,16 +620,31 @@ fn status_key(record_key: &[u8; ACCESS_KEY_LEN]) -> &[u8] {
     record_key.get(..STATUS_KEY_LEN).unwrap_or(record_key)
 }
 
-/// Reads a version 2 status block: revoke reason, family, issue time.
-fn read_status(block: &[u8]) -> Result<(Option<RevokeReason>, Option<FamilyId>, u64), CoreError> {
-    let mut r = Reader::new(block);
-    let revoked = match r.u8()? {
+/// Takes a version 2 status block and its MAC from `r`, checks the MAC, and reads the block:
+/// revoke reason, family, issue time.
+fn read_status(
+    r: &mut Reader<'_>,
+    keys: &KeyRing,
+    key_id: KeyId,
+    record_key: &[u8; ACCESS_KEY_LEN],
+) -> Result<(Option<RevokeReason>, Option<FamilyId>, u64), CoreError> {
+    let block = r.take(STATUS_LEN)?;
+    let mac = r.take(MAC_LEN)?;
+    if !keys.sealing(key_id)?.verify_mac(
+        MacDomain::TokenStatus,
+        &[status_key(record_key), block],
+        mac,
+    ) {
+        return Err(CoreError::Unauthentic);
+    }
+    let mut b = Reader::new(block);
+    let revoked = match b.u8()? {
         0 => None,
-        b => Some(RevokeReason::from_byte(b).ok_or(CoreError::BadField("revoke reason"))?),
+        x => Some(RevokeReason::from_byte(x).ok_or(CoreError::BadField("revoke reason"))?),
     };
-    let family = r.array::<16>()?;
-    let issued_at = r.u64()?;
-    r.finish()?;
+    let family = b.array::<16>()?;
+    let issued_at = b.u64()?;
+    b.finish()?;
     Ok((
         revoked,
         (family != [0; 16]).then_some(FamilyId::from_bytes(family)),
@@ -764,16 +782,7 @@ impl AccessRecord {
             return Err(CoreError::UnsupportedVersion(version));
         }
         let key_id = KeyId(r.u32()?);
-        let block = r.take(STATUS_LEN)?;
-        let mac = r.take(MAC_LEN)?;
-        if !keys.sealing(key_id)?.verify_mac(
-            MacDomain::TokenStatus,
-            &[status_key(&key.to_bytes()), block],
-            mac,
-        ) {
-            return Err(CoreError::Unauthentic);
-        }
-        let (revoked, family, issued_at) = read_status(block)?;
+        let (revoked, family, issued_at) = read_status(&mut r, keys, key_id, &key.to_bytes())?;
         let mut tail = Reader::new(rest);
         let sealed = tail.bytes32()?;
         tail.finish()?;
@@ -800,16 +809,7 @@ impl AccessRecord {
             bytes,
             (ACCESS_RECORD_VERSION, ACCESS_V2_HEADER_LEN),
         )?;
-        let block = r.take(STATUS_LEN)?;
-        let mac = r.take(MAC_LEN)?;
-        if !keys.sealing(key_id)?.verify_mac(
-            MacDomain::TokenStatus,
-            &[status_key(&record_key), block],
-            mac,
-        ) {
-            return Err(CoreError::Unauthentic);
-        }
-        let (revoked, family, issued_at) = read_status(block)?;
+        let (revoked, family, issued_at) = read_status(&mut r, keys, key_id, &record_key)?;
         let at = r.u64()?;
         let state = match revoked {
             None if at == 0 => RecordState::Active,
@@ -902,13 +902,7 @@ impl AccessRecord {
     /// # Errors
     /// [`CoreError::Unauthentic`] if it does not belong to this record.
     pub fn open_body(&self, key: &AccessKey, keys: &KeyRing) -> Result<RecordBody, CoreError> {
-        open_body(
-            keys,
-            RecordTable::Tokens,
-            &key.to_bytes(),
-            self.key_id,
-            &self.body,
-        )
+        open_token_body(keys, key, self.key_id, &self.body)
     }
 
     /// Re-seals the body under the ring's current sealing key.
