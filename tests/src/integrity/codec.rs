@@ -652,6 +652,16 @@ pub fn check_record_codec(data: &[u8]) -> Result<(), String> {
                 deadline: tid.deadline,
                 body: sealed,
             };
+            if arec.family == Some(FamilyId::from_bytes([0; 16])) {
+                // The format reserves a family id of zeros for "standalone"; a real one is
+                // random and never zero, and encoding refuses it rather than write it as none.
+                ensure!(
+                    arec.encode(&tid, &keys).is_err(),
+                    "a family id of zeros was encoded"
+                );
+                let _ = input.rest();
+                return Ok(());
+            }
             let bytes = arec.encode(&tid, &keys).map_err(|e| e.to_string())?;
             let back = AccessRecord::decode(&bytes, &tid, &keys).map_err(|e| e.to_string())?;
             ensure!(back == arec, "access record changed in round trip");
