@@ -19,11 +19,14 @@ fn hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
 pub struct FamilyId([u8; FAMILY_ID_LEN]);
 
 impl FamilyId {
-    /// A fresh random family id.
+    /// A fresh random family id; never all zero bytes, which access records reserve for
+    /// "standalone" (a 2^-128 chance, redrawn rather than left to fail a write).
     #[must_use]
     pub fn generate() -> Self {
         let mut b = [0u8; FAMILY_ID_LEN];
-        rand::fill(&mut b);
+        while b == [0; FAMILY_ID_LEN] {
+            rand::fill(&mut b);
+        }
         Self(b)
     }
 
