@@ -1,6 +1,6 @@
-//! Up to 64 operations (issue, validate, introspect, rotate, present an old token, revoke,
-//! move the clock either way, sweep, close and reopen, forge, mangle) on a real database file,
-//! each answer compared with a reference model of design §5.
+//! Up to 64 operations (issue, batch issue, validate, introspect, rotate, present an old token,
+//! revoke, move the clock either way, sweep, close and reopen, forge, mangle) on a real database
+//! file, each answer compared with a reference model of design §5.
 //! The model lives in `tokendb_tests::integrity::model`, shared with `cargo test`.
 
 #![no_main]

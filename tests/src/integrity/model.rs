@@ -1,13 +1,14 @@
 //! Random operation sequences against a reference model of design §5.
 //!
 //! [`run`] decodes fuzz input into at most [`MAX_OPS`] operations — issue (refresh, access tied
-//! to a family, standalone access), validate, introspect, rotate (the current token or any
-//! earlier generation, by the right or the wrong client, with a narrower or wider scope),
-//! revoke (token, family, subject, client), move the clock (forwards, and backwards), sweep,
-//! close and reopen, forge a token, mangle one — and applies each to a real [`TokenDb`] on a
-//! file and to a plain in-memory model written from the design's words, not from the engine's
-//! code. Every answer must equal the model's. After a reopen and at the end, every token ever
-//! handed out is validated and introspected again.
+//! to a family, standalone access, a batch of 0-4 standalone access tokens with at most one bad
+//! grant), validate, introspect, rotate (the current token or any earlier generation, by the
+//! right or the wrong client, with a narrower or wider scope), revoke (token, family, subject,
+//! client), move the clock (forwards, and backwards), sweep, close and reopen, forge a token,
+//! mangle one — and applies each to a real [`TokenDb`] on a file and to a plain in-memory model
+//! written from the design's words, not from the engine's code. Every answer must equal the
+//! model's. After a reopen and at the end, every token ever handed out is validated and
+//! introspected again.
 //!
 //! The first input byte picks the configuration: grace period on or off, one-time-only or
 //! non-rotating refresh tokens, and no family cap, evict-oldest or refuse at 2 per
@@ -22,7 +23,7 @@ use tokendb::{
     RevokeReason, Revoked, RotateRefusal, Scope, SweeperConfig, TokenDb, TokenKind, TokenStatus,
     Validation,
 };
-use tokendb_core::{AccessToken, RefreshToken, TokenFormat, TokenSecret};
+use tokendb_core::{AccessToken, CoreError, RefreshToken, TokenFormat, TokenSecret};
 
 /// Most operations one input runs.
 pub const MAX_OPS: usize = 64;
@@ -159,6 +160,22 @@ impl Family {
     }
 }
 
+/// One grant of a batch, as decoded: a grant of the single `issue_access` operation's space,
+/// or one the design's limits refuse.
+#[derive(Clone, Debug)]
+enum BatchGrant {
+    Valid {
+        subject: usize,
+        client: usize,
+        scope: usize,
+        claims: Vec<u8>,
+    },
+    /// A subject with a control character.
+    BadSubject,
+    /// An empty client id.
+    EmptyClient,
+}
+
 /// An access token as the model sees it.
 #[derive(Debug)]
 struct Access {
@@ -197,6 +214,8 @@ enum Fail {
     Refused(RotateRefusal),
     CapReached(u32),
     FamilyNotFound,
+    InvalidInput(CoreError),
+    BatchItem { index: usize, error: Box<Fail> },
     Other(String),
 }
 
@@ -206,6 +225,11 @@ fn fail_of(e: &Error) -> Fail {
         Error::Refused(r) => Fail::Refused(*r),
         Error::CapReached { limit } => Fail::CapReached(*limit),
         Error::FamilyNotFound => Fail::FamilyNotFound,
+        Error::InvalidInput(e) => Fail::InvalidInput(e.clone()),
+        Error::BatchItem { index, error } => Fail::BatchItem {
+            index: *index,
+            error: Box::new(fail_of(error)),
+        },
         other => Fail::Other(format!("{other:?}")),
     }
 }
@@ -641,6 +665,107 @@ impl Run {
         Ok(())
     }
 
+    /// A batch of standalone access tokens: all or nothing. On success each grant is issued
+    /// exactly as `issue_access` would issue it alone, all at one instant; a bad grant refuses
+    /// the whole batch with its index, and nothing changes.
+    fn issue_access_batch(&mut self, batch: Vec<BatchGrant>) -> Result<(), String> {
+        let mut grants = Vec::with_capacity(batch.len());
+        for g in &batch {
+            grants.push(match g {
+                BatchGrant::Valid {
+                    subject,
+                    client,
+                    scope: k,
+                    claims,
+                } => Grant {
+                    subject: text(&SUBJECTS, *subject),
+                    client_id: text(&CLIENTS, *client),
+                    scope: scope(&SCOPES, *k)?,
+                    claims: claims.clone(),
+                },
+                BatchGrant::BadSubject => Grant {
+                    subject: "eve\u{7}".to_owned(),
+                    client_id: text(&CLIENTS, 0),
+                    scope: scope(&SCOPES, 0)?,
+                    claims: Vec::new(),
+                },
+                BatchGrant::EmptyClient => Grant {
+                    subject: text(&SUBJECTS, 0),
+                    client_id: String::new(),
+                    scope: scope(&SCOPES, 0)?,
+                    claims: Vec::new(),
+                },
+            });
+        }
+        let got = self.db.issue_access_batch(&grants).map_err(|e| fail_of(&e));
+        if batch.is_empty() {
+            // Answered before the clock is read: nothing issued, nothing written.
+            let got = got.map(|v| v.len());
+            return self.check("issue_access_batch (empty)", &got, &Ok(0));
+        }
+        let now = self.now();
+        let bad = batch.iter().enumerate().find_map(|(index, g)| match g {
+            BatchGrant::Valid { .. } => None,
+            BatchGrant::BadSubject => Some((index, CoreError::BadText("subject"))),
+            BatchGrant::EmptyClient => Some((index, CoreError::BadText("client id"))),
+        });
+        if let Some((index, error)) = bad {
+            let got = got.map(|v| v.len());
+            let want = Err(Fail::BatchItem {
+                index,
+                error: Box::new(Fail::InvalidInput(error)),
+            });
+            return self.check("issue_access_batch (refused)", &got, &want);
+        }
+        let issued = match got {
+            Ok(v) => v,
+            Err(e) => return self.check("issue_access_batch", &Err(e), &Ok(())),
+        };
+        let deadline = now.saturating_add(ACCESS_MS);
+        let got: Vec<(Expiry, &Scope)> = issued.iter().map(|i| (i.expires, &i.scope)).collect();
+        let want: Vec<(Expiry, &Scope)> = grants
+            .iter()
+            .map(|g| (expiry(deadline, now), &g.scope))
+            .collect();
+        self.check("issue_access_batch", &got, &want)?;
+        for (g, i) in batch.into_iter().zip(issued) {
+            let BatchGrant::Valid {
+                subject,
+                client,
+                scope: k,
+                claims,
+            } = g
+            else {
+                return Err(format!(
+                    "step {}: issue_access_batch: a refused grant was issued",
+                    self.step
+                ));
+            };
+            let text = i.token.expose().to_owned();
+            ensure!(
+                self.tokens.iter().all(|t| t.text != text),
+                "step {}: issue_access_batch returned a token already handed out",
+                self.step
+            );
+            self.access.push(Access {
+                family: None,
+                subject,
+                client,
+                scope: scope(&SCOPES, k)?,
+                claims,
+                revoked: None,
+                issued_at: now,
+                deadline,
+                deleted: false,
+            });
+            self.tokens.push(Token {
+                text,
+                what: What::Access(self.access.len() - 1),
+            });
+        }
+        Ok(())
+    }
+
     // ---- rotation ----
 
     fn rotate(&mut self, ti: usize, other_client: bool, req: Option<usize>) -> Result<(), String> {
@@ -1066,8 +1191,33 @@ pub fn run(dir: &Path, data: &[u8]) -> Result<Report, String> {
     };
     while !input.is_empty() && run.step < MAX_OPS {
         run.step += 1;
-        let op = input.byte() % 16;
-        match op {
+        let b = input.byte();
+        match b % 16 {
+            // Taken from issue_refresh's second value, high half only, so the committed seeds
+            // decode as before.
+            1 if b >= 0x80 => {
+                let n = usize::from(input.byte() % 5);
+                let bad = input.byte();
+                let mut batch = Vec::with_capacity(n);
+                for i in 0..n {
+                    let (s, c, k) = (input.pick(3), input.pick(2), input.pick(3));
+                    let len = usize::from(input.byte() % 24);
+                    let claims = input.bytes(len).to_vec();
+                    batch.push(if usize::from(bad % 8) != i {
+                        BatchGrant::Valid {
+                            subject: s,
+                            client: c,
+                            scope: k,
+                            claims,
+                        }
+                    } else if bad & 8 == 0 {
+                        BatchGrant::BadSubject
+                    } else {
+                        BatchGrant::EmptyClient
+                    });
+                }
+                run.issue_access_batch(batch)?;
+            }
             0 | 1 => {
                 let (s, c, k) = (input.pick(3), input.pick(2), input.pick(3));
                 let n = usize::from(input.byte() % 24);
