@@ -262,25 +262,19 @@ fn the_store_op_is_all_or_nothing_even_when_its_last_entry_fails() {
     );
 
     let rt = f.db.issue_refresh(&grants(1)[0]).unwrap();
-    let mut tokens = good.clone();
-    tokens.push(record(&f.db, "tied", T0 + HOUR, Some(rt.family)));
-    let err =
-        f.db.store()
-            .submit(Op::IssueAccessBatch { tokens }, T0)
-            .unwrap_err();
-    assert!(
-        matches!(err, StoreError::Invalid(CoreError::BadField(_))),
-        "{err:?}"
-    );
-    let tokens: Vec<_> = (0..=MAX_ACCESS_BATCH).map(|_| good[0].clone()).collect();
-    let err =
-        f.db.store()
-            .submit(Op::IssueAccessBatch { tokens }, T0)
-            .unwrap_err();
-    assert!(
-        matches!(err, StoreError::Invalid(CoreError::BadField(_))),
-        "{err:?}"
-    );
+    let mut tied = good.clone();
+    tied.push(record(&f.db, "tied", T0 + HOUR, Some(rt.family)));
+    let oversized: Vec<_> = (0..=MAX_ACCESS_BATCH).map(|_| good[0].clone()).collect();
+    for tokens in [tied, oversized] {
+        let err =
+            f.db.store()
+                .submit(Op::IssueAccessBatch { tokens }, T0)
+                .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Invalid(CoreError::BadField(_))),
+            "{err:?}"
+        );
+    }
     // The same key twice in one batch is a collision, refused as a whole.
     let mut tokens = good.clone();
     tokens.push(good[7].clone());

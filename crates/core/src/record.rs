@@ -763,14 +763,10 @@ impl AccessRecord {
     ) -> Result<AccessStatus, CoreError> {
         if bytes.first() == Some(&1) {
             let rec = Self::decode_v1(bytes, key, keys)?;
-            let body = if with_body {
-                rec.body.clone()
-            } else {
-                Vec::new()
-            };
+            let status = rec.status();
             return Ok(AccessStatus {
-                body,
-                ..rec.status()
+                body: if with_body { rec.body } else { Vec::new() },
+                ..status
             });
         }
         let (head, rest) = bytes

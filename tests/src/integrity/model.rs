@@ -176,6 +176,22 @@ enum BatchGrant {
     EmptyClient,
 }
 
+/// The grant of a standalone access token: subject, client and scope by their index in the
+/// model's fixed lists.
+fn standalone_grant(
+    subject: usize,
+    client: usize,
+    k: usize,
+    claims: &[u8],
+) -> Result<Grant, String> {
+    Ok(Grant {
+        subject: text(&SUBJECTS, subject),
+        client_id: text(&CLIENTS, client),
+        scope: scope(&SCOPES, k)?,
+        claims: claims.to_vec(),
+    })
+}
+
 /// An access token as the model sees it.
 #[derive(Debug)]
 struct Access {
@@ -628,13 +644,7 @@ impl Run {
         k: usize,
         claims: Vec<u8>,
     ) -> Result<(), String> {
-        let grant_scope = scope(&SCOPES, k)?;
-        let grant = Grant {
-            subject: text(&SUBJECTS, subject),
-            client_id: text(&CLIENTS, client),
-            scope: grant_scope.clone(),
-            claims: claims.clone(),
-        };
+        let grant = standalone_grant(subject, client, k, &claims)?;
         let got = self.db.issue_access(&grant).map_err(|e| fail_of(&e));
         let now = self.now();
         let deadline = now.saturating_add(ACCESS_MS);
@@ -645,13 +655,31 @@ impl Run {
         self.check(
             "issue_access",
             &(issued.expires, &issued.scope),
-            &(expiry(deadline, now), &grant_scope),
+            &(expiry(deadline, now), &grant.scope),
         )?;
+        self.remember_standalone(
+            issued.token.expose().to_owned(),
+            (subject, client, grant.scope, claims),
+            now,
+            deadline,
+        );
+        Ok(())
+    }
+
+    /// Records a standalone access token the database issued for grant `(subject, client,
+    /// scope, claims)` at `now`.
+    fn remember_standalone(
+        &mut self,
+        text: String,
+        (subject, client, scope, claims): (usize, usize, Scope, Vec<u8>),
+        now: u64,
+        deadline: u64,
+    ) {
         self.access.push(Access {
             family: None,
             subject,
             client,
-            scope: grant_scope,
+            scope,
             claims,
             revoked: None,
             issued_at: now,
@@ -659,10 +687,9 @@ impl Run {
             deleted: false,
         });
         self.tokens.push(Token {
-            text: issued.token.expose().to_owned(),
+            text,
             what: What::Access(self.access.len() - 1),
         });
-        Ok(())
     }
 
     /// A batch of standalone access tokens: all or nothing. On success each grant is issued
@@ -677,12 +704,7 @@ impl Run {
                     client,
                     scope: k,
                     claims,
-                } => Grant {
-                    subject: text(&SUBJECTS, *subject),
-                    client_id: text(&CLIENTS, *client),
-                    scope: scope(&SCOPES, *k)?,
-                    claims: claims.clone(),
-                },
+                } => standalone_grant(*subject, *client, *k, claims)?,
                 BatchGrant::BadSubject => Grant {
                     subject: "eve\u{7}".to_owned(),
                     client_id: text(&CLIENTS, 0),
@@ -747,21 +769,12 @@ impl Run {
                 "step {}: issue_access_batch returned a token already handed out",
                 self.step
             );
-            self.access.push(Access {
-                family: None,
-                subject,
-                client,
-                scope: scope(&SCOPES, k)?,
-                claims,
-                revoked: None,
-                issued_at: now,
-                deadline,
-                deleted: false,
-            });
-            self.tokens.push(Token {
+            self.remember_standalone(
                 text,
-                what: What::Access(self.access.len() - 1),
-            });
+                (subject, client, scope(&SCOPES, k)?, claims),
+                now,
+                deadline,
+            );
         }
         Ok(())
     }
