@@ -144,7 +144,7 @@ fn tokendb_measurements(ctx: &Context<'_>, report: &mut Report) -> BenchResult<(
     eprintln!(
         "[{SYSTEM}] loaded {n} tokens in {secs:.2} s ({:.0} tokens/s, {} commits{written})",
         n as f64 / secs.max(1e-9),
-        eng.db()?.store().commits()
+        eng.db()?.commits()
     );
     report.note(format!(
         "{SYSTEM}: loaded {n} access tokens in {secs:.1} s ({:.0}/s) through \
@@ -152,11 +152,11 @@ fn tokendb_measurements(ctx: &Context<'_>, report: &mut Report) -> BenchResult<(
         n as f64 / secs.max(1e-9),
         engine::LOAD_BATCH,
         engine::LOAD_THREADS,
-        eng.db()?.store().commits()
+        eng.db()?.commits()
     ));
     let loaded_bytes = eng.file_bytes()?;
     let start = Instant::now();
-    let compacted = eng.db()?.store().compact();
+    let compacted = eng.db()?.compact();
     let compact_secs = start.elapsed().as_secs_f64();
     let compact_bytes = eng.file_bytes()?;
     let per_token = |b: u64| b as f64 / n.max(1) as f64;
@@ -218,7 +218,7 @@ fn tokendb_measurements(ctx: &Context<'_>, report: &mut Report) -> BenchResult<(
         for op in ["issue", "rotate"] {
             for &c in &s.write_clients {
                 let ops = AtomicU64::new(0);
-                let (commits, written) = (db.store().commits(), engine::bytes_written());
+                let (commits, written) = (db.commits(), engine::bytes_written());
                 let m = harness::run_writes(c, &s.write_timing, |i| {
                     let worker = if op == "issue" {
                         engine::issue_worker(db, i)?
@@ -228,7 +228,7 @@ fn tokendb_measurements(ctx: &Context<'_>, report: &mut Report) -> BenchResult<(
                     Ok(engine::counted(&ops, worker))
                 });
                 let ops = ops.load(Ordering::Relaxed).max(1) as f64;
-                let commits = db.store().commits().saturating_sub(commits).max(1) as f64;
+                let commits = db.commits().saturating_sub(commits).max(1) as f64;
                 let kb = match (written, engine::bytes_written()) {
                     (Some(b), Some(a)) => {
                         format!(", {:.1} KB/op", a.saturating_sub(b) as f64 / ops / 1e3)

@@ -1,15 +1,17 @@
 //! Bulk issue (`TokenDb::issue_access_batch`): the same tokens as `issue_access`, in the order
 //! of the grants, all or nothing, in one durable commit, up to `MAX_ACCESS_BATCH` grants.
 
+use crate::common::file;
 use crate::common::{Contents, Fixture, HOUR, T0, records};
 use tokendb::{
     Error, Grant, MAX_ACCESS_BATCH, MasterKey, RevokeReason, Scope, StoreError, TokenDb,
     TokenStatus,
 };
+#[allow(unused_imports)]
+use tokendb_backend::Backend as _;
 use tokendb_core::{
     AccessKey, AccessRecord, AccessToken, CoreError, FamilyId, KeyId, RecordBody, RecordState,
 };
-use tokendb_store::{Op, Outcome};
 
 /// Grants that differ in every field: subject, client, scope and claims.
 fn grants(n: usize) -> Vec<Grant> {
@@ -49,9 +51,9 @@ fn assert_issued_for(db: &TokenDb, issued: &[tokendb::IssuedAccess], grants: &[G
 fn a_batch_issues_every_grant_in_order_in_one_commit() {
     let f = Fixture::new();
     let gs = grants(500);
-    let before = f.db.store().commits();
+    let before = f.db.commits();
     let issued = f.db.issue_access_batch(&gs).unwrap();
-    assert_eq!(f.db.store().commits() - before, 1, "one durable commit");
+    assert_eq!(f.db.commits() - before, 1, "one durable commit");
     assert_issued_for(&f.db, &issued, &gs);
     // Issued at one instant, with issue_access's lifetime.
     let single = f.db.issue_access(&gs[0]).unwrap();
@@ -63,13 +65,13 @@ fn a_batch_issues_every_grant_in_order_in_one_commit() {
         issued.iter().map(|a| a.token.expose()).collect();
     assert_eq!(distinct.len(), issued.len());
     // Stored exactly as issue_access stores a token: record and both revoke-all entries.
-    let c = Contents::read(f.db.store());
+    let c = Contents::read(file(&f.db));
     assert_eq!(c.tokens.len(), 501);
     c.assert_exact();
-    let empty_before = f.db.store().commits();
+    let empty_before = f.db.commits();
     assert!(f.db.issue_access_batch(&[]).unwrap().is_empty());
     assert_eq!(
-        f.db.store().commits(),
+        f.db.commits(),
         empty_before,
         "an empty batch commits nothing"
     );
@@ -108,14 +110,14 @@ fn batch_tokens_are_revoked_expired_and_swept_like_single_ones() {
     assert_eq!(swept.tokens, 70);
     f.advance(HOUR);
     f.db.sweep_now(None).unwrap();
-    assert!(Contents::read(f.db.store()).is_empty());
+    assert!(Contents::read(file(&f.db)).is_empty());
 }
 
 #[test]
 fn a_bad_grant_anywhere_fails_the_whole_batch_and_writes_nothing() {
     let f = Fixture::new();
     let file_before = std::fs::read(f.path()).unwrap();
-    let commits = f.db.store().commits();
+    let commits = f.db.commits();
     type Spoil = fn(&mut Grant);
     let cases: [(usize, Spoil); 3] = [
         (299, |g| g.claims = vec![b'x'; 16 * 1024 + 1]), // the last grant
@@ -145,7 +147,7 @@ fn a_bad_grant_anywhere_fails_the_whole_batch_and_writes_nothing() {
         );
         assert!(std::error::Error::source(&err).is_some());
     }
-    assert_eq!(f.db.store().commits(), commits, "nothing was submitted");
+    assert_eq!(f.db.commits(), commits, "nothing was submitted");
     assert_eq!(records(&f.db), 0);
     assert_eq!(
         std::fs::read(f.path()).unwrap(),
@@ -174,7 +176,7 @@ fn the_batch_size_is_limited_and_the_limit_itself_is_accepted() {
     for i in [0, 1, 4_999, MAX_ACCESS_BATCH - 1] {
         assert_issued_for(&f.db, &issued[i..=i], &gs[i..=i]);
     }
-    Contents::read(f.db.store()).assert_exact();
+    Contents::read(file(&f.db)).assert_exact();
 }
 
 #[test]
@@ -194,7 +196,7 @@ fn a_batch_survives_close_and_reopen() {
     let config = Fixture::base(&f.clock).build().unwrap();
     let db = TokenDb::open(f.path(), &f.master, config).unwrap();
     assert_issued_for(&db, &issued, &gs);
-    Contents::read(db.store()).assert_exact();
+    Contents::read(file(&db)).assert_exact();
     db.close().unwrap();
     // And only under its master key.
     let config = Fixture::base(&f.clock).build().unwrap();
@@ -208,7 +210,7 @@ fn record(
     deadline: u64,
     family: Option<FamilyId>,
 ) -> (AccessKey, AccessRecord) {
-    let keys = db.store().keys();
+    let keys = file(&db).keys();
     let token = AccessToken::mint(deadline);
     let id = keys.access_key(&token);
     let body = RecordBody {
@@ -244,10 +246,7 @@ fn the_store_op_is_all_or_nothing_even_when_its_last_entry_fails() {
     bad.1.key_id = KeyId(999); // no such sealing key: fails in the writer, when written
     let mut tokens = good.clone();
     tokens.push(bad);
-    let err =
-        f.db.store()
-            .submit(Op::IssueAccessBatch { tokens }, T0)
-            .unwrap_err();
+    let err = file(&f.db).issue_access_batch(tokens, T0).unwrap_err();
     assert!(
         matches!(
             err,
@@ -257,7 +256,7 @@ fn the_store_op_is_all_or_nothing_even_when_its_last_entry_fails() {
         "{err:?}"
     );
     assert!(
-        Contents::read(f.db.store()).is_empty(),
+        Contents::read(file(&f.db)).is_empty(),
         "a torn batch was kept"
     );
 
@@ -266,10 +265,7 @@ fn the_store_op_is_all_or_nothing_even_when_its_last_entry_fails() {
     tied.push(record(&f.db, "tied", T0 + HOUR, Some(rt.family)));
     let oversized: Vec<_> = (0..=MAX_ACCESS_BATCH).map(|_| good[0].clone()).collect();
     for tokens in [tied, oversized] {
-        let err =
-            f.db.store()
-                .submit(Op::IssueAccessBatch { tokens }, T0)
-                .unwrap_err();
+        let err = file(&f.db).issue_access_batch(tokens, T0).unwrap_err();
         assert!(
             matches!(err, StoreError::Invalid(CoreError::BadField(_))),
             "{err:?}"
@@ -278,38 +274,16 @@ fn the_store_op_is_all_or_nothing_even_when_its_last_entry_fails() {
     // The same key twice in one batch is a collision, refused as a whole.
     let mut tokens = good.clone();
     tokens.push(good[7].clone());
-    assert!(
-        f.db.store()
-            .submit(Op::IssueAccessBatch { tokens }, T0)
-            .is_err()
-    );
-    let c = Contents::read(f.db.store());
+    assert!(file(&f.db).issue_access_batch(tokens, T0).is_err());
+    let c = Contents::read(file(&f.db));
     assert_eq!((c.families.len(), c.tokens.len()), (1, 0));
 
     // The good entries alone go through; a second copy of them is refused as a collision,
     // while a single issue submitted at the same time lands (in that commit or the next).
-    let out =
-        f.db.store()
-            .submit(
-                Op::IssueAccessBatch {
-                    tokens: good.clone(),
-                },
-                T0,
-            )
-            .unwrap();
-    assert!(
-        matches!(out, Outcome::IssuedBatch { tokens: 50 }),
-        "{out:?}"
-    );
+    let out = file(&f.db).issue_access_batch(good.clone(), T0).unwrap();
+    assert!(out == 50, "{out:?}");
     let (again, single) = std::thread::scope(|s| {
-        let again = s.spawn(|| {
-            f.db.store().submit(
-                Op::IssueAccessBatch {
-                    tokens: good.clone(),
-                },
-                T0,
-            )
-        });
+        let again = s.spawn(|| file(&f.db).issue_access_batch(good.clone(), T0));
         let single = s.spawn(|| f.db.issue_access(&grants(1)[0]));
         (again.join().unwrap(), single.join().unwrap())
     });
@@ -318,7 +292,7 @@ fn the_store_op_is_all_or_nothing_even_when_its_last_entry_fails() {
         "{again:?}"
     );
     single.unwrap();
-    let c = Contents::read(f.db.store());
+    let c = Contents::read(file(&f.db));
     assert_eq!(c.tokens.len(), 51);
     c.assert_exact();
 }

@@ -93,6 +93,14 @@ use tokendb::{FamilyId, Grant};
 use tokendb_core::{AccessKey, AccessRecord, FamilyRecord};
 use tokendb_store::{Entry, IndexEntry, ScanItem, Store};
 
+/// The redb file under `db`, for white-box checks of its tables (`test-hooks`). Brings
+/// [`tokendb_backend::Backend`]'s methods (the typed writes, the key ring) with it.
+pub fn file(db: &TokenDb) -> &Arc<Store> {
+    db.redb_file_for_tests().expect("a redb-file database")
+}
+
+pub use tokendb_backend::Backend as _;
+
 /// A grant for subject `sub-{i}` of client `client-{i % 3}`.
 pub fn grant(i: usize) -> Grant {
     Grant::new(
@@ -359,7 +367,7 @@ pub fn random_seed() -> u64 {
 /// Records in the file (families + access tokens).
 pub fn records(db: &TokenDb) -> usize {
     let mut n = 0;
-    db.store()
+    file(&db)
         .scan(|item| {
             if matches!(
                 item,

@@ -123,7 +123,7 @@ fn race(fx: &Fixture, grace: bool, rounds: usize) {
     }
 }
 
-fn drain(rx: &crossbeam_channel::Receiver<Event>) -> Vec<Event> {
+fn drain(rx: &tokendb::EventReceiver) -> Vec<Event> {
     rx.try_iter().collect()
 }
 

@@ -19,6 +19,7 @@
 //! (commit before acknowledgement, one transaction per batch, repair on reopen), not the disk's
 //! flush: that is what `Durability::Immediate` asks of redb.
 
+use crate::common::file;
 use crate::common::{Contents, SplitMix, random_seed};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,8 @@ use tokendb::{
     Clock, Config, FamilyId, ManualClock, MasterKey, RevokeReason, SweeperConfig, SystemClock,
     TokenDb, TokenStatus,
 };
+#[allow(unused_imports)]
+use tokendb_backend::Backend as _;
 use tokendb_core::{AccessKey, ParsedToken, RecordState, TokenFormat};
 
 /// Threads in the child.
@@ -230,7 +233,7 @@ impl Model {
 /// `now` is a time after the child's death (its sweeper may have deleted access tokens whose
 /// deadline passed before it; none later than `now`).
 pub(crate) fn problems(db: &TokenDb, m: &Model, now: u64) -> Vec<String> {
-    let c = Contents::read(db.store());
+    let c = Contents::read(file(&db));
     let mut p = c.index_problems();
     if !c.grace_timers().is_empty() {
         p.push("grace timers, but the grace period is off".into());
@@ -295,7 +298,7 @@ pub(crate) fn problems(db: &TokenDb, m: &Model, now: u64) -> Vec<String> {
         }
     }
 
-    let keys = db.store().keys();
+    let keys = file(&db).keys();
     let format = TokenFormat::default();
     let mut named = std::collections::HashSet::new();
     for (token, am) in &m.access {

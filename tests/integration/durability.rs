@@ -4,6 +4,7 @@
 //! reopens from redb's quick-repair state instead of a full repair. Open times are printed as
 //! information; speed is shown by the benchmarks, not asserted here.
 
+use crate::common::file;
 use crate::common::{Contents, Fixture, HOUR, T0, grant, random_seed};
 use crate::crash::{acks_logged, checking_config, kill_child, reopen_and_verify, spawn_child};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,8 +14,9 @@ use tokendb::{
     Clock, Error, MasterKey, RevokeReason, RotateRefusal, Scope, StoreError, SystemClock, TokenDb,
     TokenStatus, WriterOptions,
 };
+#[allow(unused_imports)]
+use tokendb_backend::Backend as _;
 use tokendb_core::{AccessKey, AccessRecord, CoreError, IndexHash, KeyId, RecordState, TokenId};
-use tokendb_store::Op;
 
 fn is_closed<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
     matches!(r, Err(Error::Store(StoreError::Closed)))
@@ -100,7 +102,7 @@ fn close_drains_the_writer_and_loses_no_acknowledged_write() {
             "the last acknowledged rotation is the current one"
         );
     }
-    Contents::read(db.store()).assert_exact();
+    Contents::read(file(&db)).assert_exact();
 }
 
 #[test]
@@ -129,12 +131,9 @@ fn every_call_after_close_says_closed_on_every_clone() {
         assert!(is_closed(db.revoke_client("client-1")));
         assert!(is_closed(db.sweep_now(None)));
         assert!(is_closed(db.rotate_master_key(&fx.master, &other)));
-        assert!(db.store().is_closed());
-        assert!(matches!(
-            db.store().submit(Op::Sweep { limit: 1 }, T0),
-            Err(StoreError::Closed)
-        ));
-        assert!(matches!(db.store().scan(|_| {}), Err(StoreError::Closed)));
+        assert!(file(&db).is_closed());
+        assert!(matches!(file(&db).sweep(1, T0), Err(StoreError::Closed)));
+        assert!(matches!(file(&db).scan(|_| {}), Err(StoreError::Closed)));
         db.close().unwrap();
     }
     let msg = Error::Store(StoreError::Closed).to_string();
@@ -155,7 +154,7 @@ fn every_call_after_close_says_closed_on_every_clone() {
 /// Commits used by `threads × per_thread` concurrent issues.
 fn commits_for_concurrent_issues(writer: WriterOptions, threads: usize, per_thread: usize) -> u64 {
     let fx = Fixture::with(|b| b.writer(writer));
-    let before = fx.db.store().commits();
+    let before = fx.db.commits();
     let barrier = Barrier::new(threads);
     std::thread::scope(|s| {
         for t in 0..threads {
@@ -168,8 +167,8 @@ fn commits_for_concurrent_issues(writer: WriterOptions, threads: usize, per_thre
             });
         }
     });
-    let commits = fx.db.store().commits() - before;
-    let c = Contents::read(fx.db.store());
+    let commits = fx.db.commits() - before;
+    let c = Contents::read(file(&fx.db));
     assert_eq!(c.families.len(), threads * per_thread);
     c.assert_exact();
     commits
@@ -225,7 +224,7 @@ fn each_operation_in_a_batch_keeps_its_own_outcome() {
         .build()
         .unwrap();
     let db = TokenDb::open(fx.path(), &fx.master, config).unwrap();
-    let before = db.store().commits();
+    let before = db.commits();
 
     let bad_id = AccessKey {
         deadline: T0 + HOUR,
@@ -272,13 +271,7 @@ fn each_operation_in_a_batch_keeps_its_own_outcome() {
             });
             let invalid = s.spawn(|| {
                 barrier.wait();
-                db.store().submit(
-                    Op::IssueAccess {
-                        key: bad_id,
-                        record: Box::new(bad),
-                    },
-                    T0,
-                )
+                file(&db).issue_access(bad_id, bad, T0)
             });
             let access = s.spawn(|| {
                 barrier.wait();
@@ -297,7 +290,7 @@ fn each_operation_in_a_batch_keeps_its_own_outcome() {
                 access.join().unwrap(),
             )
         });
-    let commits = db.store().commits() - before;
+    let commits = db.commits() - before;
     println!("durability/batch: 10 operations in {commits} commit(s)");
     assert_eq!(
         commits, 1,
@@ -358,7 +351,7 @@ fn each_operation_in_a_batch_keeps_its_own_outcome() {
     for f in new_families {
         assert_eq!(status(f.unwrap().token.expose()), TokenStatus::Active);
     }
-    let contents = Contents::read(db.store());
+    let contents = Contents::read(file(&db));
     contents.assert_exact();
     assert!(
         !contents.tokens.contains_key(&bad_id.to_bytes()),

@@ -12,6 +12,7 @@
 )]
 
 mod common;
+mod refusals;
 
 mod at_rest;
 mod bad_input;

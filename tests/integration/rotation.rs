@@ -55,7 +55,7 @@ fn status(db: &TokenDb, token: &TokenString) -> TokenStatus {
     db.validate(token.expose()).unwrap().status
 }
 
-fn drain(rx: &crossbeam_channel::Receiver<Event>) -> Vec<Event> {
+fn drain(rx: &tokendb::EventReceiver) -> Vec<Event> {
     rx.try_iter().collect()
 }
 
@@ -160,7 +160,7 @@ fn a_token_unused_longer_than_the_idle_window_is_refused_without_a_sweep() {
 
     // Nothing was swept: the family record is still on disk.
     let mut families = 0;
-    db.store()
+    file(&db)
         .scan(|item| {
             if let ScanItem::Family(id, rec) = item {
                 assert_eq!(id, first.family);
@@ -589,9 +589,9 @@ struct Census {
 }
 
 fn census(db: &TokenDb) -> Census {
-    let keys = db.store().keys();
+    let keys = file(&db).keys();
     let mut c = Census::default();
-    db.store()
+    file(&db)
         .scan(|item| match item {
             ScanItem::Family(id, rec) => {
                 c.families += 1;
@@ -604,7 +604,7 @@ fn census(db: &TokenDb) -> Census {
             }
         })
         .unwrap();
-    db.store()
+    file(&db)
         .scan_indexes(|entry| match entry {
             IndexEntry::FamilyToken(..) => c.family_tokens += 1,
             IndexEntry::Deadline(_, Entry::Family(_)) => c.family_deadlines += 1,

@@ -4,15 +4,18 @@
 //! families kept until their deadline, grace slots erased, prompt shutdown mid-pass, the failed
 //! state, and the metrics.
 
+use crate::common::file;
 use crate::common::{Contents, DAY, Fixture, HOUR, MINUTE, T0, grant};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokendb::{
-    Clock, ConfigBuilder, Error, ManualClock, RevokeReason, RotateRefusal, StoreError,
+    Clock, ConfigBuilder, Error, Failure, ManualClock, RevokeReason, RotateRefusal, StoreError,
     SweeperConfig, TokenDb, TokenStatus,
 };
+#[allow(unused_imports)]
+use tokendb_backend::Backend as _;
 use tokendb_store::{Entry, IndexEntry};
 
 fn ms(ms: u64) -> Duration {
@@ -40,7 +43,7 @@ fn a_deadline_equal_to_now_is_expired_and_swept() {
     let bound = db.issue_access_for_family(fam.family, None).unwrap();
     let alone = db.issue_access(&grant(2)).unwrap();
     assert_eq!(alone.expires.at_ms, T0 + 10 * MINUTE);
-    Contents::read(db.store()).assert_exact();
+    Contents::read(file(&db)).assert_exact();
 
     fx.advance(10 * MINUTE - 1);
     assert_eq!(sweep(db), (0, 0), "one millisecond early: nothing is due");
@@ -59,7 +62,7 @@ fn a_deadline_equal_to_now_is_expired_and_swept() {
     assert_eq!(sweep(db), (0, 2));
     assert_eq!(status(db, alone.token.expose()), TokenStatus::Unknown);
     assert_eq!(status(db, bound.token.expose()), TokenStatus::Unknown);
-    Contents::read(db.store()).assert_exact();
+    Contents::read(file(&db)).assert_exact();
 
     fx.advance(HOUR - 10 * MINUTE - 1);
     assert_eq!(sweep(db), (0, 0));
@@ -68,7 +71,7 @@ fn a_deadline_equal_to_now_is_expired_and_swept() {
     assert_eq!(status(db, fam.token.expose()), TokenStatus::ExpiredIdle);
     assert_eq!(sweep(db), (1, 0));
     assert_eq!(status(db, fam.token.expose()), TokenStatus::Unknown);
-    assert!(Contents::read(db.store()).is_empty());
+    assert!(Contents::read(file(&db)).is_empty());
 }
 
 #[test]
@@ -81,7 +84,7 @@ fn idle_expiry_sweeps_a_family_whose_absolute_deadline_is_far() {
     let next = db.rotate(used.token.expose(), "client-2", None).unwrap();
     assert_eq!(next.idle.at_ms, T0 + 36 * HOUR);
     assert_eq!(next.absolute.at_ms, T0 + 30 * DAY);
-    let c = Contents::read(db.store());
+    let c = Contents::read(file(&db));
     c.assert_exact(); // the rotation moved the family's deadline entry to T0 + 36 h
     assert!(c.index.contains(&IndexEntry::Deadline(
         T0 + 36 * HOUR,
@@ -99,7 +102,7 @@ fn idle_expiry_sweeps_a_family_whose_absolute_deadline_is_far() {
     fx.advance(1);
     assert_eq!(sweep(db), (1, 0));
     assert_eq!(status(db, next.token.expose()), TokenStatus::Unknown);
-    assert!(Contents::read(db.store()).is_empty());
+    assert!(Contents::read(file(&db)).is_empty());
     let m = db.sweeper_metrics();
     assert_eq!((m.families_deleted, m.tokens_deleted, m.refiled), (2, 0, 0));
 }
@@ -154,7 +157,7 @@ fn an_entry_whose_record_lives_longer_is_refiled_not_deleted() {
     assert_eq!(slid.idle.at_ms, T0 + 36 * HOUR);
     let access = db.issue_access(&grant(2)).unwrap();
     assert_eq!(access.expires.at_ms, T0 + 13 * HOUR);
-    Contents::read(db.store()).assert_exact();
+    Contents::read(file(&db)).assert_exact();
     db.close().unwrap();
 
     {
@@ -183,12 +186,12 @@ fn an_entry_whose_record_lives_longer_is_refiled_not_deleted() {
     }
 
     let db = TokenDb::open(&path, &master, reuse_config(&clock).build().unwrap()).unwrap();
-    assert!(!Contents::read(db.store()).index_problems().is_empty());
+    assert!(!Contents::read(file(&db)).index_problems().is_empty());
     clock.advance(30 * MINUTE); // T0 + 12 h 30 min: the ghosts
     let r = db.sweep_now(None).unwrap();
     assert_eq!((r.families, r.tokens, r.refiled), (0, 0, 0), "{r:?}");
     assert!(db.validate(access.token.expose()).unwrap().is_active());
-    let c = Contents::read(db.store());
+    let c = Contents::read(file(&db));
     let problems = c.index_problems();
     assert_eq!(
         problems.len(),
@@ -204,7 +207,7 @@ fn an_entry_whose_record_lives_longer_is_refiled_not_deleted() {
     let r = db.sweep_now(None).unwrap();
     assert_eq!((r.families, r.tokens, r.refiled), (0, 1, 1), "{r:?}");
     assert!(db.validate(fam.token.expose()).unwrap().is_active());
-    let c = Contents::read(db.store());
+    let c = Contents::read(file(&db));
     c.assert_exact();
     assert!(c.index.contains(&IndexEntry::Deadline(
         T0 + 36 * HOUR,
@@ -213,7 +216,7 @@ fn an_entry_whose_record_lives_longer_is_refiled_not_deleted() {
 
     clock.set(T0 + 36 * HOUR);
     assert_eq!(sweep(&db), (1, 0));
-    assert!(Contents::read(db.store()).is_empty());
+    assert!(Contents::read(file(&db)).is_empty());
     let m = db.sweeper_metrics();
     assert_eq!(
         (m.passes, m.families_deleted, m.tokens_deleted, m.refiled),
@@ -243,7 +246,7 @@ fn a_family_with_many_rotations_leaves_nothing_behind() {
             sweep(db); // grace timers fire along the way
         }
     }
-    let c = Contents::read(db.store());
+    let c = Contents::read(file(&db));
     c.assert_exact();
     assert_eq!(
         c.families.len(),
@@ -256,7 +259,7 @@ fn a_family_with_many_rotations_leaves_nothing_behind() {
     let r = db.sweep_now(None).unwrap();
     assert_eq!((r.families, r.tokens), (1, 6));
     assert!(
-        Contents::read(db.store()).is_empty(),
+        Contents::read(file(&db)).is_empty(),
         "no record, no index entry, no grace timer"
     );
     for t in tokens.iter().chain(&access) {
@@ -284,7 +287,7 @@ fn a_grace_timer_past_the_family_deadline_is_cleared_when_it_fires() {
     );
     fx.advance(10_000);
     assert_eq!(sweep(db), (1, 0));
-    let c = Contents::read(db.store());
+    let c = Contents::read(file(&db));
     assert!(c.families.is_empty() && c.tokens.is_empty());
     for (d, f, _) in c.grace_timers() {
         assert_eq!(f, fam.family);
@@ -297,7 +300,7 @@ fn a_grace_timer_past_the_family_deadline_is_cleared_when_it_fires() {
     );
     fx.advance(20_000);
     sweep(db);
-    assert!(Contents::read(db.store()).is_empty());
+    assert!(Contents::read(file(&db)).is_empty());
 }
 
 #[test]
@@ -329,7 +332,7 @@ fn a_revoked_family_answers_revoked_until_its_deadline_then_is_swept() {
             RevokeReason::Requested
         )))
     ));
-    Contents::read(db.store()).assert_exact();
+    Contents::read(file(&db)).assert_exact();
 
     fx.advance(1);
     assert_eq!(
@@ -340,7 +343,7 @@ fn a_revoked_family_answers_revoked_until_its_deadline_then_is_swept() {
     for t in [&fam.token, &a1.token, &a2.token] {
         assert_eq!(status(db, t.expose()), TokenStatus::Unknown);
     }
-    assert!(Contents::read(db.store()).is_empty());
+    assert!(Contents::read(file(&db)).is_empty());
 }
 
 #[test]
@@ -371,7 +374,7 @@ fn access_tokens_of_a_swept_family_go_with_it() {
         assert_eq!(status(db, a.token.expose()), TokenStatus::Unknown);
     }
     assert!(db.validate(alone.token.expose()).unwrap().is_active());
-    let c = Contents::read(db.store());
+    let c = Contents::read(file(&db));
     c.assert_exact();
     assert_eq!((c.families.len(), c.tokens.len()), (1, 1));
     assert!(
@@ -388,12 +391,12 @@ fn grace_slots_are_erased_by_the_sweeper_at_the_end_of_the_window() {
     let fam = db.issue_refresh(&grant(1)).unwrap();
     fx.advance(1_000);
     let next = db.rotate(fam.token.expose(), "client-1", None).unwrap();
-    let rec = || db.store().family(&fam.family).unwrap().unwrap();
+    let rec = || file(&db).family(&fam.family).unwrap().unwrap();
     assert!(
         !rec().grace.is_empty(),
         "the successor is kept for the window"
     );
-    Contents::read(db.store()).assert_exact();
+    Contents::read(file(&db)).assert_exact();
 
     fx.advance(29_999);
     let r = db.sweep_now(None).unwrap();
@@ -409,8 +412,8 @@ fn grace_slots_are_erased_by_the_sweeper_at_the_end_of_the_window() {
     assert_eq!(rec().generation, 2);
     assert!(db.validate(next.token.expose()).unwrap().is_active());
     assert_eq!(status(db, fam.token.expose()), TokenStatus::Rotated);
-    assert!(Contents::read(db.store()).grace_timers().is_empty());
-    Contents::read(db.store()).assert_exact();
+    assert!(Contents::read(file(&db)).grace_timers().is_empty());
+    Contents::read(file(&db)).assert_exact();
 }
 
 /// A clock that notes which OS thread the sweeper runs on, and can be told to panic there.
@@ -496,15 +499,13 @@ fn shutdown_in_the_middle_of_a_pass_returns_within_one_batch() {
     let task = spy.sweeper_task.lock().unwrap().clone().unwrap();
     assert!(task.exists(), "{task:?}");
 
-    let before = db.store().commits();
+    let before = db.commits();
     manual.advance(2 * MINUTE); // the whole backlog is due; batches of one entry
-    wait_for("the pass to get going", || {
-        db.store().commits() >= before + 20
-    });
+    wait_for("the pass to get going", || db.commits() >= before + 20);
     let t = Instant::now();
     db.close().unwrap();
     let took = t.elapsed();
-    let batches = db.store().commits() - before;
+    let batches = db.commits() - before;
     println!("sweeper/shutdown: close() mid-pass took {took:?}, after {batches} batches");
     assert!(
         !task.exists(),
@@ -517,7 +518,7 @@ fn shutdown_in_the_middle_of_a_pass_returns_within_one_batch() {
 
     let config = Fixture::base(&manual).build().unwrap();
     let db = TokenDb::open(fx.path(), &fx.master, config).unwrap();
-    let c = Contents::read(db.store());
+    let c = Contents::read(file(&db));
     println!(
         "sweeper/shutdown: {} of {TOKENS} tokens left unswept",
         c.tokens.len()
@@ -543,11 +544,14 @@ fn a_panic_in_the_sweeper_marks_the_database_failed() {
     wait_for("the failed state", || db.failure().is_some());
 
     let why = db.failure().unwrap();
-    assert!(why.contains("sweeper thread panicked"), "{why}");
-    assert!(why.contains("injected fault"), "{why}");
+    assert!(
+        matches!(&why, Failure::SweeperPanicked(what) if what.contains("injected fault")),
+        "{why:?}"
+    );
+    assert!(why.to_string().contains("sweeper thread panicked"), "{why}");
     let check = |r: Result<(), Error>| match r {
         Err(Error::Store(StoreError::Failed(msg))) => {
-            assert!(msg.contains("sweeper"), "{msg}");
+            assert!(matches!(msg, Failure::SweeperPanicked(_)), "{msg}");
             let shown = Error::Store(StoreError::Failed(msg)).to_string();
             assert!(
                 shown.contains("failed state") && shown.contains("reopen"),
@@ -600,10 +604,10 @@ fn metrics_count_what_the_passes_did() {
         db.issue_access(&grant(5)).unwrap();
         assert_eq!(db.sweeper_metrics(), Default::default());
 
-        let commits = db.store().commits();
+        let commits = db.commits();
         let r = db.sweep_now(None).unwrap();
         assert_eq!(r.batches, 0, "nothing due: no write transaction");
-        assert_eq!(db.store().commits(), commits);
+        assert_eq!(db.commits(), commits);
         let m = db.sweeper_metrics();
         assert_eq!(
             (m.passes, m.families_deleted, m.tokens_deleted, m.lag_ms),
@@ -631,7 +635,7 @@ fn metrics_count_what_the_passes_did() {
         let m = db.sweeper_metrics();
         assert_eq!((m.passes, m.families_deleted, m.tokens_deleted), (3, 2, 3));
         assert_eq!(m.lag_ms, 15 * MINUTE);
-        assert!(Contents::read(db.store()).is_empty(), "thread: {thread}");
+        assert!(Contents::read(file(&db)).is_empty(), "thread: {thread}");
     }
 }
 
@@ -650,7 +654,7 @@ fn token_index_entries_go_with_their_bucket_and_revocation_sees_every_bucket() {
         tokens.push(db.issue_access(&grant(2)).unwrap());
         fx.advance(3 * bucket);
     }
-    let c = Contents::read(db.store());
+    let c = Contents::read(file(&db));
     c.assert_exact();
     let token_entries = |c: &Contents| {
         c.index
@@ -669,7 +673,7 @@ fn token_index_entries_go_with_their_bucket_and_revocation_sees_every_bucket() {
     // The first pair expired: swept; its entries stay until its bucket ends, then go.
     fx.set(T0 + 10 * MINUTE);
     assert_eq!(sweep(db), (0, 2));
-    let c = Contents::read(db.store());
+    let c = Contents::read(file(&db));
     c.assert_exact();
     let first_bucket_end = (T0 + 10 * MINUTE) / bucket * bucket + bucket;
     if first_bucket_end > T0 + 10 * MINUTE + 1 {
@@ -677,7 +681,7 @@ fn token_index_entries_go_with_their_bucket_and_revocation_sees_every_bucket() {
     }
     fx.set(first_bucket_end);
     db.sweep_now(None).unwrap();
-    let c = Contents::read(db.store());
+    let c = Contents::read(file(&db));
     c.assert_exact();
     assert_eq!(
         token_entries(&c),
@@ -700,5 +704,5 @@ fn token_index_entries_go_with_their_bucket_and_revocation_sees_every_bucket() {
     // Everything expires: records and entries are gone once the last bucket ends.
     fx.set(T0 + 100 * bucket);
     db.sweep_now(None).unwrap();
-    assert!(Contents::read(db.store()).is_empty());
+    assert!(Contents::read(file(&db)).is_empty());
 }

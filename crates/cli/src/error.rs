@@ -180,9 +180,9 @@ impl From<tokendb::Error> for CliError {
                 format!("malformed token: {e}"),
                 "pass the whole token as issued (use `-` to read it from stdin), and --token-prefix if the server uses another prefix than `tdb`",
             ),
-            tokendb::Error::Config(why) => Self::usage(
+            e @ tokendb::Error::Config(_) => Self::usage(
                 "config",
-                format!("invalid configuration: {why}"),
+                e.to_string(),
                 "correct the option and run the command again",
             ),
             tokendb::Error::InvalidInput(e) => Self::usage(

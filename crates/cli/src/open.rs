@@ -40,8 +40,26 @@ pub(crate) fn open_with(
     master: &MasterKey,
     prefix: Option<&str>,
 ) -> Result<TokenDb, CliError> {
+    open_configured(path, master, prefix, SweeperConfig::default().batch_size)
+}
+
+/// As [`open`], with manual sweeps in batches of `sweep_batch` entries.
+pub(crate) fn open_sweeping(args: &DbArgs, sweep_batch: usize) -> Result<Opened, CliError> {
+    exists(&args.path)?;
+    let master = key::master_key(args.master_key_file.as_deref())?;
+    let db = open_configured(&args.path, &master, None, sweep_batch)?;
+    Ok(Opened { db, master })
+}
+
+fn open_configured(
+    path: &Path,
+    master: &MasterKey,
+    prefix: Option<&str>,
+    sweep_batch: usize,
+) -> Result<TokenDb, CliError> {
     let mut builder = Config::builder().sweeper(SweeperConfig {
         enabled: false,
+        batch_size: sweep_batch,
         ..SweeperConfig::default()
     });
     if let Some(p) = prefix {

@@ -3,30 +3,32 @@
 use crate::policy::{Policy, RotationMode};
 use tokendb_core::{FamilyRecord, RecordState, RevokeReason, Scope};
 
-/// What the caller presented, as far as the store could check it.
+/// What was presented, as the state machine sees it. Built from a verified
+/// [`crate::Presentation`] (its tag already checked), or by hand in tests of the state machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Presented {
+pub(crate) struct Presented {
     /// Generation carried in the token.
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// Whether its tag verifies under the tag key: the token was really issued here.
-    pub tag_valid: bool,
+    pub(crate) tag_valid: bool,
     /// Whether its secret hashes to the family's current token id.
-    pub matches_current: bool,
+    pub(crate) matches_current: bool,
 }
 
 /// The request around the presentation.
 #[derive(Clone, Copy, Debug)]
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     /// Whether the presenting client is the one the family was issued to.
-    pub client_matches: bool,
+    pub(crate) client_matches: bool,
     /// Scope asked for (RFC 6749 §6), or `None` for the full grant.
-    pub requested_scope: Option<&'a Scope>,
+    pub(crate) requested_scope: Option<&'a Scope>,
     /// The family's granted scope (from its sealed body).
-    pub granted_scope: &'a Scope,
+    pub(crate) granted_scope: &'a Scope,
 }
 
 /// A family's status at `now`, for validation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Status {
     /// Usable.
     Active,
@@ -52,6 +54,7 @@ pub fn family_status(f: &FamilyRecord, now: u64) -> Status {
 
 /// Why a presentation is refused without any change to the family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Refusal {
     /// Not a token of this family: bad tag, unknown generation, wrong secret. Revokes nothing.
     Unknown,
@@ -69,7 +72,7 @@ pub enum Refusal {
 
 /// The outcome of presenting a refresh token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Mint generation `generation` with these deadlines (`absolute_deadline` is the family's,
     /// unchanged). If `keep_for_grace`, keep its secret sealed in the family for the grace window.
     Rotate {
@@ -122,7 +125,7 @@ pub enum Decision {
 ///
 /// Generations, not timestamps, decide which token is newest.
 #[must_use]
-pub fn decide(
+pub(crate) fn decide_presented(
     f: &FamilyRecord,
     presented: &Presented,
     req: &Request<'_>,

@@ -1,30 +1,38 @@
 //! # tokendb-rotation
 //!
 //! The refresh-token family state machine and lifetime policy of tokendb, as pure functions:
-//! given a family record, what was presented, the request, the [`Policy`] and `now`, it returns a
-//! [`Decision`]. No I/O, no clock: `tokendb-store` reads the family, asks, and applies the answer
+//! given a family record, what was presented, the request, the [`Policy`] and `now`, it returns what to
+//! do. No I/O, no clock: `tokendb-store` reads the family, asks, and applies the answer
 //! in the same write transaction, and a second storage backend can reuse this crate unchanged.
 //!
-//! ```
-//! use tokendb_rotation::{decide, Decision, Policy, Presented, Request};
-//! use tokendb_core::{FamilyRecord, RecordState, Scope, TokenId, IndexHash, KeyId};
+//! The decisions are made in one place for every storage backend: a backend reads the family
+//! inside its transaction, calls [`plan`], and applies the [`Plan`] it gets back; readers call
+//! [`classify`]. A refresh token reaches either only as a [`Presentation`], whose constructor
+//! checks the token's tag, so no backend trusts a flag computed by its caller.
 //!
+//! ```
+//! use tokendb_core::{FamilyId, FamilyRecord, KeyRing, RecordState, RefreshToken, TokenKind};
+//! use tokendb_rotation::{Plan, Policy, Presentation, RotateRequest, Rotation, plan};
+//!
+//! let keys = KeyRing::generate();
 //! let policy = Policy::default();
 //! let now = 1_000_000;
 //! let (absolute, idle) = policy.deadlines_at_issue(now)?;
+//! let id = FamilyId::generate();
+//! let token = RefreshToken::mint(&keys, id, 1);
 //! let family = FamilyRecord {
-//!     key_id: KeyId(1), state: RecordState::Active, created_at: now,
+//!     key_id: keys.current_key_id(), state: RecordState::Active, created_at: now,
 //!     absolute_deadline: absolute, idle_deadline: idle, generation: 1, rotated_at: now,
-//!     current: TokenId::from_bytes([0; 32]), subject: IndexHash::from_bytes([0; 16]),
-//!     client: IndexHash::from_bytes([0; 16]), grace: vec![], body: vec![],
+//!     current: keys.token_id(TokenKind::Refresh, &token.secret),
+//!     subject: keys.subject_hash("alice"), client: keys.client_hash("web"),
+//!     grace: vec![], body: vec![],
 //! };
-//! let granted = Scope::parse("openid offline_access")?;
-//! let presented = Presented { generation: 1, tag_valid: true, matches_current: true };
-//! let request = Request { client_matches: true, requested_scope: None, granted_scope: &granted };
-//! match decide(&family, &presented, &request, &policy, now + 60_000) {
-//!     Decision::Rotate { generation, absolute_deadline, .. } => {
+//! let presented = Presentation::verify(&token, &keys).ok_or("forged")?;
+//! let request = RotateRequest::new(presented, keys.client_hash("web"), None, policy, &keys);
+//! match plan(&family, &request, &keys, now + 60_000)? {
+//!     Plan::Write { record, answer: Rotation::Rotated { generation, .. }, .. } => {
 //!         assert_eq!(generation, 2);
-//!         assert_eq!(absolute_deadline, absolute); // rotation never extends it
+//!         assert_eq!(record.absolute_deadline, absolute); // rotation never extends it
 //!     }
 //!     other => panic!("{other:?}"),
 //! }
@@ -37,8 +45,12 @@
 
 mod cap;
 mod decide;
+mod plan;
 mod policy;
+mod present;
 
 pub use cap::{CapAction, FamilyCap, cap_decision};
-pub use decide::{Decision, Presented, Refusal, Request, Status, decide, family_status};
+pub use decide::{Refusal, Status, family_status};
+pub use plan::{Admission, Plan, RotateRequest, Rotation, admit_access, grace_end, plan};
 pub use policy::{DAY_MS, HOUR_MS, LifetimeError, MAX_GRACE_MS, Policy, RotationMode};
+pub use present::{Presentation, Standing, classify};

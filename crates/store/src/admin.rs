@@ -5,7 +5,8 @@
 //! half of a batch, and runs beside the writer without holding it up.
 
 use crate::Store;
-use crate::error::{Result, StoreError};
+use crate::error::RedbResult;
+use crate::error::{Failure, Result, StoreError};
 use crate::tables::{
     BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, DL_KEY_LEN, Entry, FAMILIES, FAMILY_TOKENS,
     FT_KEY_LEN, IX_KEY_LEN, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN, dl_key, dl_parse, dl_upto, ft_key,
@@ -226,14 +227,14 @@ struct Snap {
 impl Snap {
     fn open(txn: &ReadTransaction) -> Result<Self> {
         Ok(Self {
-            families: txn.open_table(FAMILIES)?,
-            tokens: txn.open_table(TOKENS)?,
-            family_tokens: txn.open_table(FAMILY_TOKENS)?,
-            deadlines: txn.open_table(DEADLINES)?,
-            by_subject: txn.open_table(BY_SUBJECT)?,
-            by_client: txn.open_table(BY_CLIENT)?,
-            subject_tokens: txn.open_table(SUBJECT_TOKENS)?,
-            client_tokens: txn.open_table(CLIENT_TOKENS)?,
+            families: txn.open_table(FAMILIES).db()?,
+            tokens: txn.open_table(TOKENS).db()?,
+            family_tokens: txn.open_table(FAMILY_TOKENS).db()?,
+            deadlines: txn.open_table(DEADLINES).db()?,
+            by_subject: txn.open_table(BY_SUBJECT).db()?,
+            by_client: txn.open_table(BY_CLIENT).db()?,
+            subject_tokens: txn.open_table(SUBJECT_TOKENS).db()?,
+            client_tokens: txn.open_table(CLIENT_TOKENS).db()?,
         })
     }
 
@@ -245,7 +246,8 @@ impl Snap {
     ) -> Result<Option<Result<FamilyRecord, tokendb_core::CoreError>>> {
         Ok(self
             .families
-            .get(id.as_bytes())?
+            .get(id.as_bytes())
+            .db()?
             .map(|v| FamilyRecord::decode(v.value(), id, keys)))
     }
 
@@ -256,7 +258,8 @@ impl Snap {
     ) -> Result<Option<Result<AccessRecord, tokendb_core::CoreError>>> {
         Ok(self
             .tokens
-            .get(&id.to_bytes())?
+            .get(&id.to_bytes())
+            .db()?
             .map(|v| AccessRecord::decode(v.value(), id, keys)))
     }
 }
@@ -267,7 +270,7 @@ impl Store {
         self.check_usable()?;
         let guard = self.shared.read_db()?;
         let db = guard.as_ref().ok_or(StoreError::Closed)?;
-        let txn = db.begin_read()?;
+        let txn = db.begin_read().db()?;
         let snap = Snap::open(&txn)?;
         f(&snap)
     }
@@ -281,7 +284,7 @@ impl Store {
     /// [`StoreStats::unreadable`], not returned as errors.
     pub fn stats(&self, now: u64, horizons_ms: &[u64]) -> Result<StoreStats> {
         self.contained("scanning the file", || {
-            let keys = self.keys();
+            let keys = self.shared.keys();
             self.with_tables(|t| {
                 let mut s = StoreStats {
                     expiring: horizons_ms
@@ -293,8 +296,8 @@ impl Store {
                         .collect(),
                     ..StoreStats::default()
                 };
-                for item in t.families.iter()? {
-                    let (k, v) = item?;
+                for item in t.families.iter().db()? {
+                    let (k, v) = item.db()?;
                     let id = FamilyId::from_bytes(*k.value());
                     let Ok(rec) = FamilyRecord::decode(v.value(), &id, &keys) else {
                         s.unreadable += 1;
@@ -325,8 +328,8 @@ impl Store {
                         }
                     }
                 }
-                for item in t.tokens.iter()? {
-                    let (k, v) = item?;
+                for item in t.tokens.iter().db()? {
+                    let (k, v) = item.db()?;
                     let id = AccessKey::from_bytes(k.value());
                     let Ok(rec) = AccessRecord::decode(v.value(), &id, &keys) else {
                         s.unreadable += 1;
@@ -352,8 +355,8 @@ impl Store {
                     }
                 }
                 let upto = dl_upto(now);
-                for item in t.deadlines.iter()? {
-                    let (k, _) = item?;
+                for item in t.deadlines.iter().db()? {
+                    let (k, _) = item.db()?;
                     s.index_entries.deadlines += 1;
                     if *k.value() <= upto {
                         s.due += 1;
@@ -364,20 +367,21 @@ impl Store {
                 }
                 let tokens_due = count(
                     t.tokens
-                        .range::<&[u8; ACCESS_KEY_LEN]>(..&tokens_after(now))?,
+                        .range::<&[u8; ACCESS_KEY_LEN]>(..&tokens_after(now))
+                        .db()?,
                 )?;
                 s.due += tokens_due;
                 if tokens_due > 0
-                    && let Some((k, _)) = t.tokens.first()?
+                    && let Some((k, _)) = t.tokens.first().db()?
                 {
                     let d = AccessKey::from_bytes(k.value()).deadline;
                     s.oldest_due = Some(s.oldest_due.map_or(d, |o| o.min(d)));
                 }
-                s.index_entries.family_tokens = count(t.family_tokens.iter()?)?;
-                s.index_entries.by_subject = count(t.by_subject.iter()?)?;
-                s.index_entries.by_client = count(t.by_client.iter()?)?;
-                s.index_entries.subject_tokens = count(t.subject_tokens.iter()?)?;
-                s.index_entries.client_tokens = count(t.client_tokens.iter()?)?;
+                s.index_entries.family_tokens = count(t.family_tokens.iter().db()?)?;
+                s.index_entries.by_subject = count(t.by_subject.iter().db()?)?;
+                s.index_entries.by_client = count(t.by_client.iter().db()?)?;
+                s.index_entries.subject_tokens = count(t.subject_tokens.iter().db()?)?;
+                s.index_entries.client_tokens = count(t.client_tokens.iter().db()?)?;
                 Ok(s)
             })
         })
@@ -393,14 +397,14 @@ impl Store {
         self.contained("scanning the file", || {
             self.with_tables(|t| {
                 let mut out = BTreeMap::new();
-                for item in t.families.iter()? {
-                    let (_, v) = item?;
+                for item in t.families.iter().db()? {
+                    let (_, v) = item.db()?;
                     if let Some(k) = crate::ops::key_id_of(v.value()) {
                         *out.entry(KeyId(k)).or_default() += 1;
                     }
                 }
-                for item in t.tokens.iter()? {
-                    let (_, v) = item?;
+                for item in t.tokens.iter().db()? {
+                    let (_, v) = item.db()?;
                     if let Some(k) = crate::ops::key_id_of(v.value()) {
                         *out.entry(KeyId(k)).or_default() += 1;
                     }
@@ -419,11 +423,14 @@ impl Store {
         self.contained("scanning the file", || {
             self.with_tables(|t| {
                 let upto = dl_upto(now);
-                Ok(count(t.deadlines.range::<&[u8; DL_KEY_LEN]>(..=&upto)?)?
-                    + count(
-                        t.tokens
-                            .range::<&[u8; ACCESS_KEY_LEN]>(..&tokens_after(now))?,
-                    )?)
+                Ok(
+                    count(t.deadlines.range::<&[u8; DL_KEY_LEN]>(..=&upto).db()?)?
+                        + count(
+                            t.tokens
+                                .range::<&[u8; ACCESS_KEY_LEN]>(..&tokens_after(now))
+                                .db()?,
+                        )?,
+                )
             })
         })
     }
@@ -447,7 +454,7 @@ impl Store {
     /// [`Problem`] instead.
     pub fn verify(&self, max_problems: usize) -> Result<VerifyReport> {
         self.contained("scanning the file", || {
-            let keys = self.keys();
+            let keys = self.shared.keys();
             self.with_tables(|t| {
                 let mut r = VerifyReport::default();
                 let grace = verify_indexes(t, &keys, &mut r, max_problems)?;
@@ -471,11 +478,11 @@ impl Store {
             .shared
             .db
             .write()
-            .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+            .map_err(|_| StoreError::Failed(Failure::LockPoisoned))?;
         // Pooled snapshots are open read transactions; compaction refuses to run under them.
         self.shared.readers.clear();
         let db = guard.as_mut().ok_or(StoreError::Closed)?;
-        Ok(db.compact()?)
+        Ok(db.compact().db()?)
     }
 
     /// Copies the database file to `dest` (which must not exist) while no write transaction is
@@ -498,7 +505,7 @@ impl Store {
             .shared
             .db
             .write()
-            .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+            .map_err(|_| StoreError::Failed(Failure::LockPoisoned))?;
         guard.as_ref().ok_or(StoreError::Closed)?;
         let mut tmp_name = dest.as_os_str().to_owned();
         tmp_name.push(".partial");
@@ -536,11 +543,11 @@ impl Store {
 fn count<I, T, E>(iter: I) -> Result<u64>
 where
     I: Iterator<Item = std::result::Result<T, E>>,
-    StoreError: From<E>,
+    E: Into<redb::Error>,
 {
     let mut n = 0u64;
     for item in iter {
-        item?;
+        item.db()?;
         n += 1;
     }
     Ok(n)
@@ -554,8 +561,8 @@ fn verify_indexes(
     max: usize,
 ) -> Result<HashSet<(FamilyId, u64)>> {
     let mut grace = HashSet::new();
-    for item in t.deadlines.iter()? {
-        let (k, _) = item?;
+    for item in t.deadlines.iter().db()? {
+        let (k, _) = item.db()?;
         r.index_entries += 1;
         let Some((deadline, entry)) = dl_parse(k.value()) else {
             r.problem(
@@ -618,8 +625,8 @@ fn verify_indexes(
             Some(_) => {}
         }
     }
-    for item in t.family_tokens.iter()? {
-        let (k, _) = item?;
+    for item in t.family_tokens.iter().db()? {
+        let (k, _) = item.db()?;
         r.index_entries += 1;
         let key: &[u8; FT_KEY_LEN] = k.value();
         let parsed = key
@@ -655,8 +662,8 @@ fn verify_indexes(
         (&t.by_subject, "by_subject", true),
         (&t.by_client, "by_client", false),
     ] {
-        for item in table.iter()? {
-            let (k, _) = item?;
+        for item in table.iter().db()? {
+            let (k, _) = item.db()?;
             r.index_entries += 1;
             let key: &[u8; IX_KEY_LEN] = k.value();
             let hash = key.get(..INDEX_HASH_LEN).and_then(IndexHash::from_slice);
@@ -688,14 +695,15 @@ fn verify_indexes(
     // have been, by a batch that stopped among equal deadlines).
     let first_left = t
         .tokens
-        .first()?
+        .first()
+        .db()?
         .map(|(k, _)| AccessKey::from_bytes(k.value()).deadline);
     for (table, name, subject_index) in [
         (&t.subject_tokens, "subject_tokens", true),
         (&t.client_tokens, "client_tokens", false),
     ] {
-        for item in table.iter()? {
-            let (k, _) = item?;
+        for item in table.iter().db()? {
+            let (k, _) = item.db()?;
             r.index_entries += 1;
             let key: &[u8; TX_KEY_LEN] = k.value();
             let Some((_, h, id)) = tx_parse(key) else {
@@ -744,8 +752,8 @@ fn verify_families(
     r: &mut VerifyReport,
     max: usize,
 ) -> Result<()> {
-    for item in t.families.iter()? {
-        let (k, v) = item?;
+    for item in t.families.iter().db()? {
+        let (k, v) = item.db()?;
         r.families += 1;
         let id = FamilyId::from_bytes(*k.value());
         let name = family_name(&id);
@@ -803,7 +811,11 @@ fn verify_families(
             );
         }
         let entry = Entry::Family(id);
-        if t.deadlines.get(&dl_key(rec.deadline(), &entry))?.is_none() {
+        if t.deadlines
+            .get(&dl_key(rec.deadline(), &entry))
+            .db()?
+            .is_none()
+        {
             r.problem(
                 max,
                 "families",
@@ -814,7 +826,11 @@ fn verify_families(
                 ),
             );
         }
-        if t.by_subject.get(&ix_key(&rec.subject, &entry))?.is_none() {
+        if t.by_subject
+            .get(&ix_key(&rec.subject, &entry))
+            .db()?
+            .is_none()
+        {
             r.problem(
                 max,
                 "families",
@@ -822,7 +838,11 @@ fn verify_families(
                 "no `by_subject` entry: revoke --subject would miss it".into(),
             );
         }
-        if t.by_client.get(&ix_key(&rec.client, &entry))?.is_none() {
+        if t.by_client
+            .get(&ix_key(&rec.client, &entry))
+            .db()?
+            .is_none()
+        {
             r.problem(
                 max,
                 "families",
@@ -835,8 +855,8 @@ fn verify_families(
 }
 
 fn verify_tokens(t: &Snap, keys: &KeyRing, r: &mut VerifyReport, max: usize) -> Result<()> {
-    for item in t.tokens.iter()? {
-        let (k, v) = item?;
+    for item in t.tokens.iter().db()? {
+        let (k, v) = item.db()?;
         r.access_tokens += 1;
         let id = AccessKey::from_bytes(k.value());
         let name = token_name(&id);
@@ -893,7 +913,7 @@ fn verify_tokens(t: &Snap, keys: &KeyRing, r: &mut VerifyReport, max: usize) -> 
                     }
                     Some(Err(_)) => {} // the family's own problem is reported with it
                 }
-                if t.family_tokens.get(&ft_key(&f, &id))?.is_none() {
+                if t.family_tokens.get(&ft_key(&f, &id)).db()?.is_none() {
                     r.problem(
                         max,
                         "tokens",
@@ -903,7 +923,11 @@ fn verify_tokens(t: &Snap, keys: &KeyRing, r: &mut VerifyReport, max: usize) -> 
                 }
             }
             None => {
-                if t.subject_tokens.get(&tx_key(&rec.subject, &id))?.is_none() {
+                if t.subject_tokens
+                    .get(&tx_key(&rec.subject, &id))
+                    .db()?
+                    .is_none()
+                {
                     r.problem(
                         max,
                         "tokens",
@@ -911,7 +935,11 @@ fn verify_tokens(t: &Snap, keys: &KeyRing, r: &mut VerifyReport, max: usize) -> 
                         "no `subject_tokens` entry: revoke --subject would miss it".into(),
                     );
                 }
-                if t.client_tokens.get(&tx_key(&rec.client, &id))?.is_none() {
+                if t.client_tokens
+                    .get(&tx_key(&rec.client, &id))
+                    .db()?
+                    .is_none()
+                {
                     r.problem(
                         max,
                         "tokens",

@@ -28,6 +28,7 @@
 #![warn(missing_debug_implementations)]
 
 mod admin;
+mod backend;
 mod error;
 mod meta;
 mod ops;
@@ -38,13 +39,13 @@ mod writer;
 pub use admin::{
     AccessStats, Expiring, FamilyStats, IndexCounts, Problem, StoreStats, VerifyReport,
 };
-pub use error::{Result, StoreError};
 pub use meta::FORMAT_VERSION;
-pub use ops::{MAX_ACCESS_BATCH, Op, Outcome, ResealCursor, RotateRequest, SweepCounts};
-pub use read::{IndexEntry, Reader, ScanItem};
+pub use read::{IndexEntry, ScanItem};
 pub use tables::{BUCKET_SHIFT, Entry};
 pub use writer::WriterOptions;
 
+use error::{Failure, Result, StoreError};
+use ops::{Op, Outcome};
 use read::ReaderPool;
 use redb::Database;
 use std::path::{Path, PathBuf};
@@ -79,7 +80,7 @@ pub(crate) struct Shared {
     keys: RwLock<Arc<KeyRing>>,
     pub(crate) commit_seq: AtomicU64,
     pub(crate) readers: ReaderPool,
-    failed: OnceLock<String>,
+    failed: OnceLock<Failure>,
     /// redb panicked on this file's structure at least once: skip its closing commit.
     pub(crate) damaged: AtomicBool,
     pub(crate) quick_repair: bool,
@@ -105,14 +106,14 @@ impl Shared {
     pub(crate) fn read_db(&self) -> Result<std::sync::RwLockReadGuard<'_, Option<Database>>> {
         self.db
             .read()
-            .map_err(|_| StoreError::Failed("lock poisoned".into()))
+            .map_err(|_| StoreError::Failed(Failure::LockPoisoned))
     }
 
-    pub(crate) fn failure(&self) -> Option<String> {
+    pub(crate) fn failure(&self) -> Option<Failure> {
         self.failed.get().cloned()
     }
 
-    pub(crate) fn fail(&self, why: String) {
+    pub(crate) fn fail(&self, why: Failure) {
         let _ = self.failed.set(why);
     }
 }
@@ -180,12 +181,6 @@ impl Store {
         &self.path
     }
 
-    /// The unwrapped data keys (shared; replaced on data-key rotation).
-    #[must_use]
-    pub fn keys(&self) -> Arc<KeyRing> {
-        self.shared.keys()
-    }
-
     fn check_usable(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
@@ -196,31 +191,19 @@ impl Store {
         }
     }
 
-    /// Marks the database failed: every later operation returns [`StoreError::Failed`] with
-    /// `why`. Used when a background thread dies.
-    pub fn mark_failed(&self, why: impl Into<String>) {
-        self.shared.fail(why.into());
-    }
-
-    /// Why the database is failed, if it is.
-    #[must_use]
-    pub fn failure(&self) -> Option<String> {
-        self.shared.failure()
-    }
-
     /// Submits one operation to the group-commit writer and waits until its batch is durable.
     ///
     /// # Errors
     /// [`StoreError::Closed`], [`StoreError::Failed`], storage errors (nothing of the batch is
     /// durable), or the op's own `Invalid`/`Corrupt` error.
-    pub fn submit(&self, op: Op, now: u64) -> Result<Outcome> {
+    pub(crate) fn submit(&self, op: Op, now: u64) -> Result<Outcome> {
         self.check_usable()?;
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         {
             let guard = self
                 .writer
                 .lock()
-                .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+                .map_err(|_| StoreError::Failed(Failure::LockPoisoned))?;
             let w = guard.as_ref().ok_or(StoreError::Closed)?;
             w.tx.send(writer::Job {
                 op,
@@ -231,19 +214,19 @@ impl Store {
         }
         reply_rx
             .recv()
-            .map_err(|_| StoreError::Failed("the writer thread stopped".into()))?
+            .map_err(|_| StoreError::Failed(Failure::WriterStopped))?
     }
 
     /// Re-wraps the data keys under `new` (no record is rewritten). `current` must open them.
     ///
     /// # Errors
     /// [`StoreError::WrongMasterKey`] if `current` is not the key in use.
-    pub fn rotate_master_key(&self, current: &MasterKey, new: &MasterKey) -> Result<()> {
+    pub(crate) fn rotate_master_key(&self, current: &MasterKey, new: &MasterKey) -> Result<()> {
         self.check_usable()?;
         let guard = self.shared.read_db()?;
         let db = guard.as_ref().ok_or(StoreError::Closed)?;
         meta::verify_master(db, current)?;
-        meta::write_keys(db, new, &self.keys())
+        meta::write_keys(db, new, &self.shared.keys())
     }
 
     /// Adds a new sealing key, makes it current for new records, and returns its id. Records
@@ -252,7 +235,7 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::WrongMasterKey`] if `master` is not the key in use.
-    pub fn add_sealing_key(&self, master: &MasterKey) -> Result<tokendb_core::KeyId> {
+    pub(crate) fn add_sealing_key(&self, master: &MasterKey) -> Result<tokendb_core::KeyId> {
         self.change_keys(master, |ring| Ok(ring.add_sealing_key()))
     }
 
@@ -260,7 +243,10 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Invalid`] if a record still uses an older key.
-    pub fn retire_old_sealing_keys(&self, master: &MasterKey) -> Result<Vec<tokendb_core::KeyId>> {
+    pub(crate) fn retire_old_sealing_keys(
+        &self,
+        master: &MasterKey,
+    ) -> Result<Vec<tokendb_core::KeyId>> {
         let in_use = self.key_ids_in_use()?;
         self.change_keys(master, |ring| {
             let current = ring.current_key_id();
@@ -297,7 +283,7 @@ impl Store {
             .shared
             .keys
             .write()
-            .map_err(|_| StoreError::Failed("lock poisoned".into()))?;
+            .map_err(|_| StoreError::Failed(Failure::LockPoisoned))?;
         *slot = Arc::new(ring);
         drop(slot);
         // Pooled snapshots carry the old key ring: retire them as a commit would.
@@ -316,7 +302,7 @@ impl Store {
         let writer = self
             .writer
             .lock()
-            .map_err(|_| StoreError::Failed("lock poisoned".into()))?
+            .map_err(|_| StoreError::Failed(Failure::LockPoisoned))?
             .take();
         if let Some(w) = writer {
             drop(w.tx);
@@ -326,7 +312,7 @@ impl Store {
             .shared
             .db
             .write()
-            .map_err(|_| StoreError::Failed("lock poisoned".into()))?
+            .map_err(|_| StoreError::Failed(Failure::LockPoisoned))?
             .take();
         // After the handle is gone no snapshot can be opened; retire the cached ones (a lookup
         // running now drops its own when it ends).

@@ -1,7 +1,8 @@
 //! Creating and opening database files: the `meta` table, format version and wrapped keys.
 
 use crate::StoreOptions;
-use crate::error::{Result, StoreError};
+use crate::error::RedbResult;
+use crate::error::{Failure, Result, StoreError};
 use crate::tables::{
     BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, FAMILIES, FAMILY_TOKENS, META, SUBJECT_TOKENS,
     TOKENS,
@@ -32,29 +33,29 @@ pub(crate) fn create(
     if path.exists() {
         return Err(StoreError::AlreadyExists(path.display().to_string()));
     }
-    let db = builder(opts).create(path)?;
+    let db = builder(opts).create(path).db()?;
     let keys = KeyRing::generate();
     // One commit: a crash during creation leaves either no tokendb metadata or all of it, never
     // a magic without keys (which no later open could use).
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| StoreError::Storage(e.into()))?;
+    let mut txn = db.begin_write().db()?;
+    txn.set_durability(Durability::Immediate).db()?;
     txn.set_quick_repair(opts.quick_repair);
     {
-        let mut meta = txn.open_table(META)?;
-        meta.insert("magic", MAGIC)?;
-        meta.insert("format_version", FORMAT_VERSION.to_be_bytes().as_slice())?;
+        let mut meta = txn.open_table(META).db()?;
+        meta.insert("magic", MAGIC).db()?;
+        meta.insert("format_version", FORMAT_VERSION.to_be_bytes().as_slice())
+            .db()?;
         put_keys(&mut meta, master, &keys)?;
-        txn.open_table(FAMILIES)?;
-        txn.open_table(TOKENS)?;
-        txn.open_table(FAMILY_TOKENS)?;
-        txn.open_table(DEADLINES)?;
-        txn.open_table(BY_SUBJECT)?;
-        txn.open_table(BY_CLIENT)?;
-        txn.open_table(SUBJECT_TOKENS)?;
-        txn.open_table(CLIENT_TOKENS)?;
+        txn.open_table(FAMILIES).db()?;
+        txn.open_table(TOKENS).db()?;
+        txn.open_table(FAMILY_TOKENS).db()?;
+        txn.open_table(DEADLINES).db()?;
+        txn.open_table(BY_SUBJECT).db()?;
+        txn.open_table(BY_CLIENT).db()?;
+        txn.open_table(SUBJECT_TOKENS).db()?;
+        txn.open_table(CLIENT_TOKENS).db()?;
     }
-    txn.commit()?;
+    txn.commit().db()?;
     Ok((db, keys))
 }
 
@@ -94,7 +95,8 @@ fn open_inner(path: &Path, master: &MasterKey, opts: StoreOptions) -> Result<(Da
                 check_format(ro, path)?;
                 load_keys(ro, master).map(drop)
             })?
-            .close()?;
+            .close()
+            .db()?;
         }
         Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
             return Err(StoreError::NotATokenDb(path.display().to_string()));
@@ -108,7 +110,7 @@ fn open_inner(path: &Path, master: &MasterKey, opts: StoreOptions) -> Result<(Da
         Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
             return Err(StoreError::NotATokenDb(path.display().to_string()));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(Err::<(), _>(e).db().err().unwrap_or(StoreError::Locked)),
     };
     let mut keys = None;
     let db = checked(db, |db| {
@@ -116,7 +118,7 @@ fn open_inner(path: &Path, master: &MasterKey, opts: StoreOptions) -> Result<(Da
         keys = Some(load_keys(db, master)?);
         Ok(())
     })?;
-    let keys = keys.ok_or_else(|| StoreError::Failed("keys were not loaded".into()))?;
+    let keys = keys.ok_or_else(|| StoreError::Failed(Failure::Internal("keys were not loaded")))?;
     Ok((db, keys))
 }
 
@@ -144,20 +146,21 @@ fn checked<D>(db: D, check: impl FnOnce(&D) -> Result<()>) -> Result<D> {
 
 fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<()> {
     let not_ours = || StoreError::NotATokenDb(path.display().to_string());
-    let txn = db.begin_read()?;
+    let txn = db.begin_read().db()?;
     let meta = match txn.open_table(META) {
         Ok(t) => t,
         Err(TableError::TableDoesNotExist(_) | TableError::TableTypeMismatch { .. }) => {
             return Err(not_ours());
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(Err::<(), _>(e).db().err().unwrap_or(StoreError::Locked)),
     };
-    match meta.get("magic")? {
+    match meta.get("magic").db()? {
         Some(v) if v.value() == MAGIC => {}
         _ => return Err(not_ours()),
     }
     let version = meta
-        .get("format_version")?
+        .get("format_version")
+        .db()?
         .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
         .map(u32::from_be_bytes)
         .ok_or_else(not_ours)?;
@@ -180,16 +183,17 @@ fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<()> {
 }
 
 fn read_wrapped(db: &impl ReadableDatabase) -> Result<(Vec<WrappedKey>, KeyId)> {
-    let txn = db.begin_read()?;
-    let meta = txn.open_table(META)?;
+    let txn = db.begin_read().db()?;
+    let meta = txn.open_table(META).db()?;
     let current = meta
-        .get("current_key")?
+        .get("current_key")
+        .db()?
         .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
         .map(|b| KeyId(u32::from_be_bytes(b)))
         .ok_or(StoreError::Corrupt(CoreError::BadField("current key id")))?;
     let mut wrapped = Vec::new();
-    for item in meta.range("key."..="key.~")? {
-        let (_, v) = item?;
+    for item in meta.range("key."..="key.~").db()? {
+        let (_, v) = item.db()?;
         wrapped.push(WrappedKey::decode(v.value()).map_err(StoreError::Corrupt)?);
     }
     Ok((wrapped, current))
@@ -209,17 +213,16 @@ pub(crate) fn verify_master(db: &Database, master: &MasterKey) -> Result<()> {
 
 /// Replaces the wrapped keys in `meta` with `keys` wrapped under `master`, in one durable commit.
 pub(crate) fn write_keys(db: &Database, master: &MasterKey, keys: &KeyRing) -> Result<()> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| StoreError::Storage(e.into()))?;
+    let mut txn = db.begin_write().db()?;
+    txn.set_durability(Durability::Immediate).db()?;
     // Key changes are rare; keep the allocator state so a crash right after one does not force
     // a full-file repair.
     txn.set_quick_repair(true);
     {
-        let mut meta = txn.open_table(META)?;
+        let mut meta = txn.open_table(META).db()?;
         put_keys(&mut meta, master, keys)?;
     }
-    txn.commit()?;
+    txn.commit().db()?;
     Ok(())
 }
 
@@ -229,19 +232,21 @@ fn put_keys(
     keys: &KeyRing,
 ) -> Result<()> {
     let old: Vec<String> = meta
-        .range("key."..="key.~")?
+        .range("key."..="key.~")
+        .db()?
         .filter_map(|item| item.ok().map(|(k, _)| k.value().to_owned()))
         .collect();
     for k in old {
-        meta.remove(k.as_str())?;
+        meta.remove(k.as_str()).db()?;
     }
     for (i, w) in keys.wrap_all(master).iter().enumerate() {
         let name = format!("key.{i:04}");
-        meta.insert(name.as_str(), w.encode().as_slice())?;
+        meta.insert(name.as_str(), w.encode().as_slice()).db()?;
     }
     meta.insert(
         "current_key",
         keys.current_key_id().0.to_be_bytes().as_slice(),
-    )?;
+    )
+    .db()?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! a failure during the mutations is a storage error, which fails the whole batch. So one
 //! operation's refusal never leaves half a change behind and never aborts its neighbours.
 
-use crate::error::{Result, StoreError};
+use crate::error::{Failure, RedbResult, Result, StoreError};
 use crate::tables::{
     BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, DL_KEY_LEN, Entry, FAMILIES, FAMILY_TOKENS,
     FT_KEY_LEN, IX_KEY_LEN, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN, bucket, dl_key, dl_parse, dl_upto,
@@ -12,43 +12,20 @@ use crate::tables::{
     tx_parse, tx_range,
 };
 use redb::{ReadableTable, Table, WriteTransaction};
+use tokendb_backend::{MAX_ACCESS_BATCH, ResealBatch, ResealCursor, Revocation, SweepCounts};
 use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN};
 use tokendb_core::{
     AccessKey, AccessRecord, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing, RecordState,
-    RevokeReason, Scope, TokenId, TokenSecret,
+    RevokeReason,
 };
 use tokendb_rotation::{
-    CapAction, Decision, FamilyCap, Policy, Presented, Refusal, Request, cap_decision, decide,
+    Admission, CapAction, FamilyCap, Plan, Refusal, RotateRequest, Rotation, admit_access,
+    cap_decision, plan,
 };
-
-/// A presentation of a refresh token for rotation, prepared by the caller (parsing, hashing and
-/// minting the successor's secret happen outside the writer thread).
-#[derive(Debug)]
-pub struct RotateRequest {
-    /// Family named by the token.
-    pub family: FamilyId,
-    /// Generation carried by the token.
-    pub generation: u64,
-    /// Whether the token's tag verified.
-    pub tag_valid: bool,
-    /// Token id of the presented secret.
-    pub presented_id: TokenId,
-    /// Keyed hash of the presenting client id.
-    pub client: IndexHash,
-    /// Requested scope, if narrower than the grant.
-    pub requested_scope: Option<Scope>,
-    /// Rotation policy in force.
-    pub policy: Policy,
-    /// The successor's secret, minted in advance (unused unless the decision is to rotate).
-    pub successor: TokenSecret,
-    /// Token id of `successor`.
-    pub successor_id: TokenId,
-}
 
 /// One write operation.
 #[derive(Debug)]
-#[non_exhaustive]
-pub enum Op {
+pub(crate) enum Op {
     /// Store a new family (and, optionally, an access token tied to it), subject to the cap.
     IssueFamily {
         /// New family id.
@@ -116,46 +93,13 @@ pub enum Op {
     },
 }
 
-/// Most access tokens one [`Op::IssueAccessBatch`] may carry. The writer thread applies a batch
-/// while every other write waits for it: on the benchmark machine a call of 10,000 took ~0.2 s
-/// end to end (sealing, apply, commit) and holds a few megabytes of records; 1,000 per call
-/// loaded at half the rate (`docs/benchmarks.md`, "Bulk load").
-pub const MAX_ACCESS_BATCH: usize = 10_000;
-
-/// Counts of one sweep batch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SweepCounts {
-    /// Index entries examined.
-    pub examined: u64,
-    /// Families deleted.
-    pub families: u64,
-    /// Access tokens deleted.
-    pub tokens: u64,
-    /// Entries re-filed at a later deadline because their record lives longer.
-    pub refiled: u64,
-    /// Grace slots erased.
-    pub grace_erased: u64,
-    /// Entries whose record failed authentication: the entry is dropped, the record kept for
-    /// `verify` to report.
-    pub corrupt: u64,
-    /// Deadline of the oldest entry examined (for lag), if any.
-    pub oldest_deadline: Option<u64>,
-    /// Token-index entries dropped with their ended deadline bucket.
-    pub index_dropped: u64,
-    /// Whether entries with deadline ≤ now remain after this batch.
-    pub more: bool,
-}
-
 /// What an operation did.
 #[derive(Debug)]
-#[non_exhaustive]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Issued; these families were evicted by the cap to make room.
     Issued {
         /// Evicted families.
         evicted: Vec<FamilyId>,
-        /// Deadline of what was issued.
-        deadline: u64,
     },
     /// A batch of access tokens was issued, every one of it.
     IssuedBatch {
@@ -167,71 +111,18 @@ pub enum Outcome {
         /// The cap.
         limit: u32,
     },
-    /// Rotated to `generation`.
-    Rotated {
-        /// New generation.
-        generation: u64,
-        /// Absolute deadline (unchanged).
-        absolute_deadline: u64,
-        /// New idle deadline.
-        idle_deadline: u64,
-    },
-    /// Grace replay: the same successor again.
-    GraceReplay {
-        /// Its generation.
-        generation: u64,
-        /// Its secret, from the grace slot.
-        secret: TokenSecret,
-        /// Absolute deadline.
-        absolute_deadline: u64,
-        /// Idle deadline.
-        idle_deadline: u64,
-    },
-    /// Non-rotating use; the idle deadline now stands at `idle_deadline`.
-    Slid {
-        /// Absolute deadline.
-        absolute_deadline: u64,
-        /// Idle deadline.
-        idle_deadline: u64,
-    },
-    /// Reuse detected: the family was revoked in this transaction.
-    ReuseDetected {
-        /// Generation presented.
-        presented: u64,
-        /// Newest generation.
-        newest: u64,
-        /// Ms since the newest generation was minted.
-        ms_since_rotation: u64,
-        /// Access tokens revoked with the family.
-        tokens_revoked: u64,
-    },
-    /// Refused; nothing changed.
+    /// A rotation request's answer.
+    Rotation(Rotation),
+    /// Issue of an access token refused by its family.
     Refused(Refusal),
     /// Families and tokens newly revoked.
-    Revoked {
-        /// Families.
-        families: u64,
-        /// Access tokens.
-        tokens: u64,
-        /// Ids of the families newly revoked.
-        family_ids: Vec<FamilyId>,
-    },
+    Revoked(Revocation),
     /// The named record does not exist.
     NotFound,
     /// A sweep batch.
     Swept(SweepCounts),
-    /// A re-seal batch: records moved to the current key, and whether any remain.
-    Resealed {
-        /// Records re-sealed.
-        records: u64,
-        /// Records skipped because they fail authentication (`tokendb verify` names them); they
-        /// keep their old key, which therefore cannot be retired.
-        corrupt: u64,
-        /// Whether records under older keys may remain past the cursor.
-        more: bool,
-        /// Where the next batch starts.
-        cursor: ResealCursor,
-    },
+    /// A re-seal batch.
+    Resealed(ResealBatch),
 }
 
 type FamT<'t> = Table<'t, &'static [u8; FAMILY_ID_LEN], &'static [u8]>;
@@ -274,14 +165,14 @@ impl<'t> Tx<'t> {
     /// transaction and marks the database failed). On an ordinary error they are dropped, so
     /// the transaction ends and releases redb's write slot.
     pub(crate) fn open(txn: &'t WriteTransaction, keys: &'t KeyRing) -> Result<Self> {
-        let families = LeakOnUnwind::new(txn.open_table(FAMILIES)?);
-        let tokens = LeakOnUnwind::new(txn.open_table(TOKENS)?);
-        let family_tokens = LeakOnUnwind::new(txn.open_table(FAMILY_TOKENS)?);
-        let deadlines = LeakOnUnwind::new(txn.open_table(DEADLINES)?);
-        let by_subject = LeakOnUnwind::new(txn.open_table(BY_SUBJECT)?);
-        let by_client = LeakOnUnwind::new(txn.open_table(BY_CLIENT)?);
-        let subject_tokens = LeakOnUnwind::new(txn.open_table(SUBJECT_TOKENS)?);
-        let client_tokens = LeakOnUnwind::new(txn.open_table(CLIENT_TOKENS)?);
+        let families = LeakOnUnwind::new(txn.open_table(FAMILIES).db()?);
+        let tokens = LeakOnUnwind::new(txn.open_table(TOKENS).db()?);
+        let family_tokens = LeakOnUnwind::new(txn.open_table(FAMILY_TOKENS).db()?);
+        let deadlines = LeakOnUnwind::new(txn.open_table(DEADLINES).db()?);
+        let by_subject = LeakOnUnwind::new(txn.open_table(BY_SUBJECT).db()?);
+        let by_client = LeakOnUnwind::new(txn.open_table(BY_CLIENT).db()?);
+        let subject_tokens = LeakOnUnwind::new(txn.open_table(SUBJECT_TOKENS).db()?);
+        let client_tokens = LeakOnUnwind::new(txn.open_table(CLIENT_TOKENS).db()?);
         let (
             Some(families),
             Some(tokens),
@@ -302,7 +193,9 @@ impl<'t> Tx<'t> {
             client_tokens.take(),
         )
         else {
-            return Err(StoreError::Failed("a table was not opened".into()));
+            return Err(StoreError::Failed(Failure::Internal(
+                "a table was not opened",
+            )));
         };
         Ok(Self {
             families,
@@ -323,21 +216,25 @@ impl<'t> Tx<'t> {
             Op::IssueAccess { key, record } => self.issue_access(*key, record),
             Op::IssueAccessBatch { tokens } => self.issue_access_batch(tokens),
             Op::Rotate(r) => self.rotate(r, now),
-            Op::RevokeToken { key } => self.revoke_token(key, RevokeReason::Requested, now),
-            Op::RevokeFamily { id, reason } => self.revoke_family(id, *reason, now),
+            Op::RevokeToken { key } => Ok(self
+                .revoke_token(key, RevokeReason::Requested, now)?
+                .map_or(Outcome::NotFound, Outcome::Revoked)),
+            Op::RevokeFamily { id, reason } => Ok(self
+                .revoke_family(id, *reason, now)?
+                .map_or(Outcome::NotFound, Outcome::Revoked)),
             Op::RevokeSubject { subject, client } => {
                 self.revoke_indexed(true, subject, *client, now)
             }
             Op::RevokeClient { client } => self.revoke_indexed(false, client, None, now),
             Op::Sweep { limit } => self.sweep(*limit, now).map(Outcome::Swept),
-            Op::Reseal { limit, from } => self.reseal(*limit, from),
+            Op::Reseal { limit, from } => self.reseal(*limit, from).map(Outcome::Resealed),
         }
     }
 
     // ---- record access ----
 
     fn family(&self, id: &FamilyId) -> Result<Option<FamilyRecord>> {
-        match self.families.get(id.as_bytes())? {
+        match self.families.get(id.as_bytes()).db()? {
             None => Ok(None),
             Some(v) => FamilyRecord::decode(v.value(), id, self.keys)
                 .map(Some)
@@ -346,7 +243,7 @@ impl<'t> Tx<'t> {
     }
 
     fn token(&self, key: &AccessKey) -> Result<Option<AccessRecord>> {
-        match self.tokens.get(&key.to_bytes())? {
+        match self.tokens.get(&key.to_bytes()).db()? {
             None => Ok(None),
             Some(v) => AccessRecord::decode(v.value(), key, self.keys)
                 .map(Some)
@@ -374,13 +271,15 @@ impl<'t> Tx<'t> {
             &resealed
         };
         let bytes = rec.encode(id, self.keys).map_err(StoreError::Invalid)?;
-        self.families.insert(id.as_bytes(), bytes.as_slice())?;
+        self.families.insert(id.as_bytes(), bytes.as_slice()).db()?;
         let entry = Entry::Family(*id);
         if old_deadline != Some(rec.deadline()) {
             if let Some(old) = old_deadline {
-                self.deadlines.remove(&dl_key(old, &entry))?;
+                self.deadlines.remove(&dl_key(old, &entry)).db()?;
             }
-            self.deadlines.insert(&dl_key(rec.deadline(), &entry), ())?;
+            self.deadlines
+                .insert(&dl_key(rec.deadline(), &entry), ())
+                .db()?;
         }
         Ok(())
     }
@@ -396,7 +295,7 @@ impl<'t> Tx<'t> {
             &resealed
         };
         let bytes = rec.encode(id, self.keys).map_err(StoreError::Invalid)?;
-        self.tokens.insert(&id.to_bytes(), bytes.as_slice())?;
+        self.tokens.insert(&id.to_bytes(), bytes.as_slice()).db()?;
         Ok(())
     }
 
@@ -410,8 +309,8 @@ impl<'t> Tx<'t> {
     ) -> Result<Vec<(FamilyId, u64)>> {
         let (lo, hi) = ix_range(subject);
         let mut ids = Vec::new();
-        for item in self.by_subject.range::<&[u8; IX_KEY_LEN]>(&lo..=&hi)? {
-            let (k, _) = item?;
+        for item in self.by_subject.range::<&[u8; IX_KEY_LEN]>(&lo..=&hi).db()? {
+            let (k, _) = item.db()?;
             if let Some(Entry::Family(f)) = ix_parse(k.value()) {
                 ids.push(f);
             }
@@ -445,7 +344,7 @@ impl<'t> Tx<'t> {
                 }
             }
         };
-        if self.families.get(id.as_bytes())?.is_some() {
+        if self.families.get(id.as_bytes()).db()?.is_some() {
             // 2^-128 per issue; refuse rather than overwrite.
             return Err(StoreError::Invalid(CoreError::BadField(
                 "family id collision",
@@ -456,12 +355,13 @@ impl<'t> Tx<'t> {
         }
         self.put_family(&id, rec, None)?;
         let entry = Entry::Family(id);
-        self.by_subject.insert(&ix_key(&rec.subject, &entry), ())?;
-        self.by_client.insert(&ix_key(&rec.client, &entry), ())?;
-        Ok(Outcome::Issued {
-            evicted,
-            deadline: rec.deadline(),
-        })
+        self.by_subject
+            .insert(&ix_key(&rec.subject, &entry), ())
+            .db()?;
+        self.by_client
+            .insert(&ix_key(&rec.client, &entry), ())
+            .db()?;
+        Ok(Outcome::Issued { evicted })
     }
 
     fn issue_access(&mut self, id: AccessKey, rec: &AccessRecord) -> Result<Outcome> {
@@ -469,27 +369,22 @@ impl<'t> Tx<'t> {
             let Some(fam) = self.family(&f)? else {
                 return Ok(Outcome::NotFound);
             };
-            match fam.state {
-                RecordState::Revoked { reason, .. } => {
-                    return Ok(Outcome::Refused(Refusal::Revoked(reason)));
+            match admit_access(&fam, rec.issued_at, rec.deadline) {
+                Admission::Admit => {}
+                Admission::Refuse(why) => return Ok(Outcome::Refused(why)),
+                Admission::OutlivesFamily => {
+                    return Err(StoreError::Invalid(CoreError::BadField(
+                        "access token outlives its family",
+                    )));
                 }
-                RecordState::Active if rec.issued_at >= fam.absolute_deadline => {
-                    return Ok(Outcome::Refused(Refusal::ExpiredAbsolute));
+                _ => {
+                    return Err(StoreError::Invalid(CoreError::BadField(
+                        "access token not admitted to its family",
+                    )));
                 }
-                RecordState::Active if rec.issued_at >= fam.idle_deadline => {
-                    return Ok(Outcome::Refused(Refusal::ExpiredIdle));
-                }
-                RecordState::Active => {}
-            }
-            // A family's deadline only moves forward, so a token capped at it when minted
-            // never outlives the family, and the sweeper never deletes a live token with it.
-            if rec.deadline > fam.deadline() {
-                return Err(StoreError::Invalid(CoreError::BadField(
-                    "access token outlives its family",
-                )));
             }
         }
-        if self.tokens.get(&id.to_bytes())?.is_some() {
+        if self.tokens.get(&id.to_bytes()).db()?.is_some() {
             return Err(StoreError::Invalid(CoreError::BadField(
                 "token id collision",
             )));
@@ -497,16 +392,19 @@ impl<'t> Tx<'t> {
         self.put_token(&id, rec)?;
         match rec.family {
             Some(f) => {
-                self.family_tokens.insert(&ft_key(&f, &id), ())?;
+                self.family_tokens.insert(&ft_key(&f, &id), ()).db()?;
             }
             None => {
-                self.subject_tokens.insert(&tx_key(&rec.subject, &id), ())?;
-                self.client_tokens.insert(&tx_key(&rec.client, &id), ())?;
+                self.subject_tokens
+                    .insert(&tx_key(&rec.subject, &id), ())
+                    .db()?;
+                self.client_tokens
+                    .insert(&tx_key(&rec.client, &id), ())
+                    .db()?;
             }
         }
         Ok(Outcome::Issued {
             evicted: Vec::new(),
-            deadline: rec.deadline,
         })
     }
 
@@ -529,7 +427,7 @@ impl<'t> Tx<'t> {
         for (id, rec) in &order {
             // A collision (or the same key twice in the batch) fails the op; the writer then
             // aborts the transaction, so nothing of the batch stays.
-            if self.tokens.get(&id.to_bytes())?.is_some() {
+            if self.tokens.get(&id.to_bytes()).db()?.is_some() {
                 return Err(StoreError::Invalid(CoreError::BadField(
                     "token id collision",
                 )));
@@ -555,7 +453,7 @@ impl<'t> Tx<'t> {
                 .collect();
             keys.sort_unstable();
             for k in &keys {
-                table.insert(k, ())?;
+                table.insert(k, ()).db()?;
             }
         }
         Ok(Outcome::IssuedBatch {
@@ -565,128 +463,84 @@ impl<'t> Tx<'t> {
 
     // ---- rotate ----
 
+    /// Applies [`tokendb_rotation::plan`]'s answer for `r` against the family as read here.
     fn rotate(&mut self, r: &RotateRequest, now: u64) -> Result<Outcome> {
-        let Some(mut fam) = self.family(&r.family)? else {
-            return Ok(Outcome::Refused(Refusal::Unknown));
+        let family = r.family();
+        let Some(fam) = self.family(&family)? else {
+            return Ok(Outcome::Rotation(Rotation::Refused(Refusal::Unknown)));
         };
-        let granted = match &r.requested_scope {
-            Some(_) => fam.open_body(&r.family, self.keys).map_err(corrupt)?.scope,
-            None => Scope::empty(),
-        };
-        let presented = Presented {
-            generation: r.generation,
-            tag_valid: r.tag_valid,
-            matches_current: fam.current == r.presented_id,
-        };
-        let req = Request {
-            client_matches: fam.client == r.client,
-            requested_scope: r.requested_scope.as_ref(),
-            granted_scope: &granted,
-        };
-        let old_deadline = fam.deadline();
-        match decide(&fam, &presented, &req, &r.policy, now) {
-            Decision::Refuse(why) => Ok(Outcome::Refused(why)),
-            Decision::Rotate {
-                generation,
-                absolute_deadline,
-                idle_deadline,
-                keep_for_grace,
+        match plan(&fam, r, self.keys, now).map_err(corrupt)? {
+            Plan::Answer(answer) => Ok(Outcome::Rotation(answer)),
+            Plan::Write {
+                record,
+                old_deadline,
+                drop_grace,
+                add_grace,
+                answer,
             } => {
-                // The kept successor's window is moot once that successor rotates: drop its
-                // sweeper entry with it, or entries would pile up with rotations (promise 8).
-                if !fam.grace.is_empty() {
-                    let end = grace_end(fam.rotated_at, r.policy.grace_ms, fam.absolute_deadline);
+                if let Some((end, generation)) = drop_grace {
                     self.deadlines
-                        .remove(&dl_key(end, &Entry::Grace(r.family, fam.generation)))?;
+                        .remove(&dl_key(end, &Entry::Grace(family, generation)))
+                        .db()?;
                 }
-                fam.generation = generation;
-                fam.idle_deadline = idle_deadline;
-                fam.absolute_deadline = absolute_deadline;
-                fam.rotated_at = now;
-                fam.current = r.successor_id;
-                fam.grace.clear();
-                if keep_for_grace {
-                    fam.set_grace(&r.family, self.keys, &r.successor)
-                        .map_err(corrupt)?;
-                    let end = grace_end(now, r.policy.grace_ms, absolute_deadline);
+                if let Some((end, generation)) = add_grace {
                     self.deadlines
-                        .insert(&dl_key(end, &Entry::Grace(r.family, generation)), ())?;
+                        .insert(&dl_key(end, &Entry::Grace(family, generation)), ())
+                        .db()?;
                 }
-                self.put_family(&r.family, &fam, Some(old_deadline))?;
-                Ok(Outcome::Rotated {
-                    generation,
-                    absolute_deadline,
-                    idle_deadline,
-                })
+                self.put_family(&family, &record, Some(old_deadline))?;
+                Ok(Outcome::Rotation(answer))
             }
-            Decision::GraceReplay { generation } => {
-                match fam.grace_secret(&r.family, self.keys).map_err(corrupt)? {
-                    Some(secret) => Ok(Outcome::GraceReplay {
-                        generation,
-                        secret,
-                        absolute_deadline: fam.absolute_deadline,
-                        idle_deadline: fam.idle_deadline,
-                    }),
-                    None => Ok(Outcome::Refused(Refusal::Unknown)),
-                }
-            }
-            Decision::Slide { idle_deadline } => {
-                if let Some(idle) = idle_deadline {
-                    fam.idle_deadline = idle;
-                    self.put_family(&r.family, &fam, Some(old_deadline))?;
-                }
-                Ok(Outcome::Slid {
-                    absolute_deadline: fam.absolute_deadline,
-                    idle_deadline: fam.idle_deadline,
-                })
-            }
-            Decision::ReuseDetected {
+            Plan::RevokeForReuse {
                 presented,
                 newest,
                 ms_since_rotation,
             } => {
-                let tokens_revoked =
-                    match self.revoke_family(&r.family, RevokeReason::ReuseDetected, now)? {
-                        Outcome::Revoked { tokens, .. } => tokens,
-                        _ => 0,
-                    };
-                Ok(Outcome::ReuseDetected {
+                let tokens_revoked = self
+                    .revoke_family(&family, RevokeReason::ReuseDetected, now)?
+                    .map_or(0, |r| r.tokens);
+                Ok(Outcome::Rotation(Rotation::ReuseDetected {
                     presented,
                     newest,
                     ms_since_rotation,
                     tokens_revoked,
-                })
+                }))
             }
+            _ => Err(StoreError::Failed(tokendb_backend::Failure::Internal(
+                "a rotation plan this build does not apply",
+            ))),
         }
     }
 
     // ---- revoke ----
 
-    fn revoke_token(&mut self, id: &AccessKey, reason: RevokeReason, now: u64) -> Result<Outcome> {
+    fn revoke_token(
+        &mut self,
+        id: &AccessKey,
+        reason: RevokeReason,
+        now: u64,
+    ) -> Result<Option<Revocation>> {
         let Some(mut rec) = self.token(id)? else {
-            return Ok(Outcome::NotFound);
+            return Ok(None);
         };
-        if rec.state.is_revoked() {
-            return Ok(Outcome::Revoked {
-                families: 0,
-                tokens: 0,
-                family_ids: Vec::new(),
-            });
+        let mut done = Revocation::default();
+        if !rec.state.is_revoked() {
+            rec.state = RecordState::Revoked { reason, at: now };
+            self.put_token(id, &rec)?;
+            done.tokens = 1;
         }
-        rec.state = RecordState::Revoked { reason, at: now };
-        self.put_token(id, &rec)?;
-        Ok(Outcome::Revoked {
-            families: 0,
-            tokens: 1,
-            family_ids: Vec::new(),
-        })
+        Ok(Some(done))
     }
 
     fn family_token_ids(&self, id: &FamilyId) -> Result<Vec<AccessKey>> {
         let (lo, hi) = ft_range(id);
         let mut out = Vec::new();
-        for item in self.family_tokens.range::<&[u8; FT_KEY_LEN]>(&lo..=&hi)? {
-            let (k, _) = item?;
+        for item in self
+            .family_tokens
+            .range::<&[u8; FT_KEY_LEN]>(&lo..=&hi)
+            .db()?
+        {
+            let (k, _) = item.db()?;
             if let Some(t) = ft_token(k.value()) {
                 out.push(t);
             }
@@ -694,33 +548,30 @@ impl<'t> Tx<'t> {
         Ok(out)
     }
 
-    fn revoke_family(&mut self, id: &FamilyId, reason: RevokeReason, now: u64) -> Result<Outcome> {
+    fn revoke_family(
+        &mut self,
+        id: &FamilyId,
+        reason: RevokeReason,
+        now: u64,
+    ) -> Result<Option<Revocation>> {
         let Some(mut fam) = self.family(id)? else {
-            return Ok(Outcome::NotFound);
+            return Ok(None);
         };
-        let mut families = 0;
-        let mut family_ids = Vec::new();
+        let mut done = Revocation::default();
         if !fam.state.is_revoked() {
             let old = fam.deadline();
             fam.state = RecordState::Revoked { reason, at: now };
             fam.grace.clear();
             self.put_family(id, &fam, Some(old))?;
-            families = 1;
-            family_ids.push(*id);
+            done.families = 1;
+            done.family_ids.push(*id);
         }
-        let mut tokens = 0;
         for t in self.family_token_ids(id)? {
-            if let Outcome::Revoked { tokens: n, .. } =
-                self.revoke_token(&t, RevokeReason::Family, now)?
-            {
-                tokens += n;
+            if let Some(r) = self.revoke_token(&t, RevokeReason::Family, now)? {
+                done.absorb(r);
             }
         }
-        Ok(Outcome::Revoked {
-            families,
-            tokens,
-            family_ids,
-        })
+        Ok(Some(done))
     }
 
     fn revoke_indexed(
@@ -737,8 +588,8 @@ impl<'t> Tx<'t> {
             (&self.by_client, &self.client_tokens)
         };
         let mut entries = Vec::new();
-        for item in families_ix.range::<&[u8; IX_KEY_LEN]>(&lo..=&hi)? {
-            let (k, _) = item?;
+        for item in families_ix.range::<&[u8; IX_KEY_LEN]>(&lo..=&hi).db()? {
+            let (k, _) = item.db()?;
             if let Some(e) = ix_parse(k.value()) {
                 entries.push(e);
             }
@@ -753,10 +604,9 @@ impl<'t> Tx<'t> {
         } else {
             RevokeReason::Client
         };
-        let (mut families, mut tokens) = (0, 0);
-        let mut family_ids = Vec::new();
+        let mut done = Revocation::default();
         for e in entries {
-            let outcome = match e {
+            let revoked = match e {
                 Entry::Family(f) => {
                     if let Some(c) = client {
                         match self.family(&f)? {
@@ -777,22 +627,11 @@ impl<'t> Tx<'t> {
                 }
                 Entry::Grace(..) => continue,
             };
-            if let Outcome::Revoked {
-                families: f,
-                tokens: t,
-                family_ids: ids,
-            } = outcome
-            {
-                families += f;
-                tokens += t;
-                family_ids.extend(ids);
+            if let Some(r) = revoked {
+                done.absorb(r);
             }
         }
-        Ok(Outcome::Revoked {
-            families,
-            tokens,
-            family_ids,
-        })
+        Ok(Outcome::Revoked(done))
     }
 
     // ---- sweep ----
@@ -800,17 +639,18 @@ impl<'t> Tx<'t> {
     fn delete_family(&mut self, id: &FamilyId, rec: &FamilyRecord) -> Result<u64> {
         let mut tokens = 0;
         for t in self.family_token_ids(id)? {
-            if self.tokens.remove(&t.to_bytes())?.is_some() {
+            if self.tokens.remove(&t.to_bytes()).db()?.is_some() {
                 tokens += 1;
             }
-            self.family_tokens.remove(&ft_key(id, &t))?;
+            self.family_tokens.remove(&ft_key(id, &t)).db()?;
         }
-        self.families.remove(id.as_bytes())?;
+        self.families.remove(id.as_bytes()).db()?;
         self.deadlines
-            .remove(&dl_key(rec.deadline(), &Entry::Family(*id)))?;
+            .remove(&dl_key(rec.deadline(), &Entry::Family(*id)))
+            .db()?;
         let entry = Entry::Family(*id);
-        self.by_subject.remove(&ix_key(&rec.subject, &entry))?;
-        self.by_client.remove(&ix_key(&rec.client, &entry))?;
+        self.by_subject.remove(&ix_key(&rec.subject, &entry)).db()?;
+        self.by_client.remove(&ix_key(&rec.client, &entry)).db()?;
         Ok(tokens)
     }
 
@@ -841,7 +681,7 @@ impl<'t> Tx<'t> {
             c.oldest_deadline = Some(c.oldest_deadline.map_or(d, |o| o.min(d)));
         }
         for (f, key) in &family_links {
-            self.family_tokens.remove(&ft_key(f, key))?;
+            self.family_tokens.remove(&ft_key(f, key)).db()?;
         }
         c.examined += swept as u64;
         c.tokens += swept as u64;
@@ -849,7 +689,8 @@ impl<'t> Tx<'t> {
         // `now` if none remains; whole buckets below that frontier hold only swept tokens.
         let next = self
             .tokens
-            .first()?
+            .first()
+            .db()?
             .map(|(k, _)| AccessKey::from_bytes(k.value()).deadline);
         let frontier = next.map_or(now.saturating_add(1), |d| d.min(now.saturating_add(1)));
         if next.is_some_and(|d| d <= now) {
@@ -867,8 +708,8 @@ impl<'t> Tx<'t> {
     fn sweep_deadlines(&mut self, limit: usize, now: u64, c: &mut SweepCounts) -> Result<()> {
         let upto = dl_upto(now);
         let mut due = Vec::new();
-        for item in self.deadlines.range::<&[u8; DL_KEY_LEN]>(..=&upto)? {
-            let (k, _) = item?;
+        for item in self.deadlines.range::<&[u8; DL_KEY_LEN]>(..=&upto).db()? {
+            let (k, _) = item.db()?;
             if due.len() == limit {
                 c.more = true;
                 break;
@@ -878,7 +719,7 @@ impl<'t> Tx<'t> {
         for key in due {
             c.examined += 1;
             let Some((deadline, entry)) = dl_parse(&key) else {
-                self.deadlines.remove(&key)?;
+                self.deadlines.remove(&key).db()?;
                 c.corrupt += 1;
                 continue;
             };
@@ -886,22 +727,24 @@ impl<'t> Tx<'t> {
             match entry {
                 Entry::Family(f) => match self.family(&f) {
                     Ok(Some(rec)) if rec.deadline() > now => {
-                        self.deadlines.remove(&key)?;
-                        self.deadlines.insert(&dl_key(rec.deadline(), &entry), ())?;
+                        self.deadlines.remove(&key).db()?;
+                        self.deadlines
+                            .insert(&dl_key(rec.deadline(), &entry), ())
+                            .db()?;
                         c.refiled += 1;
                     }
                     Ok(Some(rec)) => {
                         if rec.deadline() != deadline {
-                            self.deadlines.remove(&key)?;
+                            self.deadlines.remove(&key).db()?;
                         }
                         c.tokens += self.delete_family(&f, &rec)?;
                         c.families += 1;
                     }
                     Ok(None) => {
-                        self.deadlines.remove(&key)?;
+                        self.deadlines.remove(&key).db()?;
                     }
                     Err(StoreError::Corrupt(_)) => {
-                        self.deadlines.remove(&key)?;
+                        self.deadlines.remove(&key).db()?;
                         c.corrupt += 1;
                     }
                     Err(e) => return Err(e),
@@ -909,11 +752,11 @@ impl<'t> Tx<'t> {
                 // Access tokens are not filed here (their keys are their deadlines); an entry
                 // of this kind is not one this build wrote.
                 Entry::Token(_) => {
-                    self.deadlines.remove(&key)?;
+                    self.deadlines.remove(&key).db()?;
                     c.corrupt += 1;
                 }
                 Entry::Grace(f, generation) => {
-                    self.deadlines.remove(&key)?;
+                    self.deadlines.remove(&key).db()?;
                     match self.family(&f) {
                         Ok(Some(mut rec))
                             if rec.generation == generation && !rec.grace.is_empty() =>
@@ -935,7 +778,7 @@ impl<'t> Tx<'t> {
 
     // ---- data-key rotation ----
 
-    fn reseal(&mut self, limit: usize, from: &ResealCursor) -> Result<Outcome> {
+    fn reseal(&mut self, limit: usize, from: &ResealCursor) -> Result<ResealBatch> {
         let current = self.keys.current_key_id();
         let mut fams = Vec::new();
         let mut toks = Vec::new();
@@ -943,15 +786,18 @@ impl<'t> Tx<'t> {
         let mut more = false;
         if !from.families_done {
             let range = match &from.family {
-                Some(after) => self.families.range::<&[u8; FAMILY_ID_LEN]>((
-                    std::ops::Bound::Excluded(after.as_bytes()),
-                    std::ops::Bound::Unbounded,
-                ))?,
-                None => self.families.iter()?,
+                Some(after) => self
+                    .families
+                    .range::<&[u8; FAMILY_ID_LEN]>((
+                        std::ops::Bound::Excluded(after.as_bytes()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .db()?,
+                None => self.families.iter().db()?,
             };
             let mut exhausted = true;
             for item in range {
-                let (k, v) = item?;
+                let (k, v) = item.db()?;
                 if key_id_of(v.value()) != Some(current.0) {
                     if fams.len() == limit {
                         exhausted = false;
@@ -967,14 +813,17 @@ impl<'t> Tx<'t> {
         let room = limit.saturating_sub(fams.len());
         if cursor.families_done && room > 0 {
             let range = match &from.token {
-                Some(after) => self.tokens.range::<&[u8; ACCESS_KEY_LEN]>((
-                    std::ops::Bound::Excluded(&after.to_bytes()),
-                    std::ops::Bound::Unbounded,
-                ))?,
-                None => self.tokens.iter()?,
+                Some(after) => self
+                    .tokens
+                    .range::<&[u8; ACCESS_KEY_LEN]>((
+                        std::ops::Bound::Excluded(&after.to_bytes()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .db()?,
+                None => self.tokens.iter().db()?,
             };
             for item in range {
-                let (k, v) = item?;
+                let (k, v) = item.db()?;
                 if key_id_of(v.value()) != Some(current.0) {
                     if toks.len() == room {
                         more = true;
@@ -1017,22 +866,8 @@ impl<'t> Tx<'t> {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Outcome::Resealed {
-            records,
-            corrupt: corrupt_records,
-            more,
-            cursor,
-        })
+        Ok(ResealBatch::new(records, corrupt_records, more, cursor))
     }
-}
-
-/// Where a data-key re-seal pass stands: records are visited in key order, families first, so
-/// each batch starts where the previous one stopped instead of rescanning from the start.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ResealCursor {
-    family: Option<FamilyId>,
-    token: Option<AccessKey>,
-    families_done: bool,
 }
 
 /// Holds a value that is dropped normally, except while the thread unwinds from a panic: then
@@ -1068,22 +903,25 @@ impl<T> Drop for LeakOnUnwind<T> {
 fn indexed_tokens(table: &TxT<'_>, hash: &IndexHash) -> Result<Vec<AccessKey>> {
     let mut out = Vec::new();
     let mut next = table
-        .first()?
+        .first()
+        .db()?
         .and_then(|(k, _)| tx_parse(k.value()))
         .map(|(b, ..)| b);
     while let Some(b) = next {
         let (lo, hi) = tx_range(b, hash);
-        for item in table.range::<&[u8; TX_KEY_LEN]>(&lo..=&hi)? {
-            let (k, _) = item?;
+        for item in table.range::<&[u8; TX_KEY_LEN]>(&lo..=&hi).db()? {
+            let (k, _) = item.db()?;
             if let Some((_, _, t)) = tx_parse(k.value()) {
                 out.push(t);
             }
         }
         next = match b.checked_add(1) {
             Some(after) => table
-                .range::<&[u8; TX_KEY_LEN]>(&tx_bucket_start(after)..)?
+                .range::<&[u8; TX_KEY_LEN]>(&tx_bucket_start(after)..)
+                .db()?
                 .next()
-                .transpose()?
+                .transpose()
+                .db()?
                 .and_then(|(k, _)| tx_parse(k.value()))
                 .map(|(b, ..)| b),
             None => None,
@@ -1097,7 +935,7 @@ fn indexed_tokens(table: &TxT<'_>, hash: &IndexHash) -> Result<Vec<AccessKey>> {
 fn drop_ended_buckets(table: &mut TxT<'_>, frontier: u64, limit: usize) -> Result<(u64, bool)> {
     let end = tx_bucket_start(bucket(frontier));
     let n = drain_below(table, &end, limit, |_, ()| {})?;
-    let more = table.first()?.is_some_and(|(k, _)| k.value() < &end);
+    let more = table.first().db()?.is_some_and(|(k, _)| k.value() < &end);
     Ok((n as u64, more))
 }
 
@@ -1116,22 +954,20 @@ fn drain_below<const N: usize, V: redb::Value + 'static>(
         return Ok(0);
     }
     let mut n = 0usize;
-    let mut drain = LeakOnUnwind::new(table.extract_from_if::<&[u8; N], _>(..end, |_, _| true)?);
+    let mut drain = LeakOnUnwind::new(
+        table
+            .extract_from_if::<&[u8; N], _>(..end, |_, _| true)
+            .db()?,
+    );
     while n < limit {
         let Some(item) = drain.get_mut().and_then(Iterator::next) else {
             break;
         };
-        let (k, v) = item?;
+        let (k, v) = item.db()?;
         each(k.value(), v.value());
         n += 1;
     }
     Ok(n)
-}
-
-/// When a grace window opened at `rotated_at` closes: never after the family's absolute
-/// deadline, so no grace timer outlives its family.
-fn grace_end(rotated_at: u64, grace_ms: u64, absolute_deadline: u64) -> u64 {
-    rotated_at.saturating_add(grace_ms).min(absolute_deadline)
 }
 
 /// The key id field of an encoded record (bytes 1..5), without authenticating it: used only to

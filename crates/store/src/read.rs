@@ -19,6 +19,7 @@
 //! beyond the lookups running at that moment.
 
 use crate::Store;
+use crate::error::RedbResult;
 use crate::error::{Result, StoreError};
 use crate::tables::{
     BUCKET_SHIFT, BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, DL_KEY_LEN, Entry, FAMILIES,
@@ -164,7 +165,7 @@ impl Drop for Lease<'_> {
 }
 
 /// A consistent read view, handed to the closure of [`Store::read`].
-pub struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     snap: &'a Snapshot,
     shared: &'a crate::Shared,
 }
@@ -178,19 +179,13 @@ impl std::fmt::Debug for Reader<'_> {
 }
 
 impl Reader<'_> {
-    /// The data keys this view reads with.
-    #[must_use]
-    pub fn keys(&self) -> &KeyRing {
-        &self.snap.keys
-    }
-
     /// Reads and authenticates a family record.
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
     pub fn family(&self, id: &FamilyId) -> Result<Option<FamilyRecord>> {
         self.shared.contained("reading a family", || {
-            match self.snap.families.get(id.as_bytes())? {
+            match self.snap.families.get(id.as_bytes()).db()? {
                 None => Ok(None),
                 Some(v) => FamilyRecord::decode(v.value(), id, &self.snap.keys)
                     .map(Some)
@@ -230,7 +225,7 @@ impl Reader<'_> {
         decode: fn(&[u8], &AccessKey, &KeyRing) -> core::result::Result<T, CoreError>,
     ) -> Result<Option<T>> {
         self.shared.contained("reading a token", || {
-            match self.snap.tokens.get(&id.to_bytes())? {
+            match self.snap.tokens.get(&id.to_bytes()).db()? {
                 None => Ok(None),
                 Some(v) => decode(v.value(), id, &self.snap.keys)
                     .map(Some)
@@ -269,14 +264,14 @@ impl Store {
     fn open_snapshot(&self, generation: u64) -> Result<Snapshot> {
         let guard = self.shared.read_db()?;
         let db = guard.as_ref().ok_or(StoreError::Closed)?;
-        let keys = self.keys();
+        let keys = self.shared.keys();
         self.contained("opening a read snapshot", || {
-            let txn = db.begin_read()?;
+            let txn = db.begin_read().db()?;
             Ok(Snapshot {
                 generation,
                 keys,
-                families: txn.open_table(FAMILIES)?,
-                tokens: txn.open_table(TOKENS)?,
+                families: txn.open_table(FAMILIES).db()?,
+                tokens: txn.open_table(TOKENS).db()?,
             })
         })
     }
@@ -286,7 +281,7 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Closed`], [`StoreError::Failed`], storage errors, or `f`'s own error.
-    pub fn read<R, E: From<StoreError>>(
+    pub(crate) fn read<R, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Reader<'_>) -> core::result::Result<R, E>,
     ) -> core::result::Result<R, E> {
@@ -322,20 +317,20 @@ impl Store {
     pub fn scan(&self, mut f: impl FnMut(ScanItem)) -> Result<()> {
         self.contained("scanning the file", || {
             self.check_usable()?;
-            let keys = self.keys();
+            let keys = self.shared.keys();
             let guard = self.shared.read_db()?;
             let db = guard.as_ref().ok_or(StoreError::Closed)?;
-            let txn = db.begin_read()?;
-            for item in txn.open_table(FAMILIES)?.iter()? {
-                let (k, v) = item?;
+            let txn = db.begin_read().db()?;
+            for item in txn.open_table(FAMILIES).db()?.iter().db()? {
+                let (k, v) = item.db()?;
                 let id = FamilyId::from_bytes(*k.value());
                 f(ScanItem::Family(
                     id,
                     FamilyRecord::decode(v.value(), &id, &keys),
                 ));
             }
-            for item in txn.open_table(TOKENS)?.iter()? {
-                let (k, v) = item?;
+            for item in txn.open_table(TOKENS).db()?.iter().db()? {
+                let (k, v) = item.db()?;
                 let id = AccessKey::from_bytes(k.value());
                 f(ScanItem::Token(
                     id,
@@ -355,9 +350,9 @@ impl Store {
             self.check_usable()?;
             let guard = self.shared.read_db()?;
             let db = guard.as_ref().ok_or(StoreError::Closed)?;
-            let txn = db.begin_read()?;
-            for item in txn.open_table(FAMILY_TOKENS)?.iter()? {
-                let (k, _) = item?;
+            let txn = db.begin_read().db()?;
+            for item in txn.open_table(FAMILY_TOKENS).db()?.iter().db()? {
+                let (k, _) = item.db()?;
                 let k: &[u8; FT_KEY_LEN] = k.value();
                 let parsed = k.split_at_checked(FAMILY_ID_LEN).and_then(|(a, b)| {
                     Some(IndexEntry::FamilyToken(
@@ -367,8 +362,8 @@ impl Store {
                 });
                 f(parsed.unwrap_or(IndexEntry::Malformed("family_tokens")));
             }
-            for item in txn.open_table(DEADLINES)?.iter()? {
-                let (k, _) = item?;
+            for item in txn.open_table(DEADLINES).db()?.iter().db()? {
+                let (k, _) = item.db()?;
                 let k: &[u8; DL_KEY_LEN] = k.value();
                 f(
                     dl_parse(k).map_or(IndexEntry::Malformed("deadlines"), |(d, e)| {
@@ -380,8 +375,8 @@ impl Store {
                 (BY_SUBJECT, "by_subject", true),
                 (BY_CLIENT, "by_client", false),
             ] {
-                for item in txn.open_table(table)?.iter()? {
-                    let (k, _) = item?;
+                for item in txn.open_table(table).db()?.iter().db()? {
+                    let (k, _) = item.db()?;
                     let k: &[u8; IX_KEY_LEN] = k.value();
                     let hash = k.get(..16).and_then(IndexHash::from_slice);
                     let entry = match (hash, ix_parse(k)) {
@@ -396,8 +391,8 @@ impl Store {
                 (SUBJECT_TOKENS, "subject_tokens", true),
                 (CLIENT_TOKENS, "client_tokens", false),
             ] {
-                for item in txn.open_table(table)?.iter()? {
-                    let (k, _) = item?;
+                for item in txn.open_table(table).db()?.iter().db()? {
+                    let (k, _) = item.db()?;
                     let k: &[u8; TX_KEY_LEN] = k.value();
                     f(match tx_parse(k) {
                         Some((_, h, t)) if subject => IndexEntry::Subject(h, Entry::Token(t)),
@@ -421,20 +416,26 @@ impl Store {
             self.check_usable()?;
             let guard = self.shared.read_db()?;
             let db = guard.as_ref().ok_or(StoreError::Closed)?;
-            let txn = db.begin_read()?;
+            let txn = db.begin_read().db()?;
             let deadline = txn
-                .open_table(DEADLINES)?
-                .first()?
+                .open_table(DEADLINES)
+                .db()?
+                .first()
+                .db()?
                 .and_then(|(k, _)| dl_parse(k.value()).map(|(d, _)| d));
             let token = txn
-                .open_table(TOKENS)?
-                .first()?
+                .open_table(TOKENS)
+                .db()?
+                .first()
+                .db()?
                 .map(|(k, _)| AccessKey::from_bytes(k.value()).deadline);
             let mut earliest = deadline.into_iter().chain(token).min();
             for table in [SUBJECT_TOKENS, CLIENT_TOKENS] {
                 let bucket_end = txn
-                    .open_table(table)?
-                    .first()?
+                    .open_table(table)
+                    .db()?
+                    .first()
+                    .db()?
                     .and_then(|(k, _)| tx_parse(k.value()))
                     .map(|(b, ..)| ((u64::from(b) + 1) << BUCKET_SHIFT).saturating_sub(1));
                 earliest = earliest.into_iter().chain(bucket_end).min();
@@ -448,14 +449,14 @@ impl Store {
         self.contained("scanning the file", || {
             let guard = self.shared.read_db()?;
             let db = guard.as_ref().ok_or(StoreError::Closed)?;
-            let txn = db.begin_read()?;
+            let txn = db.begin_read().db()?;
             let mut ids = std::collections::BTreeSet::new();
-            for item in txn.open_table(FAMILIES)?.iter()? {
-                let (_, v) = item?;
+            for item in txn.open_table(FAMILIES).db()?.iter().db()? {
+                let (_, v) = item.db()?;
                 ids.extend(crate::ops::key_id_of(v.value()));
             }
-            for item in txn.open_table(TOKENS)?.iter()? {
-                let (_, v) = item?;
+            for item in txn.open_table(TOKENS).db()?.iter().db()? {
+                let (_, v) = item.db()?;
                 ids.extend(crate::ops::key_id_of(v.value()));
             }
             Ok(ids.into_iter().map(tokendb_core::KeyId).collect())

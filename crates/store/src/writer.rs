@@ -8,7 +8,7 @@
 //! caller in it gets that error (nothing of the batch is durable).
 
 use crate::Shared;
-use crate::error::{Result, StoreError};
+use crate::error::{Failure, RedbResult, Result, StoreError};
 use crate::ops::{Op, Outcome, Tx};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use redb::Durability;
@@ -66,7 +66,7 @@ pub(crate) fn spawn(shared: Arc<Shared>, opts: WriterOptions) -> Result<Writer> 
             }));
             if ran.is_err() {
                 shared.damaged.store(true, Ordering::Release);
-                shared.fail("the writer thread panicked".into());
+                shared.fail(Failure::WriterPanicked);
             }
         })?;
     Ok(Writer { tx, handle })
@@ -120,16 +120,15 @@ fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
                 for reply in replies {
                     let err = first
                         .take()
-                        .unwrap_or_else(|| StoreError::Failed(format!("batch failed: {msg}")));
+                        .unwrap_or_else(|| StoreError::BatchAborted(msg.clone()));
                     let _ = reply.send(Err(err));
                 }
             }
             Err(_) => {
                 shared.damaged.store(true, Ordering::Release);
-                shared.fail("the writer thread panicked".into());
+                shared.fail(Failure::WriterPanicked);
                 for reply in replies {
-                    let _ =
-                        reply.send(Err(StoreError::Failed("the writer thread panicked".into())));
+                    let _ = reply.send(Err(StoreError::Failed(Failure::WriterPanicked)));
                 }
             }
         }
@@ -149,9 +148,8 @@ fn apply_batch(shared: &Shared, ops: Vec<(Op, u64)>) -> Result<Vec<Result<Outcom
     let db = guard.as_ref().ok_or(StoreError::Closed)?;
     let mut failed: Vec<Option<StoreError>> = ops.iter().map(|_| None).collect();
     'attempt: loop {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| StoreError::Storage(e.into()))?;
+        let mut txn = db.begin_write().db()?;
+        txn.set_durability(Durability::Immediate).db()?;
         txn.set_quick_repair(shared.quick_repair);
         let mut outcomes = Vec::with_capacity(ops.len());
         {
@@ -168,14 +166,15 @@ fn apply_batch(shared: &Shared, ops: Vec<(Op, u64)>) -> Result<Vec<Result<Outcom
                     std::mem::forget(opened);
                     std::mem::forget(txn);
                     shared.damaged.store(true, Ordering::Release);
-                    shared.fail("redb failed on damaged file structure while writing".into());
+                    shared.fail(Failure::DamagedWhileWriting);
                     return Err(StoreError::Damaged(
                         "redb failed on damaged file structure while writing".into(),
                     ));
                 }
             }
-            let mut tx =
-                opened.ok_or_else(|| StoreError::Failed("the tables were not opened".into()))?;
+            let mut tx = opened.ok_or_else(|| {
+                StoreError::Failed(Failure::Internal("the tables were not opened"))
+            })?;
             for (i, (op, now)) in ops.iter().enumerate() {
                 if failed.get(i).is_some_and(Option::is_some) {
                     outcomes.push(None);
@@ -190,7 +189,7 @@ fn apply_batch(shared: &Shared, ops: Vec<(Op, u64)>) -> Result<Vec<Result<Outcom
                     std::mem::forget(tx);
                     std::mem::forget(txn);
                     shared.damaged.store(true, Ordering::Release);
-                    shared.fail("redb failed on damaged file structure while writing".into());
+                    shared.fail(Failure::DamagedWhileWriting);
                     return Err(StoreError::Damaged(
                         "redb failed on damaged file structure while writing".into(),
                     ));
@@ -202,21 +201,23 @@ fn apply_batch(shared: &Shared, ops: Vec<(Op, u64)>) -> Result<Vec<Result<Outcom
                             *slot = Some(e);
                         }
                         drop(tx);
-                        txn.abort()?;
+                        txn.abort().db()?;
                         continue 'attempt;
                     }
                     Err(e) => return Err(e),
                 }
             }
         }
-        txn.commit()?;
+        txn.commit().db()?;
         return Ok(outcomes
             .into_iter()
             .zip(failed)
             .map(|(o, f)| match (o, f) {
                 (Some(o), _) => Ok(o),
                 (None, Some(e)) => Err(e),
-                (None, None) => Err(StoreError::Failed("operation was not applied".into())),
+                (None, None) => Err(StoreError::Failed(Failure::Internal(
+                    "operation was not applied",
+                ))),
             })
             .collect());
     }

@@ -14,11 +14,12 @@
 //! ```
 //! use std::sync::Arc;
 //! use tokendb_core::{MasterKey, ManualClock};
+//! use tokendb_backend::Backend;
 //! use tokendb_store::{Store, StoreOptions};
 //! use tokendb_sweeper::{Sweeper, SweeperConfig};
 //!
 //! let dir = tempfile::tempdir()?;
-//! let store = Arc::new(Store::create(dir.path().join("t.tdb"), &MasterKey::generate(), StoreOptions::default())?);
+//! let store: Arc<dyn Backend> = Arc::new(Store::create(dir.path().join("t.tdb"), &MasterKey::generate(), StoreOptions::default())?);
 //! let clock = Arc::new(ManualClock::new(1_000));
 //! let sweeper = Sweeper::start(Arc::clone(&store), clock, SweeperConfig::default())?;
 //! let report = sweeper.sweep_now(None)?;
@@ -36,8 +37,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tokendb_backend::{Backend, Failure, StoreError, SweepCounts};
 use tokendb_core::Clock;
-use tokendb_store::{Op, Outcome, Store, StoreError, SweepCounts};
 
 /// Sweeper settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,9 +67,12 @@ impl Default for SweeperConfig {
 
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PassReport {
     /// Batches (write transactions).
     pub batches: u64,
+    /// Index entries examined.
+    pub examined: u64,
     /// Families deleted.
     pub families: u64,
     /// Access tokens deleted.
@@ -90,6 +94,7 @@ pub struct PassReport {
 impl PassReport {
     fn add(&mut self, c: &SweepCounts, now: u64) {
         self.batches += 1;
+        self.examined += c.examined;
         self.families += c.families;
         self.tokens += c.tokens;
         self.refiled += c.refiled;
@@ -115,6 +120,7 @@ pub struct SweeperMetrics {
 
 /// A copy of the counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MetricsSnapshot {
     /// Passes run.
     pub passes: u64,
@@ -163,7 +169,7 @@ impl SweeperMetrics {
 /// # Errors
 /// The store's error; batches committed before it stay committed.
 pub fn run_pass(
-    store: &Store,
+    store: &dyn Backend,
     now: u64,
     batch_size: usize,
     limit: Option<u64>,
@@ -187,7 +193,7 @@ pub fn run_pass(
 /// The batches of one pass, until nothing is due, `limit` entries were examined, `deadline`
 /// passed, or `stop` is set (checked after each batch: shutdown waits for one batch at most).
 fn sweep_due(
-    store: &Store,
+    store: &dyn Backend,
     now: u64,
     batch_size: usize,
     limit: Option<u64>,
@@ -204,15 +210,11 @@ fn sweep_due(
         if batch == 0 {
             return Ok(());
         }
-        match store.submit(Op::Sweep { limit: batch }, now)? {
-            Outcome::Swept(c) => {
-                examined += c.examined;
-                report.add(&c, now);
-                if !c.more {
-                    return Ok(());
-                }
-            }
-            _ => return Ok(()),
+        let c = store.sweep(batch, now)?;
+        examined += c.examined;
+        report.add(&c, now);
+        if !c.more {
+            return Ok(());
         }
         if stop.load(Ordering::Acquire) || deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(());
@@ -252,7 +254,7 @@ impl Sweeper {
     /// # Errors
     /// If the OS refuses a thread.
     pub fn start(
-        store: Arc<Store>,
+        store: Arc<dyn Backend>,
         clock: Arc<dyn Clock>,
         config: SweeperConfig,
     ) -> std::io::Result<Self> {
@@ -266,7 +268,7 @@ impl Sweeper {
     /// # Errors
     /// If the OS refuses a thread.
     pub fn start_with_observer(
-        store: Arc<Store>,
+        store: Arc<dyn Backend>,
         clock: Arc<dyn Clock>,
         config: SweeperConfig,
         observer: PassObserver,
@@ -279,7 +281,7 @@ impl Sweeper {
             .name("tokendb-sweeper".into())
             .spawn(move || {
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run(&store, &*clock, config, &rx, &s, &m, &*observer)
+                    run(&*store, &*clock, config, &rx, &s, &m, &*observer)
                 }));
                 if let Err(panic) = outcome {
                     let what = panic
@@ -287,7 +289,7 @@ impl Sweeper {
                         .map(ToString::to_string)
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown panic".into());
-                    store.mark_failed(format!("the sweeper thread panicked: {what}"));
+                    store.mark_failed(Failure::SweeperPanicked(what));
                 }
             })?;
         Ok(Self {
@@ -307,9 +309,9 @@ impl Sweeper {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.cmd
             .send(Command::SweepNow(limit, tx))
-            .map_err(|_| StoreError::Failed("the sweeper thread stopped".into()))?;
+            .map_err(|_| StoreError::Failed(Failure::SweeperStopped))?;
         rx.recv()
-            .map_err(|_| StoreError::Failed("the sweeper thread stopped".into()))?
+            .map_err(|_| StoreError::Failed(Failure::SweeperStopped))?
     }
 
     /// The counters.
@@ -339,7 +341,7 @@ impl Drop for Sweeper {
 }
 
 fn run(
-    store: &Store,
+    store: &dyn Backend,
     clock: &dyn Clock,
     config: SweeperConfig,
     rx: &Receiver<Command>,
@@ -363,7 +365,7 @@ fn run(
                     Err(StoreError::Closed) => return,
                     Err(StoreError::Failed(_)) => return,
                     Err(e) => {
-                        store.mark_failed(format!("the sweeper failed: {e}"));
+                        store.mark_failed(Failure::SweeperFailed(e.to_string()));
                         return;
                     }
                 }

@@ -1,7 +1,7 @@
 //! Configuration: a builder with documented defaults.
 
 use crate::clock::{Clock, SystemClock};
-use crate::error::{Error, Result};
+use crate::error::{ConfigProblem, Error, Result};
 use std::sync::Arc;
 use std::time::Duration;
 use tokendb_core::TokenFormat;
@@ -68,7 +68,7 @@ impl Config {
 #[must_use]
 pub struct ConfigBuilder {
     config: Config,
-    errors: Vec<String>,
+    errors: Vec<ConfigProblem>,
 }
 
 impl ConfigBuilder {
@@ -76,7 +76,7 @@ impl ConfigBuilder {
     pub fn token_prefix(mut self, prefix: &str) -> Self {
         match TokenFormat::new(prefix) {
             Ok(f) => self.config.format = f,
-            Err(e) => self.errors.push(e.to_string()),
+            Err(e) => self.errors.push(ConfigProblem::TokenPrefix(e)),
         }
         self
     }
@@ -165,28 +165,36 @@ impl ConfigBuilder {
     /// [`Error::Config`] naming every bad value.
     pub fn build(mut self) -> Result<Config> {
         if let Err(e) = self.config.policy.validate() {
-            self.errors.push(e.to_string());
+            self.errors.push(ConfigProblem::Lifetime(e));
         }
         if self.config.policy.grace_ms > MAX_GRACE_MS {
-            self.errors
-                .push(format!("grace period above {MAX_GRACE_MS} ms"));
+            self.errors.push(ConfigProblem::OutOfRange {
+                setting: "grace period",
+                rule: "must be at most 60 s",
+            });
         }
         if self.config.access_ms == 0 {
-            self.errors
-                .push("access lifetime must be greater than zero".into());
+            self.errors.push(ConfigProblem::OutOfRange {
+                setting: "access lifetime",
+                rule: "must be greater than zero",
+            });
         }
         if self.config.store.writer.max_batch == 0 {
-            self.errors
-                .push("writer max_batch must be at least 1".into());
+            self.errors.push(ConfigProblem::OutOfRange {
+                setting: "writer max_batch",
+                rule: "must be at least 1",
+            });
         }
         if self.config.sweeper.batch_size == 0 {
-            self.errors
-                .push("sweeper batch_size must be at least 1".into());
+            self.errors.push(ConfigProblem::OutOfRange {
+                setting: "sweeper batch_size",
+                rule: "must be at least 1",
+            });
         }
         if self.errors.is_empty() {
             Ok(self.config)
         } else {
-            Err(Error::Config(self.errors.join("; ")))
+            Err(Error::Config(self.errors))
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The error type of `tokendb`.
 
 use core::fmt;
+use tokendb_backend::StoreError;
 use tokendb_core::{CoreError, FamilyId, ParseError, RevokeReason};
-use tokendb_store::StoreError;
+use tokendb_rotation::{LifetimeError, Refusal};
 
 /// Why a refresh-token rotation was refused. Map it to an OAuth error with
 /// [`Error::oauth_error`]; tell the client nothing more.
@@ -49,8 +50,12 @@ pub enum Error {
     },
     /// The named family does not exist (or was swept).
     FamilyNotFound,
-    /// A configuration value is out of range.
-    Config(String),
+    /// A configuration value is out of range: each problem found, in the order of the builder
+    /// calls.
+    Config(Vec<ConfigProblem>),
+    /// The configured lifetimes cannot give a token a deadline at this time (an overflow far
+    /// in the future, or lifetimes out of range).
+    Lifetime(LifetimeError),
     /// A batch holds more grants than one call may issue
     /// ([`crate::MAX_ACCESS_BATCH`]). Nothing was written.
     BatchTooLarge {
@@ -85,7 +90,7 @@ impl Error {
                 "invalid_request"
             }
             Self::BatchItem { error, .. } => error.oauth_error(),
-            Self::Config(_) | Self::Store(_) => "server_error",
+            Self::Config(_) | Self::Lifetime(_) | Self::Store(_) => "server_error",
         }
     }
 }
@@ -122,7 +127,17 @@ impl fmt::Display for Error {
                 )
             }
             Self::FamilyNotFound => f.write_str("no such token family"),
-            Self::Config(why) => write!(f, "invalid configuration: {why}"),
+            Self::Config(problems) => {
+                f.write_str("invalid configuration: ")?;
+                for (i, p) in problems.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{p}")?;
+                }
+                Ok(())
+            }
+            Self::Lifetime(e) => write!(f, "lifetimes out of range: {e}"),
             Self::BatchTooLarge { len, max } => write!(
                 f,
                 "a batch of {len} grants is over the limit of {max}: split it into calls of at \
@@ -167,6 +182,47 @@ impl From<ParseError> for Error {
 impl From<CoreError> for Error {
     fn from(e: CoreError) -> Self {
         Self::InvalidInput(e)
+    }
+}
+
+/// One problem a [`crate::ConfigBuilder`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigProblem {
+    /// The token prefix breaks the token format's rules.
+    TokenPrefix(CoreError),
+    /// A lifetime or the grace period is out of range.
+    Lifetime(LifetimeError),
+    /// Another setting is out of range: which, and why.
+    OutOfRange {
+        /// The setting.
+        setting: &'static str,
+        /// What its value must be.
+        rule: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TokenPrefix(e) => write!(f, "token prefix: {e}"),
+            Self::Lifetime(e) => e.fmt(f),
+            Self::OutOfRange { setting, rule } => write!(f, "{setting} {rule}"),
+        }
+    }
+}
+
+/// Maps the state machine's refusal to the API's.
+pub(crate) fn refusal(r: Refusal) -> RotateRefusal {
+    match r {
+        Refusal::Unknown => RotateRefusal::Unknown,
+        Refusal::Revoked(why) => RotateRefusal::Revoked(why),
+        Refusal::ExpiredAbsolute => RotateRefusal::ExpiredAbsolute,
+        Refusal::ExpiredIdle => RotateRefusal::ExpiredIdle,
+        Refusal::ClientMismatch => RotateRefusal::ClientMismatch,
+        Refusal::ScopeWidened => RotateRefusal::ScopeWidened,
+        // A refusal a newer state machine adds is, to the client, an unusable grant.
+        _ => RotateRefusal::Unknown,
     }
 }
 

@@ -40,7 +40,9 @@
 //! ```
 //!
 //! Crates underneath: `tokendb-core` (formats, keys, sealing), `tokendb-rotation` (the family
-//! state machine), `tokendb-store` (redb tables, group commit), `tokendb-sweeper` (expiry).
+//! state machine and every other security decision), `tokendb-backend` (the storage
+//! interface), `tokendb-store` (the redb backend: tables, group commit), `tokendb-sweeper`
+//! (expiry). This crate is the only one an embedder or operator tool needs.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -55,18 +57,25 @@ mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigBuilder};
-pub use db::TokenDb;
-pub use error::{Error, Result, RotateRefusal};
+pub use db::{SealingKeys, TokenDb};
+pub use error::{ConfigProblem, Error, Result, RotateRefusal};
+pub use events::{EventReceiver, RecvError};
 pub use types::{
     Event, Expiry, Grant, Introspection, IssuedAccess, IssuedRefresh, Revoked, Rotated,
     TokenStatus, Validation,
 };
 
-pub use tokendb_core::{
-    FamilyId, MasterKey, ParseError, RevokeReason, Scope, TokenKind, TokenString,
+pub use tokendb_backend::{
+    EngineError, Failure, MAX_ACCESS_BATCH, ResealBatch, ResealCursor, StoreError,
 };
-pub use tokendb_rotation::{FamilyCap, RotationMode};
-pub use tokendb_store::{MAX_ACCESS_BATCH, StoreError, WriterOptions};
+pub use tokendb_core::{
+    CoreError, FamilyId, KeyId, MasterKey, ParseError, RevokeReason, Scope, TokenKind, TokenString,
+};
+pub use tokendb_rotation::{FamilyCap, LifetimeError, RotationMode};
+pub use tokendb_store::{
+    AccessStats, Expiring, FamilyStats, IndexCounts, Problem, StoreStats, VerifyReport,
+    WriterOptions,
+};
 pub use tokendb_sweeper::{MetricsSnapshot, PassReport, SweeperConfig};
 
 /// The README's example, compiled and run as a doc-test.

@@ -68,6 +68,7 @@ impl Expiry {
 
 /// A newly issued refresh token: the first of a new family.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct IssuedRefresh {
     /// The token to give the client.
     pub token: TokenString,
@@ -83,6 +84,7 @@ pub struct IssuedRefresh {
 
 /// A newly issued access token.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct IssuedAccess {
     /// The token to give the client.
     pub token: TokenString,
@@ -94,6 +96,7 @@ pub struct IssuedAccess {
 
 /// The answer to a rotation.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Rotated {
     /// The new refresh token.
     pub token: TokenString,
@@ -151,6 +154,17 @@ pub struct Validation {
 }
 
 impl Validation {
+    pub(crate) fn unknown(kind: TokenKind) -> Self {
+        Self {
+            kind,
+            status: TokenStatus::Unknown,
+            expires: None,
+            absolute: None,
+            idle: None,
+            family: None,
+        }
+    }
+
     /// Whether the token is active.
     #[must_use]
     pub fn is_active(&self) -> bool {

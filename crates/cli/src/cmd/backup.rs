@@ -17,14 +17,13 @@ pub(crate) fn run(args: &DbArgs, dest: &Path) -> Result<Report, CliError> {
     }
     // Opening takes redb's exclusive lock: no server can write while the copy is made.
     let opened = open(args, None)?;
-    let store = opened.db.store();
-    let records: u64 = store.records_by_key()?.values().sum();
-    let copied = store.copy_to(dest)?;
+    let records: u64 = opened.db.records_by_key()?.values().sum();
+    let copied = opened.db.backup(dest)?;
     opened.db.close()?;
     // Open the copy with the same key: proves it is whole, and lets redb finish its recovery
     // there once, so the copy is ready to use.
     let copy = open_with(dest, &opened.master, None)?;
-    let copy_records: u64 = copy.store().records_by_key()?.values().sum();
+    let copy_records: u64 = copy.records_by_key()?.values().sum();
     copy.close()?;
     if copy_records != records {
         return Err(CliError::new(

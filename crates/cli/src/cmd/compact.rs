@@ -8,7 +8,7 @@ use serde_json::json;
 pub(crate) fn run(args: &DbArgs) -> Result<Report, CliError> {
     let opened = open(args, None)?;
     let before = file_size(&args.path)?;
-    let moved = opened.db.store().compact()?;
+    let moved = opened.db.compact()?;
     opened.db.close()?;
     let after = file_size(&args.path)?;
     let json = json!({ "bytes_before": before, "bytes_after": after, "compacted": moved });

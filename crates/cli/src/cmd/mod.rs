@@ -38,7 +38,7 @@ pub(crate) fn read_token(arg: &str) -> Result<Zeroizing<String>, CliError> {
 
 /// Key ids as a JSON object `{ "1": n, … }`.
 pub(crate) fn by_key_json(
-    m: &std::collections::BTreeMap<tokendb_core::KeyId, u64>,
+    m: &std::collections::BTreeMap<tokendb::KeyId, u64>,
 ) -> serde_json::Value {
     m.iter()
         .map(|(k, n)| (k.0.to_string(), serde_json::Value::from(*n)))
@@ -47,7 +47,7 @@ pub(crate) fn by_key_json(
 }
 
 /// Key ids as text: `1: 10, 2: 5`.
-pub(crate) fn by_key_text(m: &std::collections::BTreeMap<tokendb_core::KeyId, u64>) -> String {
+pub(crate) fn by_key_text(m: &std::collections::BTreeMap<tokendb::KeyId, u64>) -> String {
     if m.is_empty() {
         return "none".into();
     }

@@ -8,8 +8,7 @@ use crate::output::{Report, num, progress};
 use clap::{ArgGroup, Args, value_parser};
 use serde_json::json;
 use std::path::PathBuf;
-use tokendb::{Clock, SystemClock};
-use tokendb_store::{Op, Outcome, ResealCursor};
+use tokendb::ResealCursor;
 
 /// Exit code of a run stopped by `--stop-after-batches` (tests only).
 const STOPPED: i32 = 99;
@@ -69,11 +68,11 @@ fn master(a: &RekeyArgs, file: &std::path::Path) -> Result<Report, CliError> {
 
 fn data(a: &RekeyArgs) -> Result<Report, CliError> {
     let opened = open(&a.db, None)?;
-    let store = opened.db.store();
-    let keys = store.keys();
-    let before = keys.current_key_id();
+    let db = &opened.db;
+    let keys = db.sealing_keys();
+    let before = keys.current;
     let pending: Vec<u32> = keys
-        .sealing_key_ids()
+        .held
         .into_iter()
         .filter(|k| *k != before)
         .map(|k| k.0)
@@ -84,9 +83,9 @@ fn data(a: &RekeyArgs) -> Result<Report, CliError> {
     let new = if resumed {
         before
     } else {
-        store.add_sealing_key(&opened.master)?
+        db.add_sealing_key(&opened.master)?
     };
-    let total: u64 = store
+    let total: u64 = db
         .records_by_key()?
         .iter()
         .filter(|(k, _)| **k != new)
@@ -97,27 +96,15 @@ fn data(a: &RekeyArgs) -> Result<Report, CliError> {
     let (mut resealed, mut batches, mut skipped) = (0u64, 0u64, 0u64);
     let mut cursor = ResealCursor::default();
     loop {
-        let now = SystemClock.now_ms();
         // Through the group-commit writer, like any write of a running server: lookups and
         // other writes carry on between batches.
-        let op = Op::Reseal {
-            limit,
-            from: cursor.clone(),
-        };
-        let Outcome::Resealed {
-            records,
-            corrupt,
-            more,
-            cursor: next,
-        } = store.submit(op, now)?
-        else {
-            break;
-        };
-        cursor = next;
-        skipped += corrupt;
-        resealed += records;
+        let batch = db.reseal_batch(limit, cursor)?;
+        cursor = batch.cursor;
+        skipped += batch.corrupt;
+        resealed += batch.records;
         batches += 1;
-        pb.inc(records);
+        pb.inc(batch.records);
+        let more = batch.more;
         if a.stop_after_batches == Some(batches) {
             pb.abandon();
             eprintln!(
@@ -138,12 +125,12 @@ fn data(a: &RekeyArgs) -> Result<Report, CliError> {
             "run `tokendb verify` to find them; the old key stays until they are dealt with",
         ));
     }
-    let retired: Vec<u32> = store
+    let retired: Vec<u32> = db
         .retire_old_sealing_keys(&opened.master)?
         .iter()
         .map(|k| k.0)
         .collect();
-    let held: Vec<u32> = store.keys().sealing_key_ids().iter().map(|k| k.0).collect();
+    let held: Vec<u32> = db.sealing_keys().held.iter().map(|k| k.0).collect();
     opened.db.close()?;
 
     let json = json!({

@@ -13,12 +13,11 @@ const HORIZONS: [(&str, u64); 3] = [("hour", HOUR), ("day", 24 * HOUR), ("week",
 
 pub(crate) fn run(args: &DbArgs) -> Result<Report, CliError> {
     let opened = open(args, None)?;
-    let store = opened.db.store();
     let now = SystemClock.now_ms();
-    let s = store.stats(now, &HORIZONS.map(|(_, h)| h))?;
-    let keys = store.keys();
-    let current = keys.current_key_id().0;
-    let held: Vec<u32> = keys.sealing_key_ids().iter().map(|k| k.0).collect();
+    let s = opened.db.stats(now, &HORIZONS.map(|(_, h)| h))?;
+    let keys = opened.db.sealing_keys();
+    let current = keys.current.0;
+    let held: Vec<u32> = keys.held.iter().map(|k| k.0).collect();
     let file = file_size(&args.path)?;
     opened.db.close()?;
 
@@ -37,7 +36,7 @@ pub(crate) fn run(args: &DbArgs) -> Result<Report, CliError> {
             )
         })
         .collect();
-    let access = |a: &tokendb_store::AccessStats| json!({ "total": a.total(), "active": a.active, "revoked": a.revoked, "expired": a.expired });
+    let access = |a: &tokendb::AccessStats| json!({ "total": a.total(), "active": a.active, "revoked": a.revoked, "expired": a.expired });
     let json = json!({
         "path": args.path.display().to_string(),
         "now_ms": now,

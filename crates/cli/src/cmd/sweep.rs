@@ -1,53 +1,33 @@
 //! `tokendb sweep`: one sweep pass now, in bounded batches, with progress and a summary.
 
 use crate::error::CliError;
-use crate::open::{DbArgs, open};
+use crate::open::{DbArgs, open_sweeping};
 use crate::output::{Report, ms, num, progress};
 use serde_json::json;
 use std::time::Instant;
-use tokendb::{Clock, SystemClock};
-use tokendb_store::{Op, Outcome, SweepCounts};
+use tokendb::{Clock, PassReport, SystemClock};
 
 pub(crate) fn run(args: &DbArgs, limit: Option<u64>, batch: u64) -> Result<Report, CliError> {
-    let opened = open(args, None)?;
-    let store = opened.db.store();
+    let opened = open_sweeping(args, usize::try_from(batch.max(1)).unwrap_or(usize::MAX))?;
     let now = SystemClock.now_ms();
-    let due = store.due_entries(now)?;
+    let due = opened.db.due_entries(now)?;
     let target = limit.map_or(due, |l| l.min(due));
     let pb = progress(target, "sweeping");
     let started = Instant::now();
-    let mut total = SweepCounts::default();
-    let mut batches = 0u64;
-    let mut more = due > 0;
-    while more {
-        let room = limit.map_or(u64::MAX, |l| l.saturating_sub(total.examined));
-        let n = usize::try_from(room.min(batch)).unwrap_or(usize::MAX);
-        if n == 0 {
-            break;
-        }
-        // The same operation, through the same writer, as the background sweeper's batches.
-        let Outcome::Swept(c) = store.submit(Op::Sweep { limit: n }, now)? else {
-            break;
-        };
-        batches += 1;
-        total.examined += c.examined;
-        total.families += c.families;
-        total.tokens += c.tokens;
-        total.refiled += c.refiled;
-        total.grace_erased += c.grace_erased;
-        total.corrupt += c.corrupt;
-        if let Some(d) = c.oldest_deadline {
-            total.oldest_deadline = Some(total.oldest_deadline.map_or(d, |o| o.min(d)));
-        }
-        more = c.more;
-        pb.inc(c.examined);
-    }
+    // The same pass, batch after batch through the same writer, as the background sweeper's.
+    let total = if due > 0 {
+        opened.db.sweep_now(limit)?
+    } else {
+        PassReport::default()
+    };
+    let batches = total.batches;
+    pb.inc(total.examined);
     pb.finish_and_clear();
     let elapsed = started.elapsed();
-    let remaining = store.due_entries(now)?;
+    let remaining = opened.db.due_entries(now)?;
     opened.db.close()?;
 
-    let lag = total.oldest_deadline.map(|d| now.saturating_sub(d));
+    let lag = (total.lag_ms > 0).then_some(total.lag_ms);
     let json = json!({
         "now_ms": now,
         "due_before": due,

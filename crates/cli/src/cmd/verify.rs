@@ -9,11 +9,10 @@ use std::fmt::Write as _;
 
 pub(crate) fn run(args: &DbArgs, max_problems: usize) -> Result<Report, CliError> {
     let opened = open(args, None)?;
-    let store = opened.db.store();
-    let r = store.verify(max_problems)?;
-    let keys = store.keys();
-    let held: Vec<u32> = keys.sealing_key_ids().iter().map(|k| k.0).collect();
-    let current = keys.current_key_id().0;
+    let r = opened.db.verify(max_problems)?;
+    let keys = opened.db.sealing_keys();
+    let held: Vec<u32> = keys.held.iter().map(|k| k.0).collect();
+    let current = keys.current.0;
     opened.db.close()?;
 
     let problems: Vec<_> = r

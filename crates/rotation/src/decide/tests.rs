@@ -1,3 +1,4 @@
+use super::decide_presented as decide;
 use super::*;
 use crate::policy::{DAY_MS, HOUR_MS};
 use proptest::prelude::*;

@@ -1,0 +1,503 @@
+//! From a decision to the exact change a backend applies: the new family record, the sweeper
+//! entries to add and drop, and the answer to give. Backends apply a [`Plan`] mechanically,
+//! inside the transaction in which they read the family; they never decide anything.
+
+use crate::decide::{Decision, Refusal, Request};
+use crate::policy::Policy;
+use crate::present::Presentation;
+use tokendb_core::{
+    CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing, RecordState, Scope, TokenId, TokenKind,
+    TokenSecret,
+};
+
+/// A presentation of a refresh token for rotation, with everything the decision needs and the
+/// successor minted in advance (on the caller's thread, not inside the backend's transaction).
+#[derive(Debug)]
+pub struct RotateRequest {
+    presentation: Presentation,
+    client: IndexHash,
+    requested_scope: Option<Scope>,
+    policy: Policy,
+    successor: TokenSecret,
+    successor_id: TokenId,
+}
+
+impl RotateRequest {
+    /// A request by the client whose id hashes to `client`, asking for `requested_scope`
+    /// (`None`: the whole grant) under `policy`. Mints the successor's secret.
+    #[must_use]
+    pub fn new(
+        presentation: Presentation,
+        client: IndexHash,
+        requested_scope: Option<Scope>,
+        policy: Policy,
+        keys: &KeyRing,
+    ) -> Self {
+        let successor = TokenSecret::generate();
+        let successor_id = keys.token_id(TokenKind::Refresh, &successor);
+        Self {
+            presentation,
+            client,
+            requested_scope,
+            policy,
+            successor,
+            successor_id,
+        }
+    }
+
+    /// The presentation.
+    #[must_use]
+    pub fn presentation(&self) -> &Presentation {
+        &self.presentation
+    }
+
+    /// The family the presented token names.
+    #[must_use]
+    pub fn family(&self) -> FamilyId {
+        self.presentation.family()
+    }
+
+    /// The successor's secret, which becomes the family's current token if the rotation is
+    /// applied. The engine keeps a copy to hand the new token to the client.
+    #[must_use]
+    pub fn successor(&self) -> &TokenSecret {
+        &self.successor
+    }
+
+    /// The state machine's view of this request against `f`, opening the family's sealed
+    /// grant only when a narrower scope was asked for.
+    fn decide(&self, f: &FamilyRecord, keys: &KeyRing, now: u64) -> Result<Decision, CoreError> {
+        let granted = match &self.requested_scope {
+            Some(_) => f.open_body(&self.family(), keys)?.scope,
+            None => Scope::empty(),
+        };
+        let req = Request {
+            client_matches: f.client == self.client,
+            requested_scope: self.requested_scope.as_ref(),
+            granted_scope: &granted,
+        };
+        Ok(crate::decide::decide_presented(
+            f,
+            &self.presentation.against(f),
+            &req,
+            &self.policy,
+            now,
+        ))
+    }
+
+    /// The decision alone, if it is a refusal: what a caller can answer from a committed
+    /// snapshot without a write (a refusal changes nothing, so any committed state is a valid
+    /// point to refuse at). `None` means the request must go to the backend, which decides
+    /// again on the family as it reads it inside its transaction.
+    ///
+    /// # Errors
+    /// [`CoreError`] if the family's sealed grant does not open (a damaged record).
+    pub fn refusal(
+        &self,
+        f: &FamilyRecord,
+        keys: &KeyRing,
+        now: u64,
+    ) -> Result<Option<Refusal>, CoreError> {
+        Ok(match self.decide(f, keys, now)? {
+            Decision::Refuse(r) => Some(r),
+            _ => None,
+        })
+    }
+}
+
+/// What presenting a refresh token for rotation did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Rotation {
+    /// Rotated: the request's successor is now the family's current token.
+    Rotated {
+        /// Its generation.
+        generation: u64,
+        /// The family's absolute deadline, unchanged.
+        absolute_deadline: u64,
+        /// The successor's idle deadline.
+        idle_deadline: u64,
+    },
+    /// Grace replay: the successor minted by the previous rotation, again.
+    GraceReplay {
+        /// Its generation.
+        generation: u64,
+        /// Its secret, from the family's grace slot.
+        secret: TokenSecret,
+        /// The family's absolute deadline.
+        absolute_deadline: u64,
+        /// The idle deadline.
+        idle_deadline: u64,
+    },
+    /// Non-rotating use: the token stays; its idle deadline now stands at `idle_deadline`.
+    Slid {
+        /// The family's absolute deadline.
+        absolute_deadline: u64,
+        /// The idle deadline.
+        idle_deadline: u64,
+    },
+    /// Reuse: the family was revoked, with its access tokens, in the same transaction.
+    ReuseDetected {
+        /// Generation presented.
+        presented: u64,
+        /// The family's newest generation.
+        newest: u64,
+        /// Milliseconds since the newest generation was minted.
+        ms_since_rotation: u64,
+        /// Access tokens revoked with the family.
+        tokens_revoked: u64,
+    },
+    /// Refused; nothing changed.
+    Refused(Refusal),
+}
+
+/// The change one rotation request makes to its family.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Plan {
+    /// Write nothing and answer this (a refusal or a grace replay).
+    Answer(Rotation),
+    /// Write `record` in place of the family read, and answer `answer`.
+    Write {
+        /// The family's new record.
+        record: Box<FamilyRecord>,
+        /// The deadline the family was filed under before (its sweeper entry moves if the
+        /// record's [`FamilyRecord::deadline`] differs).
+        old_deadline: u64,
+        /// Drop the grace-window sweeper entry `(deadline, generation)` of the previous
+        /// rotation: its successor has now rotated, so the window is moot.
+        drop_grace: Option<(u64, u64)>,
+        /// File a grace-window sweeper entry `(deadline, generation)`: when the successor's
+        /// secret kept for replays must be erased.
+        add_grace: Option<(u64, u64)>,
+        /// The answer once written.
+        answer: Rotation,
+    },
+    /// Reuse of an earlier generation: revoke the family (reason
+    /// [`tokendb_core::RevokeReason::ReuseDetected`]) with every access token tied to it, and
+    /// answer [`Rotation::ReuseDetected`] with the number of tokens revoked.
+    RevokeForReuse {
+        /// Generation presented.
+        presented: u64,
+        /// The family's newest generation.
+        newest: u64,
+        /// Milliseconds since the newest generation was minted.
+        ms_since_rotation: u64,
+    },
+}
+
+/// When a grace window opened at `rotated_at` closes: never after the family's absolute
+/// deadline, so no grace timer outlives its family.
+#[must_use]
+pub fn grace_end(rotated_at: u64, grace_ms: u64, absolute_deadline: u64) -> u64 {
+    rotated_at.saturating_add(grace_ms).min(absolute_deadline)
+}
+
+/// Plans `req` against the family record `f` read inside the backend's transaction, at `now`.
+///
+/// # Errors
+/// [`CoreError`] if a sealed part of `f` (grant, grace slot) does not open: a damaged record.
+pub fn plan(
+    f: &FamilyRecord,
+    req: &RotateRequest,
+    keys: &KeyRing,
+    now: u64,
+) -> Result<Plan, CoreError> {
+    let family = req.family();
+    Ok(match req.decide(f, keys, now)? {
+        Decision::Refuse(why) => Plan::Answer(Rotation::Refused(why)),
+        Decision::Rotate {
+            generation,
+            absolute_deadline,
+            idle_deadline,
+            keep_for_grace,
+        } => {
+            let drop_grace = (!f.grace.is_empty()).then(|| {
+                (
+                    grace_end(f.rotated_at, req.policy.grace_ms, f.absolute_deadline),
+                    f.generation,
+                )
+            });
+            let mut record = f.clone();
+            record.generation = generation;
+            record.idle_deadline = idle_deadline;
+            record.absolute_deadline = absolute_deadline;
+            record.rotated_at = now;
+            record.current = req.successor_id;
+            record.grace.clear();
+            let add_grace = if keep_for_grace {
+                record.set_grace(&family, keys, &req.successor)?;
+                Some((
+                    grace_end(now, req.policy.grace_ms, absolute_deadline),
+                    generation,
+                ))
+            } else {
+                None
+            };
+            Plan::Write {
+                record: Box::new(record),
+                old_deadline: f.deadline(),
+                drop_grace,
+                add_grace,
+                answer: Rotation::Rotated {
+                    generation,
+                    absolute_deadline,
+                    idle_deadline,
+                },
+            }
+        }
+        Decision::GraceReplay { generation } => match f.grace_secret(&family, keys)? {
+            Some(secret) => Plan::Answer(Rotation::GraceReplay {
+                generation,
+                secret,
+                absolute_deadline: f.absolute_deadline,
+                idle_deadline: f.idle_deadline,
+            }),
+            None => Plan::Answer(Rotation::Refused(Refusal::Unknown)),
+        },
+        Decision::Slide {
+            idle_deadline: Some(idle),
+        } => {
+            let mut record = f.clone();
+            record.idle_deadline = idle;
+            Plan::Write {
+                answer: Rotation::Slid {
+                    absolute_deadline: record.absolute_deadline,
+                    idle_deadline: idle,
+                },
+                record: Box::new(record),
+                old_deadline: f.deadline(),
+                drop_grace: None,
+                add_grace: None,
+            }
+        }
+        Decision::Slide {
+            idle_deadline: None,
+        } => Plan::Answer(Rotation::Slid {
+            absolute_deadline: f.absolute_deadline,
+            idle_deadline: f.idle_deadline,
+        }),
+        Decision::ReuseDetected {
+            presented,
+            newest,
+            ms_since_rotation,
+        } => Plan::RevokeForReuse {
+            presented,
+            newest,
+            ms_since_rotation,
+        },
+    })
+}
+
+/// Whether an access token issued at `issued_at` with `deadline` may be tied to family `f`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Admission {
+    /// Store it.
+    Admit,
+    /// The family refuses it (revoked or expired at `issued_at`).
+    Refuse(Refusal),
+    /// The token would outlive the family: its deadline was not capped at the family's
+    /// (a caller bug). A family's deadline only moves forward, so a token capped at it when
+    /// minted never outlives it, and the sweeper never deletes a live token with its family.
+    OutlivesFamily,
+}
+
+/// Decides whether an access token may join family `f`.
+#[must_use]
+pub fn admit_access(f: &FamilyRecord, issued_at: u64, deadline: u64) -> Admission {
+    match f.state {
+        RecordState::Revoked { reason, .. } => Admission::Refuse(Refusal::Revoked(reason)),
+        RecordState::Active if issued_at >= f.absolute_deadline => {
+            Admission::Refuse(Refusal::ExpiredAbsolute)
+        }
+        RecordState::Active if issued_at >= f.idle_deadline => {
+            Admission::Refuse(Refusal::ExpiredIdle)
+        }
+        RecordState::Active if deadline > f.deadline() => Admission::OutlivesFamily,
+        RecordState::Active => Admission::Admit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::DAY_MS;
+    use tokendb_core::{RecordBody, RefreshToken, RevokeReason};
+
+    const T0: u64 = 1_800_000_000_000;
+
+    struct Fixture {
+        keys: KeyRing,
+        id: FamilyId,
+        token: RefreshToken,
+        family: FamilyRecord,
+    }
+
+    fn fixture(policy: &Policy) -> Fixture {
+        let keys = KeyRing::generate();
+        let id = FamilyId::generate();
+        let token = RefreshToken::mint(&keys, id, 1);
+        let (absolute_deadline, idle_deadline) = policy.deadlines_at_issue(T0).unwrap();
+        let body = RecordBody {
+            subject: "alice".into(),
+            client_id: "web".into(),
+            scope: Scope::parse("openid email").unwrap(),
+            claims: Vec::new(),
+        };
+        let (key_id, body) = FamilyRecord::seal_body(&keys, &id, &body).unwrap();
+        let family = FamilyRecord {
+            key_id,
+            state: RecordState::Active,
+            created_at: T0,
+            absolute_deadline,
+            idle_deadline,
+            generation: 1,
+            rotated_at: T0,
+            current: keys.token_id(TokenKind::Refresh, &token.secret),
+            subject: keys.subject_hash("alice"),
+            client: keys.client_hash("web"),
+            grace: Vec::new(),
+            body,
+        };
+        Fixture {
+            keys,
+            id,
+            token,
+            family,
+        }
+    }
+
+    fn request(
+        fx: &Fixture,
+        t: &RefreshToken,
+        client: &str,
+        scope: Option<&str>,
+        policy: Policy,
+    ) -> RotateRequest {
+        RotateRequest::new(
+            Presentation::verify(t, &fx.keys).unwrap(),
+            fx.keys.client_hash(client),
+            scope.map(|s| Scope::parse(s).unwrap()),
+            policy,
+            &fx.keys,
+        )
+    }
+
+    #[test]
+    fn a_rotation_with_grace_files_the_window_and_a_second_drops_it() {
+        let policy = Policy {
+            grace_ms: 30_000,
+            ..Policy::default()
+        };
+        let fx = fixture(&policy);
+        let now = T0 + DAY_MS;
+        let req = request(&fx, &fx.token, "web", None, policy);
+        let Plan::Write {
+            record,
+            old_deadline,
+            drop_grace,
+            add_grace,
+            answer,
+        } = plan(&fx.family, &req, &fx.keys, now).unwrap()
+        else {
+            panic!("not a write")
+        };
+        assert!(matches!(answer, Rotation::Rotated { generation: 2, .. }));
+        assert_eq!(old_deadline, fx.family.deadline());
+        assert_eq!(drop_grace, None);
+        assert_eq!(add_grace, Some((now + 30_000, 2)));
+        assert_eq!(record.absolute_deadline, fx.family.absolute_deadline);
+        assert_eq!(
+            record.current,
+            fx.keys.token_id(TokenKind::Refresh, req.successor())
+        );
+        // The successor is kept sealed for replays: the predecessor gets the same one back.
+        let replay = request(&fx, &fx.token, "web", None, policy);
+        match plan(&record, &replay, &fx.keys, now + 1_000).unwrap() {
+            Plan::Answer(Rotation::GraceReplay {
+                generation: 2,
+                secret,
+                ..
+            }) => {
+                assert_eq!(secret.expose(), req.successor().expose());
+            }
+            other => panic!("{other:?}"),
+        }
+        // The successor rotates: the window of generation 2 is moot.
+        let second = RefreshToken::with_secret(
+            &fx.keys,
+            fx.id,
+            2,
+            TokenSecret::from_bytes(*req.successor().expose()),
+        );
+        match plan(
+            &record,
+            &request(&fx, &second, "web", None, policy),
+            &fx.keys,
+            now + 2_000,
+        )
+        .unwrap()
+        {
+            Plan::Write {
+                drop_grace,
+                add_grace,
+                ..
+            } => {
+                assert_eq!(drop_grace, Some((now + 30_000, 2)));
+                assert_eq!(add_grace, Some((now + 32_000, 3)));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Past the window the predecessor is reuse.
+        assert!(matches!(
+            plan(&record, &replay, &fx.keys, now + 30_000).unwrap(),
+            Plan::RevokeForReuse {
+                presented: 1,
+                newest: 2,
+                ms_since_rotation: 30_000
+            }
+        ));
+    }
+
+    #[test]
+    fn scope_and_client_are_checked_on_the_sealed_grant() {
+        let policy = Policy::default();
+        let fx = fixture(&policy);
+        let refusal = |client, scope| {
+            request(&fx, &fx.token, client, scope, policy)
+                .refusal(&fx.family, &fx.keys, T0 + 1)
+                .unwrap()
+        };
+        assert_eq!(refusal("web", Some("email")), None);
+        assert_eq!(
+            refusal("web", Some("email admin")),
+            Some(Refusal::ScopeWidened)
+        );
+        assert_eq!(refusal("mobile", None), Some(Refusal::ClientMismatch));
+    }
+
+    #[test]
+    fn access_tokens_join_only_a_live_family_they_do_not_outlive() {
+        let fx = fixture(&Policy::default());
+        let f = &fx.family;
+        assert_eq!(admit_access(f, T0, f.deadline()), Admission::Admit);
+        assert_eq!(
+            admit_access(f, T0, f.deadline() + 1),
+            Admission::OutlivesFamily
+        );
+        assert_eq!(
+            admit_access(f, f.idle_deadline, f.deadline()),
+            Admission::Refuse(Refusal::ExpiredIdle)
+        );
+        let mut revoked = f.clone();
+        revoked.state = RecordState::Revoked {
+            reason: RevokeReason::Subject,
+            at: T0,
+        };
+        assert_eq!(
+            admit_access(&revoked, T0, T0 + 1),
+            Admission::Refuse(Refusal::Revoked(RevokeReason::Subject))
+        );
+    }
+}

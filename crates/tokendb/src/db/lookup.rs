@@ -1,0 +1,170 @@
+//! Lookups: validation (status only, no decryption) and RFC 7662 introspection.
+
+use super::TokenDb;
+use crate::error::Result;
+use crate::types::{Expiry, Introspection, TokenStatus, Validation};
+use tokendb_backend::StoreError;
+use tokendb_core::{AccessStatus, FamilyRecord, ParsedToken, RefreshToken, TokenKind};
+use tokendb_rotation::{Presentation, Standing, Status, classify};
+
+pub(super) fn status_of(s: Status) -> TokenStatus {
+    match s {
+        Status::Active => TokenStatus::Active,
+        Status::Revoked(r) => TokenStatus::Revoked(r),
+        Status::ExpiredAbsolute => TokenStatus::ExpiredAbsolute,
+        // Any status a newer rotation crate adds is, at least, not active.
+        _ => TokenStatus::ExpiredIdle,
+    }
+}
+
+fn access_status(rec: &AccessStatus, now: u64) -> TokenStatus {
+    match rec.revoked {
+        Some(reason) => TokenStatus::Revoked(reason),
+        None if now >= rec.deadline => TokenStatus::ExpiredAbsolute,
+        None => TokenStatus::Active,
+    }
+}
+
+/// A refresh token looked up: its family, if the token is one of it, and its status.
+pub(super) struct RefreshFound {
+    pub(super) presentation: Presentation,
+    pub(super) family: FamilyRecord,
+    pub(super) status: TokenStatus,
+}
+
+impl TokenDb {
+    /// Finds a refresh token's family and classifies the token in it. `None` for a token this
+    /// database did not issue (checked by its tag before any read), a family that is gone, or
+    /// a generation the family does not know.
+    pub(super) fn lookup_refresh(
+        &self,
+        t: &RefreshToken,
+        now: u64,
+    ) -> Result<Option<RefreshFound>> {
+        let Some(presentation) = Presentation::verify(t, &self.keys()) else {
+            return Ok(None);
+        };
+        let Some(family) = self.backend().family(&presentation.family())? else {
+            return Ok(None);
+        };
+        Ok(match classify(&family, &presentation, now) {
+            Standing::Known { status, current } => Some(RefreshFound {
+                presentation,
+                status: match status {
+                    Status::Active if !current => TokenStatus::Rotated,
+                    s => status_of(s),
+                },
+                family,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Whether a token is active, and if not, why. One point read; no decryption. An expired
+    /// token is refused even if the sweeper has not deleted it yet.
+    ///
+    /// # Errors
+    /// [`crate::Error::Malformed`] (no disk access), storage errors, [`StoreError::Corrupt`] for
+    /// a damaged record.
+    pub fn validate(&self, token: &str) -> Result<Validation> {
+        let parsed = self.parse(token)?;
+        self.check_open()?;
+        let now = self.now();
+        Ok(match &parsed {
+            ParsedToken::Access(t) => {
+                let id = self.keys().access_key(t);
+                match self.backend().token_status(&id, false)? {
+                    None => Validation::unknown(TokenKind::Access),
+                    Some(rec) => Validation {
+                        kind: TokenKind::Access,
+                        status: access_status(&rec, now),
+                        expires: Some(Expiry::new(rec.deadline, now)),
+                        absolute: Some(Expiry::new(rec.deadline, now)),
+                        idle: None,
+                        family: rec.family,
+                    },
+                }
+            }
+            ParsedToken::Refresh(t) => match self.lookup_refresh(t, now)? {
+                None => Validation::unknown(TokenKind::Refresh),
+                Some(found) => {
+                    let rec = &found.family;
+                    Validation {
+                        kind: TokenKind::Refresh,
+                        status: found.status,
+                        expires: Some(Expiry::new(rec.deadline(), now)),
+                        absolute: Some(Expiry::new(rec.absolute_deadline, now)),
+                        idle: Some(Expiry::new(rec.idle_deadline, now)),
+                        family: Some(t.family),
+                    }
+                }
+            },
+        })
+    }
+
+    /// RFC 7662 introspection: the token's status and, when active, its claims (this opens the
+    /// sealed body).
+    ///
+    /// # Errors
+    /// As [`TokenDb::validate`].
+    pub fn introspect(&self, token: &str) -> Result<Introspection> {
+        let parsed = self.parse(token)?;
+        self.check_open()?;
+        let now = self.now();
+        let keys = self.keys();
+        match &parsed {
+            ParsedToken::Access(t) => {
+                let id = keys.access_key(t);
+                let Some(rec) = self.backend().token_status(&id, true)? else {
+                    return Ok(Introspection::inactive(TokenStatus::Unknown));
+                };
+                let status = access_status(&rec, now);
+                if status != TokenStatus::Active {
+                    return Ok(Introspection::inactive(status));
+                }
+                let body = rec.open_body(&id, &keys).map_err(StoreError::Corrupt)?;
+                let exp = Expiry::new(rec.deadline, now);
+                Ok(Introspection {
+                    active: true,
+                    status,
+                    scope: Some(body.scope),
+                    client_id: Some(body.client_id),
+                    sub: Some(body.subject),
+                    exp: Some(exp),
+                    iat: Some(rec.issued_at / 1000),
+                    token_type: Some(TokenKind::Access.hint()),
+                    absolute: Some(exp),
+                    idle: None,
+                    claims: Some(body.claims),
+                    family: rec.family,
+                })
+            }
+            ParsedToken::Refresh(t) => {
+                let Some(found) = self.lookup_refresh(t, now)? else {
+                    return Ok(Introspection::inactive(TokenStatus::Unknown));
+                };
+                if found.status != TokenStatus::Active {
+                    return Ok(Introspection::inactive(found.status));
+                }
+                let rec = &found.family;
+                let body = rec
+                    .open_body(&t.family, &keys)
+                    .map_err(StoreError::Corrupt)?;
+                Ok(Introspection {
+                    active: true,
+                    status: found.status,
+                    scope: Some(body.scope),
+                    client_id: Some(body.client_id),
+                    sub: Some(body.subject),
+                    exp: Some(Expiry::new(rec.deadline(), now)),
+                    iat: Some(rec.rotated_at / 1000),
+                    token_type: Some(TokenKind::Refresh.hint()),
+                    absolute: Some(Expiry::new(rec.absolute_deadline, now)),
+                    idle: Some(Expiry::new(rec.idle_deadline, now)),
+                    claims: Some(body.claims),
+                    family: Some(t.family),
+                })
+            }
+        }
+    }
+}
