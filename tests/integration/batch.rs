@@ -210,7 +210,7 @@ fn record(
     deadline: u64,
     family: Option<FamilyId>,
 ) -> (AccessKey, AccessRecord) {
-    let keys = file(&db).keys();
+    let keys = file(db).keys();
     let token = AccessToken::mint(deadline);
     let id = keys.access_key(&token);
     let body = RecordBody {

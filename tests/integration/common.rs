@@ -367,7 +367,7 @@ pub fn random_seed() -> u64 {
 /// Records in the file (families + access tokens).
 pub fn records(db: &TokenDb) -> usize {
     let mut n = 0;
-    file(&db)
+    file(db)
         .scan(|item| {
             if matches!(
                 item,

@@ -233,7 +233,7 @@ impl Model {
 /// `now` is a time after the child's death (its sweeper may have deleted access tokens whose
 /// deadline passed before it; none later than `now`).
 pub(crate) fn problems(db: &TokenDb, m: &Model, now: u64) -> Vec<String> {
-    let c = Contents::read(file(&db));
+    let c = Contents::read(file(db));
     let mut p = c.index_problems();
     if !c.grace_timers().is_empty() {
         p.push("grace timers, but the grace period is off".into());
@@ -298,7 +298,7 @@ pub(crate) fn problems(db: &TokenDb, m: &Model, now: u64) -> Vec<String> {
         }
     }
 
-    let keys = file(&db).keys();
+    let keys = file(db).keys();
     let format = TokenFormat::default();
     let mut named = std::collections::HashSet::new();
     for (token, am) in &m.access {

@@ -131,9 +131,9 @@ fn every_call_after_close_says_closed_on_every_clone() {
         assert!(is_closed(db.revoke_client("client-1")));
         assert!(is_closed(db.sweep_now(None)));
         assert!(is_closed(db.rotate_master_key(&fx.master, &other)));
-        assert!(file(&db).is_closed());
-        assert!(matches!(file(&db).sweep(1, T0), Err(StoreError::Closed)));
-        assert!(matches!(file(&db).scan(|_| {}), Err(StoreError::Closed)));
+        assert!(file(db).is_closed());
+        assert!(matches!(file(db).sweep(1, T0), Err(StoreError::Closed)));
+        assert!(matches!(file(db).scan(|_| {}), Err(StoreError::Closed)));
         db.close().unwrap();
     }
     let msg = Error::Store(StoreError::Closed).to_string();

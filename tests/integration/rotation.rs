@@ -160,7 +160,7 @@ fn a_token_unused_longer_than_the_idle_window_is_refused_without_a_sweep() {
 
     // Nothing was swept: the family record is still on disk.
     let mut families = 0;
-    file(&db)
+    file(db)
         .scan(|item| {
             if let ScanItem::Family(id, rec) = item {
                 assert_eq!(id, first.family);
@@ -589,9 +589,9 @@ struct Census {
 }
 
 fn census(db: &TokenDb) -> Census {
-    let keys = file(&db).keys();
+    let keys = file(db).keys();
     let mut c = Census::default();
-    file(&db)
+    file(db)
         .scan(|item| match item {
             ScanItem::Family(id, rec) => {
                 c.families += 1;
@@ -604,7 +604,7 @@ fn census(db: &TokenDb) -> Census {
             }
         })
         .unwrap();
-    file(&db)
+    file(db)
         .scan_indexes(|entry| match entry {
             IndexEntry::FamilyToken(..) => c.family_tokens += 1,
             IndexEntry::Deadline(_, Entry::Family(_)) => c.family_deadlines += 1,

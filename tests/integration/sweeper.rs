@@ -43,7 +43,7 @@ fn a_deadline_equal_to_now_is_expired_and_swept() {
     let bound = db.issue_access_for_family(fam.family, None).unwrap();
     let alone = db.issue_access(&grant(2)).unwrap();
     assert_eq!(alone.expires.at_ms, T0 + 10 * MINUTE);
-    Contents::read(file(&db)).assert_exact();
+    Contents::read(file(db)).assert_exact();
 
     fx.advance(10 * MINUTE - 1);
     assert_eq!(sweep(db), (0, 0), "one millisecond early: nothing is due");
@@ -62,7 +62,7 @@ fn a_deadline_equal_to_now_is_expired_and_swept() {
     assert_eq!(sweep(db), (0, 2));
     assert_eq!(status(db, alone.token.expose()), TokenStatus::Unknown);
     assert_eq!(status(db, bound.token.expose()), TokenStatus::Unknown);
-    Contents::read(file(&db)).assert_exact();
+    Contents::read(file(db)).assert_exact();
 
     fx.advance(HOUR - 10 * MINUTE - 1);
     assert_eq!(sweep(db), (0, 0));
@@ -71,7 +71,7 @@ fn a_deadline_equal_to_now_is_expired_and_swept() {
     assert_eq!(status(db, fam.token.expose()), TokenStatus::ExpiredIdle);
     assert_eq!(sweep(db), (1, 0));
     assert_eq!(status(db, fam.token.expose()), TokenStatus::Unknown);
-    assert!(Contents::read(file(&db)).is_empty());
+    assert!(Contents::read(file(db)).is_empty());
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn idle_expiry_sweeps_a_family_whose_absolute_deadline_is_far() {
     let next = db.rotate(used.token.expose(), "client-2", None).unwrap();
     assert_eq!(next.idle.at_ms, T0 + 36 * HOUR);
     assert_eq!(next.absolute.at_ms, T0 + 30 * DAY);
-    let c = Contents::read(file(&db));
+    let c = Contents::read(file(db));
     c.assert_exact(); // the rotation moved the family's deadline entry to T0 + 36 h
     assert!(c.index.contains(&IndexEntry::Deadline(
         T0 + 36 * HOUR,
@@ -102,7 +102,7 @@ fn idle_expiry_sweeps_a_family_whose_absolute_deadline_is_far() {
     fx.advance(1);
     assert_eq!(sweep(db), (1, 0));
     assert_eq!(status(db, next.token.expose()), TokenStatus::Unknown);
-    assert!(Contents::read(file(&db)).is_empty());
+    assert!(Contents::read(file(db)).is_empty());
     let m = db.sweeper_metrics();
     assert_eq!((m.families_deleted, m.tokens_deleted, m.refiled), (2, 0, 0));
 }
@@ -246,7 +246,7 @@ fn a_family_with_many_rotations_leaves_nothing_behind() {
             sweep(db); // grace timers fire along the way
         }
     }
-    let c = Contents::read(file(&db));
+    let c = Contents::read(file(db));
     c.assert_exact();
     assert_eq!(
         c.families.len(),
@@ -259,7 +259,7 @@ fn a_family_with_many_rotations_leaves_nothing_behind() {
     let r = db.sweep_now(None).unwrap();
     assert_eq!((r.families, r.tokens), (1, 6));
     assert!(
-        Contents::read(file(&db)).is_empty(),
+        Contents::read(file(db)).is_empty(),
         "no record, no index entry, no grace timer"
     );
     for t in tokens.iter().chain(&access) {
@@ -287,7 +287,7 @@ fn a_grace_timer_past_the_family_deadline_is_cleared_when_it_fires() {
     );
     fx.advance(10_000);
     assert_eq!(sweep(db), (1, 0));
-    let c = Contents::read(file(&db));
+    let c = Contents::read(file(db));
     assert!(c.families.is_empty() && c.tokens.is_empty());
     for (d, f, _) in c.grace_timers() {
         assert_eq!(f, fam.family);
@@ -300,7 +300,7 @@ fn a_grace_timer_past_the_family_deadline_is_cleared_when_it_fires() {
     );
     fx.advance(20_000);
     sweep(db);
-    assert!(Contents::read(file(&db)).is_empty());
+    assert!(Contents::read(file(db)).is_empty());
 }
 
 #[test]
@@ -332,7 +332,7 @@ fn a_revoked_family_answers_revoked_until_its_deadline_then_is_swept() {
             RevokeReason::Requested
         )))
     ));
-    Contents::read(file(&db)).assert_exact();
+    Contents::read(file(db)).assert_exact();
 
     fx.advance(1);
     assert_eq!(
@@ -343,7 +343,7 @@ fn a_revoked_family_answers_revoked_until_its_deadline_then_is_swept() {
     for t in [&fam.token, &a1.token, &a2.token] {
         assert_eq!(status(db, t.expose()), TokenStatus::Unknown);
     }
-    assert!(Contents::read(file(&db)).is_empty());
+    assert!(Contents::read(file(db)).is_empty());
 }
 
 #[test]
@@ -374,7 +374,7 @@ fn access_tokens_of_a_swept_family_go_with_it() {
         assert_eq!(status(db, a.token.expose()), TokenStatus::Unknown);
     }
     assert!(db.validate(alone.token.expose()).unwrap().is_active());
-    let c = Contents::read(file(&db));
+    let c = Contents::read(file(db));
     c.assert_exact();
     assert_eq!((c.families.len(), c.tokens.len()), (1, 1));
     assert!(
@@ -391,12 +391,12 @@ fn grace_slots_are_erased_by_the_sweeper_at_the_end_of_the_window() {
     let fam = db.issue_refresh(&grant(1)).unwrap();
     fx.advance(1_000);
     let next = db.rotate(fam.token.expose(), "client-1", None).unwrap();
-    let rec = || file(&db).family(&fam.family).unwrap().unwrap();
+    let rec = || file(db).family(&fam.family).unwrap().unwrap();
     assert!(
         !rec().grace.is_empty(),
         "the successor is kept for the window"
     );
-    Contents::read(file(&db)).assert_exact();
+    Contents::read(file(db)).assert_exact();
 
     fx.advance(29_999);
     let r = db.sweep_now(None).unwrap();
@@ -412,8 +412,8 @@ fn grace_slots_are_erased_by_the_sweeper_at_the_end_of_the_window() {
     assert_eq!(rec().generation, 2);
     assert!(db.validate(next.token.expose()).unwrap().is_active());
     assert_eq!(status(db, fam.token.expose()), TokenStatus::Rotated);
-    assert!(Contents::read(file(&db)).grace_timers().is_empty());
-    Contents::read(file(&db)).assert_exact();
+    assert!(Contents::read(file(db)).grace_timers().is_empty());
+    Contents::read(file(db)).assert_exact();
 }
 
 /// A clock that notes which OS thread the sweeper runs on, and can be told to panic there.
@@ -635,7 +635,7 @@ fn metrics_count_what_the_passes_did() {
         let m = db.sweeper_metrics();
         assert_eq!((m.passes, m.families_deleted, m.tokens_deleted), (3, 2, 3));
         assert_eq!(m.lag_ms, 15 * MINUTE);
-        assert!(Contents::read(file(&db)).is_empty(), "thread: {thread}");
+        assert!(Contents::read(file(db)).is_empty(), "thread: {thread}");
     }
 }
 
@@ -654,7 +654,7 @@ fn token_index_entries_go_with_their_bucket_and_revocation_sees_every_bucket() {
         tokens.push(db.issue_access(&grant(2)).unwrap());
         fx.advance(3 * bucket);
     }
-    let c = Contents::read(file(&db));
+    let c = Contents::read(file(db));
     c.assert_exact();
     let token_entries = |c: &Contents| {
         c.index
@@ -673,7 +673,7 @@ fn token_index_entries_go_with_their_bucket_and_revocation_sees_every_bucket() {
     // The first pair expired: swept; its entries stay until its bucket ends, then go.
     fx.set(T0 + 10 * MINUTE);
     assert_eq!(sweep(db), (0, 2));
-    let c = Contents::read(file(&db));
+    let c = Contents::read(file(db));
     c.assert_exact();
     let first_bucket_end = (T0 + 10 * MINUTE) / bucket * bucket + bucket;
     if first_bucket_end > T0 + 10 * MINUTE + 1 {
@@ -681,7 +681,7 @@ fn token_index_entries_go_with_their_bucket_and_revocation_sees_every_bucket() {
     }
     fx.set(first_bucket_end);
     db.sweep_now(None).unwrap();
-    let c = Contents::read(file(&db));
+    let c = Contents::read(file(db));
     c.assert_exact();
     assert_eq!(
         token_entries(&c),
@@ -704,5 +704,5 @@ fn token_index_entries_go_with_their_bucket_and_revocation_sees_every_bucket() {
     // Everything expires: records and entries are gone once the last bucket ends.
     fx.set(T0 + 100 * bucket);
     db.sweep_now(None).unwrap();
-    assert!(Contents::read(file(&db)).is_empty());
+    assert!(Contents::read(file(db)).is_empty());
 }

@@ -457,6 +457,7 @@ impl KeyRing {
     }
 
     /// A ring from fixed key bytes, for known-answer tests and fixtures.
+    #[cfg(any(test, feature = "test-support"))]
     #[doc(hidden)]
     #[must_use]
     pub fn from_fixed_bytes_for_tests(

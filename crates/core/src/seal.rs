@@ -101,7 +101,7 @@ pub enum MacDomain {
     /// Records of the `tokens` table.
     Tokens,
     /// The status block of a version 2 access record: the one-block MAC a status check
-    /// verifies (see `record.rs`).
+    /// verifies (see `record/access/v2.rs`).
     TokenStatus,
 }
 

@@ -4,7 +4,7 @@
 //! them to `decode` would never get past authentication. [`check_record_codec`] therefore also
 //! *signs* the fuzz input with the test key ring before decoding it, and *seals* it as a body
 //! and as a grace slot, so the field parsers behind authentication see arbitrary bytes too. The
-//! MAC input and AAD layouts are mirrored from `tokendb-core/src/record.rs`;
+//! MAC input and AAD layouts are mirrored from `tokendb-core/src/record/`;
 //! [`check_mirror_is_current`] proves the mirror still matches.
 
 use super::{Input, ensure};
@@ -164,7 +164,7 @@ pub fn check_token_parse(data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-// ---- mirrors of tokendb-core/src/record.rs, for signing and sealing fuzz input ----
+// ---- mirrors of tokendb-core/src/record/, for signing and sealing fuzz input ----
 
 const FAMILIES_TABLE: u8 = 1;
 const TOKENS_TABLE: u8 = 2;

@@ -1,5 +1,11 @@
+use super::access::v2::{ACCESS_V2_HEADER_LEN, STATUS_AT, STATUS_LEN};
 use super::*;
+use crate::CoreError;
+use crate::ids::{ACCESS_KEY_LEN, AccessKey, FamilyId, TokenId};
 use crate::keys::KeyRing;
+use crate::scope::Scope;
+use crate::seal::MAC_LEN;
+use crate::secret::TokenSecret;
 
 fn ring() -> KeyRing {
     KeyRing::from_fixed_bytes_for_tests([1; 32], [2; 32], [3; 32], [4; 32])
