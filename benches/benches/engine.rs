@@ -128,7 +128,7 @@ fn lookup(c: &mut Criterion) {
     g.bench_function("introspect", |b| {
         b.iter(|| {
             let t = &tokens[rng.random_range(0..tokens.len())];
-            assert!(db.introspect(t.expose()).unwrap().active);
+            assert!(db.introspect(t.expose()).unwrap().is_active());
         })
     });
     g.finish();

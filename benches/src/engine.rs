@@ -461,10 +461,10 @@ pub fn validate_worker<'a>(db: &'a TokenDb, tokens: &'a TokenTexts) -> Op<'a> {
 pub fn introspect_worker<'a>(db: &'a TokenDb, tokens: &'a TokenTexts) -> Op<'a> {
     Box::new(move |rng| {
         let i = db.introspect(pick(tokens, rng)?)?;
-        if !i.active {
+        if !i.is_active() {
             return Err(format!("tokendb: a loaded token introspected as {:?}", i.status).into());
         }
-        std::hint::black_box(&i.sub);
+        std::hint::black_box(i.sub());
         Ok(1)
     })
 }

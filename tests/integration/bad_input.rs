@@ -101,7 +101,7 @@ fn malformed_tokens_are_typed_errors_without_disk_access() {
     assert_eq!(std::fs::read(f.path()).unwrap(), before);
     // The real tokens still work.
     assert!(f.db.validate(rt.token.expose()).unwrap().is_active());
-    assert!(f.db.introspect(at.token.expose()).unwrap().active);
+    assert!(f.db.introspect(at.token.expose()).unwrap().is_active());
 
     // No disk access at all: after close, a malformed token is still refused as malformed
     // (parsing comes before the first look at the handle), a well-formed one as closed.
@@ -131,7 +131,7 @@ fn well_formed_strangers_are_unknown() {
     let foreign_at = other.db.issue_access(&grant()).unwrap();
     for t in [foreign.token.expose(), foreign_at.token.expose()] {
         assert_eq!(f.db.validate(t).unwrap().status, TokenStatus::Unknown);
-        assert!(!f.db.introspect(t).unwrap().active);
+        assert!(!f.db.introspect(t).unwrap().is_active());
         assert_eq!(f.db.revoke(t).unwrap(), tokendb::Revoked::default());
     }
     assert!(matches!(
@@ -216,16 +216,16 @@ fn oversized_and_odd_grants_are_refused_and_nothing_is_written() {
     .unwrap();
     let rt = f.db.issue_refresh(&g).unwrap();
     let i = f.db.introspect(rt.token.expose()).unwrap();
-    assert_eq!(i.claims.as_deref(), Some(&g.claims[..]));
-    assert_eq!(i.sub.as_deref(), Some(g.subject.as_str()));
-    assert_eq!(i.scope.as_ref().map(Scope::len), Some(128));
+    assert_eq!(i.extra(), Some(&g.claims[..]));
+    assert_eq!(i.sub(), Some(g.subject.as_str()));
+    assert_eq!(i.scope().map(Scope::len), Some(128));
     // Unicode that is not a control character is fine in subjects and client ids.
     let mut g = ok.clone();
     g.subject = "Zoë 🦀 李".into();
     g.client_id = "クライアント".into();
     let at = f.db.issue_access(&g).unwrap();
     assert_eq!(
-        f.db.introspect(at.token.expose()).unwrap().sub.as_deref(),
+        f.db.introspect(at.token.expose()).unwrap().sub(),
         Some("Zoë 🦀 李")
     );
 }
@@ -349,7 +349,7 @@ fn lifetimes_zero_and_max() {
             let next = f.db.rotate(rt.token.expose(), "web", None).unwrap();
             assert_eq!(next.absolute.at_ms, u64::MAX);
             assert!(f.db.validate(next.token.expose()).unwrap().is_active());
-            assert!(f.db.introspect(at.token.expose()).unwrap().active);
+            assert!(f.db.introspect(at.token.expose()).unwrap().is_active());
             assert_eq!(f.db.sweep_now(None).unwrap().families, 0);
             // The very last millisecond: a deadline is the first instant a token is invalid.
             f.clock.set(u64::MAX);
@@ -357,7 +357,7 @@ fn lifetimes_zero_and_max() {
                 f.db.validate(next.token.expose()).unwrap().status,
                 TokenStatus::ExpiredAbsolute
             );
-            assert!(!f.db.introspect(at.token.expose()).unwrap().active);
+            assert!(!f.db.introspect(at.token.expose()).unwrap().is_active());
             let swept = f.db.sweep_now(None).unwrap();
             assert_eq!((swept.families, swept.tokens), (1, 1));
         }
@@ -400,7 +400,7 @@ fn clock_going_backwards_extends_nothing() {
     assert_eq!(next.absolute.at_ms, absolute);
     assert_eq!(next.idle.at_ms, T0 + 3 * HOUR);
     let i = f.db.introspect(next.token.expose()).unwrap();
-    assert_eq!(i.iat, Some((T0 + HOUR) / 1000));
+    assert_eq!(i.iat(), Some((T0 + HOUR) / 1000));
 
     // Past the idle deadline, then back before it: still expired within this handle.
     f.clock.set(T0 + 3 * HOUR);

@@ -38,12 +38,12 @@ fn assert_issued_for(db: &TokenDb, issued: &[tokendb::IssuedAccess], grants: &[G
         assert_eq!(v.status, TokenStatus::Active, "{i}");
         assert_eq!(v.expires, Some(a.expires), "{i}");
         let info = db.introspect(a.token.expose()).unwrap();
-        assert!(info.active, "{i}");
-        assert_eq!(info.sub.as_deref(), Some(g.subject.as_str()), "{i}");
-        assert_eq!(info.client_id.as_deref(), Some(g.client_id.as_str()), "{i}");
-        assert_eq!(info.scope.as_ref(), Some(&g.scope), "{i}");
-        assert_eq!(info.claims.as_deref(), Some(&g.claims[..]), "{i}");
-        assert_eq!(info.family, None, "{i}");
+        assert!(info.is_active(), "{i}");
+        assert_eq!(info.sub(), Some(g.subject.as_str()), "{i}");
+        assert_eq!(info.client_id(), Some(g.client_id.as_str()), "{i}");
+        assert_eq!(info.scope(), Some(&g.scope), "{i}");
+        assert_eq!(info.extra(), Some(&g.claims[..]), "{i}");
+        assert_eq!(info.family(), None, "{i}");
     }
 }
 

@@ -25,17 +25,25 @@ fn issue_validate_introspect() {
     assert_eq!(v.status, TokenStatus::Active);
     assert_eq!(v.family, Some(rt.family));
     let i = f.db.introspect(at.token.expose()).unwrap();
-    assert!(i.active);
-    assert_eq!(i.sub.as_deref(), Some("alice@example.com"));
-    assert_eq!(i.client_id.as_deref(), Some("demo-client"));
-    assert_eq!(i.scope.unwrap().to_string(), "offline_access openid");
-    assert_eq!(i.token_type, Some("access_token"));
-    assert_eq!(i.iat, Some(crate::common::T0 / 1000));
-    assert_eq!(i.exp.unwrap().at_secs(), (crate::common::T0 + HOUR) / 1000);
-    assert_eq!(i.claims, None.or(Some(b"{\"acr\":\"2\"}".to_vec())));
+    assert!(i.is_active());
+    assert_eq!(i.sub(), Some("alice@example.com"));
+    assert_eq!(i.client_id(), Some("demo-client"));
+    assert_eq!(i.scope().unwrap().to_string(), "offline_access openid");
+    assert_eq!(i.token_type(), Some("access_token"));
+    assert_eq!(i.iat(), Some(crate::common::T0 / 1000));
+    assert_eq!(i.exp(), Some((crate::common::T0 + HOUR) / 1000));
+    let claims = i.claims.as_ref().unwrap();
+    assert_eq!(
+        claims.exp_ms,
+        crate::common::T0 + HOUR,
+        "RFC units and ms side by side"
+    );
+    assert_eq!(claims.iat_ms, crate::common::T0);
+    assert_eq!(claims.expires_in, HOUR / 1000);
+    assert_eq!(i.extra(), Some(&b"{\"acr\":\"2\"}"[..]));
     let i = f.db.introspect(rt.token.expose()).unwrap();
-    assert_eq!(i.token_type, Some("refresh_token"));
-    assert_eq!(i.idle.unwrap().expires_in, 14 * DAY / 1000);
+    assert_eq!(i.token_type(), Some("refresh_token"));
+    assert_eq!(i.claims.unwrap().idle.unwrap().expires_in, 14 * DAY / 1000);
 
     // A well-formed token this database never issued.
     let other = crate::common::Fixture::new();
@@ -44,7 +52,7 @@ fn issue_validate_introspect() {
         f.db.validate(foreign.token.expose()).unwrap().status,
         TokenStatus::Unknown
     );
-    assert!(!f.db.introspect(foreign.token.expose()).unwrap().active);
+    assert!(!f.db.introspect(foreign.token.expose()).unwrap().is_active());
 }
 
 #[test]
@@ -63,7 +71,7 @@ fn expired_tokens_are_refused_before_any_sweep() {
         f.db.validate(at.token.expose()).unwrap().status,
         TokenStatus::ExpiredAbsolute
     );
-    assert!(!f.db.introspect(at.token.expose()).unwrap().active);
+    assert!(!f.db.introspect(at.token.expose()).unwrap().is_active());
 
     // Refresh token: idle expiry long before the absolute one.
     f.advance(DAY - HOUR);
@@ -115,7 +123,7 @@ fn revoking_a_refresh_token_revokes_its_family_and_access_tokens() {
             f.db.validate(a.token.expose()).unwrap().status,
             TokenStatus::Revoked(RevokeReason::Family)
         );
-        assert!(!f.db.introspect(a.token.expose()).unwrap().active);
+        assert!(!f.db.introspect(a.token.expose()).unwrap().is_active());
     }
     assert!(f.db.validate(unrelated.token.expose()).unwrap().is_active());
     assert!(matches!(

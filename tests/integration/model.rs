@@ -27,6 +27,14 @@ use tokendb::{
 use tokendb_core::{KeyRing, RefreshToken, TokenFormat};
 
 const IDLE: u64 = HOUR;
+
+/// A revocation count (`Revoked` is `#[non_exhaustive]`).
+fn revoked(families: u64, tokens: u64) -> Revoked {
+    let mut r = Revoked::default();
+    r.families = families;
+    r.tokens = tokens;
+    r
+}
 /// Absolute lifetimes: a day (the idle window is the deadline that matters, and the absolute one
 /// is crossed by long jumps), or 90 minutes, short enough that a family kept alive by rotations
 /// reaches its last idle window and sees its idle deadline capped by the absolute one.
@@ -840,13 +848,7 @@ fn revoking_a_subject_announces_each_family_it_revokes() {
     let a = db.issue_refresh(&grant(0, 0)).unwrap();
     let b = db.issue_refresh(&grant(0, 1)).unwrap();
     let c = db.issue_refresh(&grant(1, 0)).unwrap();
-    assert_eq!(
-        db.revoke_subject(SUBJECTS[0], None).unwrap(),
-        Revoked {
-            families: 2,
-            tokens: 0
-        }
-    );
+    assert_eq!(db.revoke_subject(SUBJECTS[0], None).unwrap(), revoked(2, 0));
     let mut seen: Vec<Event> = events.try_iter().collect();
     let mut want = vec![
         Event::FamilyRevoked {
@@ -863,13 +865,7 @@ fn revoking_a_subject_announces_each_family_it_revokes() {
     want.sort_by_key(key);
     assert_eq!(seen, want, "revoke_subject");
 
-    assert_eq!(
-        db.revoke_client(CLIENTS[0]).unwrap(),
-        Revoked {
-            families: 1,
-            tokens: 0
-        }
-    );
+    assert_eq!(db.revoke_client(CLIENTS[0]).unwrap(), revoked(1, 0));
     assert_eq!(
         events.try_iter().collect::<Vec<_>>(),
         vec![Event::FamilyRevoked {

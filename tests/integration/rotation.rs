@@ -60,10 +60,7 @@ fn drain(rx: &tokendb::EventReceiver) -> Vec<Event> {
 }
 
 fn expiry(at_ms: u64, now: u64) -> Expiry {
-    Expiry {
-        at_ms,
-        expires_in: (at_ms - now) / 1000,
-    }
+    Expiry::at(at_ms, now)
 }
 
 // ---- deadlines ----
@@ -112,7 +109,7 @@ fn the_successor_keeps_the_family_absolute_deadline_and_idle_is_capped_by_it() {
     );
     assert_eq!(err.oauth_error(), "invalid_grant");
     let i = db.introspect(last.token.expose()).unwrap();
-    assert!(!i.active);
+    assert!(!i.is_active());
     assert_eq!(i.status, TokenStatus::ExpiredAbsolute);
     // No sweep ran: the record is still there, refused for its deadline only.
     assert_eq!(db.sweeper_metrics().passes, 0);
@@ -232,8 +229,8 @@ fn requested_scope_may_narrow_but_never_widen_and_does_not_stick() {
     assert_eq!(r2.scope, Some(narrow.clone()));
     // The family's grant is untouched: the new refresh token still carries all of it.
     assert_eq!(
-        db.introspect(r2.token.expose()).unwrap().scope,
-        Some(full.clone())
+        db.introspect(r2.token.expose()).unwrap().scope(),
+        Some(&full)
     );
 
     // Wider: refused with invalid_scope, and nothing changes.
@@ -259,8 +256,8 @@ fn requested_scope_may_narrow_but_never_widen_and_does_not_stick() {
     assert_eq!(r3.generation, 3);
     assert_eq!(r3.scope, None);
     assert_eq!(
-        db.introspect(r3.token.expose()).unwrap().scope,
-        Some(full.clone())
+        db.introspect(r3.token.expose()).unwrap().scope(),
+        Some(&full)
     );
     // Asking for the whole grant again after a narrowing is allowed.
     let r4 = db.rotate(r3.token.expose(), CLIENT, Some(&full)).unwrap();
@@ -269,7 +266,10 @@ fn requested_scope_may_narrow_but_never_widen_and_does_not_stick() {
         refusal(db.rotate(r4.token.expose(), CLIENT, Some(&scope("email")))),
         RotateRefusal::ScopeWidened
     );
-    assert_eq!(db.introspect(r4.token.expose()).unwrap().scope, Some(full));
+    assert_eq!(
+        db.introspect(r4.token.expose()).unwrap().scope(),
+        Some(&full)
+    );
 }
 
 // ---- reuse ----
@@ -338,7 +338,7 @@ fn reuse_of_any_earlier_generation_revokes_the_whole_family() {
                 status(db, &a.token),
                 TokenStatus::Revoked(RevokeReason::Family)
             );
-            assert!(!db.introspect(a.token.expose()).unwrap().active);
+            assert!(!db.introspect(a.token.expose()).unwrap().is_active());
         }
         assert_eq!(
             refusal(db.rotate(chain[5].expose(), CLIENT, None)),
@@ -564,7 +564,7 @@ fn a_token_with_a_bad_tag_naming_a_real_family_is_unknown_and_revokes_nothing() 
         assert_eq!(err.oauth_error(), "invalid_grant");
         assert_eq!(db.revoke(f.expose()).unwrap(), Revoked::default());
         assert_eq!(status(db, f), TokenStatus::Unknown);
-        assert!(!db.introspect(f.expose()).unwrap().active);
+        assert!(!db.introspect(f.expose()).unwrap().is_active());
     }
     assert_eq!(drain(&events), vec![]);
     assert_eq!(status(db, &current.token), TokenStatus::Active);

@@ -325,7 +325,7 @@ fn a_revoked_family_answers_revoked_until_its_deadline_then_is_swept() {
         status(db, a1.token.expose()),
         TokenStatus::Revoked(RevokeReason::Family)
     );
-    assert!(!db.introspect(a2.token.expose()).unwrap().active);
+    assert!(!db.introspect(a2.token.expose()).unwrap().is_active());
     assert!(matches!(
         db.rotate(fam.token.expose(), "client-1", None),
         Err(Error::Refused(RotateRefusal::Revoked(

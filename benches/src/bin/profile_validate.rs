@@ -92,7 +92,7 @@ fn lookups(
     for _ in 0..m {
         let t = &tokens[rng.random_range(0..tokens.len())];
         let ok = if introspect {
-            db.introspect(t)?.active
+            db.introspect(t)?.is_active()
         } else {
             db.validate(t)?.is_active()
         };

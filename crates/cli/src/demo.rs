@@ -89,15 +89,12 @@ pub(crate) fn run(path: &Path, tokens: u64) -> Result<()> {
     let i = db.introspect(refresh.token.expose())?;
     println!(
         "   introspect(refresh): active={} sub={} client_id={} scope=\"{}\" token_type={} claims={}",
-        i.active,
-        i.sub.as_deref().unwrap_or("-"),
-        i.client_id.as_deref().unwrap_or("-"),
-        i.scope
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        i.token_type.unwrap_or("-"),
-        String::from_utf8_lossy(i.claims.as_deref().unwrap_or_default()),
+        i.is_active(),
+        i.sub().unwrap_or("-"),
+        i.client_id().unwrap_or("-"),
+        i.scope().map(ToString::to_string).unwrap_or_default(),
+        i.token_type().unwrap_or("-"),
+        String::from_utf8_lossy(i.extra().unwrap_or_default()),
     );
 
     println!("\n3. Rotate the refresh token");

@@ -770,7 +770,7 @@ fn data_key_rekey_killed_half_way_then_resumed() {
     let t = populate(&fx, 12);
     let at = now_ms() + 1_000;
     let before = introspect_all(&fx, &t, at);
-    assert!(before.iter().filter(|i| i.active).count() >= 26);
+    assert!(before.iter().filter(|i| i.is_active()).count() >= 26);
     let records = 2 + 12 + 2 + 12; // families, then access tokens
 
     // Killed after 3 batches of 5 records: the process exits without closing the file.

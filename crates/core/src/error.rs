@@ -57,7 +57,9 @@ impl std::error::Error for ParseError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CoreError {
-    /// A wrapped data key did not open under the master key given: it is the wrong key.
+    /// A wrapped data key did not open under the master key given: it is the wrong key. The
+    /// storage layer and `tokendb` report it as their one `StoreError::WrongMasterKey`, so an
+    /// embedder matches a single variant.
     WrongMasterKey,
     /// A master key text is not 64 hex digits nor base64 of 32 bytes.
     BadMasterKeyText,

@@ -167,7 +167,7 @@ impl std::error::Error for Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Invalid(e) => Self::InvalidInput(e),
+            StoreError::Invalid(e) => e.into(),
             e => Self::Store(e),
         }
     }
@@ -180,8 +180,13 @@ impl From<ParseError> for Error {
 }
 
 impl From<CoreError> for Error {
+    /// Input errors, except a wrong master key: that is always reported one way,
+    /// `Error::Store(StoreError::WrongMasterKey)`, whichever layer noticed it.
     fn from(e: CoreError) -> Self {
-        Self::InvalidInput(e)
+        match e {
+            CoreError::WrongMasterKey => Self::Store(StoreError::WrongMasterKey),
+            e => Self::InvalidInput(e),
+        }
     }
 }
 

@@ -34,7 +34,7 @@
 //! assert!(matches!(err, Error::Refused(RotateRefusal::ReuseDetected { .. })));
 //! assert_eq!(err.oauth_error(), "invalid_grant");
 //! assert!(matches!(db.validate(next.token.expose())?.status, TokenStatus::Revoked(_)));
-//! assert!(!db.introspect(access.token.expose())?.active);
+//! assert!(!db.introspect(access.token.expose())?.is_active());
 //! db.close()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -62,7 +62,7 @@ pub use error::{ConfigProblem, Error, Result, RotateRefusal};
 pub use events::{EventReceiver, RecvError};
 pub use types::{
     Event, Expiry, Grant, Introspection, IssuedAccess, IssuedRefresh, Revoked, Rotated,
-    TokenStatus, Validation,
+    TokenClaims, TokenStatus, Validation,
 };
 
 pub use tokendb_backend::{

@@ -44,6 +44,7 @@ impl Grant {
 
 /// A deadline as an absolute time and as seconds from now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Expiry {
     /// Unix milliseconds.
     pub at_ms: u64,
@@ -63,6 +64,12 @@ impl Expiry {
     #[must_use]
     pub fn at_secs(&self) -> u64 {
         self.at_ms / 1000
+    }
+
+    /// The deadline `at_ms` as seen at `now_ms` (both Unix milliseconds).
+    #[must_use]
+    pub fn at(at_ms: u64, now_ms: u64) -> Self {
+        Self::new(at_ms, now_ms)
     }
 }
 
@@ -138,6 +145,7 @@ pub enum TokenStatus {
 
 /// Result of [`crate::TokenDb::validate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Validation {
     /// Refresh or access.
     pub kind: TokenKind,
@@ -172,57 +180,118 @@ impl Validation {
     }
 }
 
-/// Result of [`crate::TokenDb::introspect`]: RFC 7662 fields. For an inactive token only
-/// `active: false` and `status` are set, as RFC 7662 §2.2 asks.
+/// Result of [`crate::TokenDb::introspect`] (RFC 7662): the token's status and, exactly when it
+/// is active, what the introspection response carries. An inactive token answers nothing but
+/// `active: false` (RFC 7662 §2.2); `status` says why, for the embedder's logs only.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Introspection {
-    /// `active`.
-    pub active: bool,
     /// Why (not) active.
     pub status: TokenStatus,
-    /// `scope`.
-    pub scope: Option<Scope>,
-    /// `client_id`.
-    pub client_id: Option<String>,
-    /// `sub`.
-    pub sub: Option<String>,
-    /// `exp` (Unix seconds) with `expires_in`.
-    pub exp: Option<Expiry>,
-    /// `iat` (Unix seconds).
-    pub iat: Option<u64>,
-    /// `token_type` hint: `refresh_token` or `access_token`.
-    pub token_type: Option<&'static str>,
-    /// Absolute deadline.
-    pub absolute: Option<Expiry>,
-    /// Idle deadline (refresh tokens).
-    pub idle: Option<Expiry>,
-    /// Caller claims given at issue.
-    pub claims: Option<Vec<u8>>,
-    /// Family id.
-    pub family: Option<FamilyId>,
+    /// The response's members; `Some` exactly when the token is active.
+    pub claims: Option<TokenClaims>,
 }
 
 impl Introspection {
     pub(crate) fn inactive(status: TokenStatus) -> Self {
         Self {
-            active: false,
             status,
-            scope: None,
-            client_id: None,
-            sub: None,
-            exp: None,
-            iat: None,
-            token_type: None,
-            absolute: None,
-            idle: None,
             claims: None,
-            family: None,
         }
     }
+
+    /// RFC 7662 `active`.
+    #[must_use]
+    pub fn is_active(&self) -> bool {
+        self.claims.is_some()
+    }
+
+    /// `sub`, when active.
+    #[must_use]
+    pub fn sub(&self) -> Option<&str> {
+        self.claims.as_ref().map(|c| c.sub.as_str())
+    }
+
+    /// `client_id`, when active.
+    #[must_use]
+    pub fn client_id(&self) -> Option<&str> {
+        self.claims.as_ref().map(|c| c.client_id.as_str())
+    }
+
+    /// `scope`, when active.
+    #[must_use]
+    pub fn scope(&self) -> Option<&Scope> {
+        self.claims.as_ref().map(|c| &c.scope)
+    }
+
+    /// `exp` (Unix seconds), when active.
+    #[must_use]
+    pub fn exp(&self) -> Option<u64> {
+        self.claims.as_ref().map(|c| c.exp)
+    }
+
+    /// `iat` (Unix seconds), when active.
+    #[must_use]
+    pub fn iat(&self) -> Option<u64> {
+        self.claims.as_ref().map(|c| c.iat)
+    }
+
+    /// `token_type` hint (`access_token`, `refresh_token`), when active.
+    #[must_use]
+    pub fn token_type(&self) -> Option<&'static str> {
+        self.claims.as_ref().map(|c| c.token_type.hint())
+    }
+
+    /// The caller's claims given at issue, when active.
+    #[must_use]
+    pub fn extra(&self) -> Option<&[u8]> {
+        self.claims.as_ref().map(|c| c.extra.as_slice())
+    }
+
+    /// The token's family, when active and bound to one.
+    #[must_use]
+    pub fn family(&self) -> Option<FamilyId> {
+        self.claims.as_ref().and_then(|c| c.family)
+    }
+}
+
+/// The members of an active token's RFC 7662 introspection response, in the RFC's units
+/// (seconds), with the millisecond values tokendb keeps beside them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenClaims {
+    /// `sub`: the subject the token was issued for.
+    pub sub: String,
+    /// `client_id`.
+    pub client_id: String,
+    /// `scope`: for a refresh token the family's grant, for an access token its own.
+    pub scope: Scope,
+    /// `token_type` (as a hint: [`TokenKind::hint`] gives `access_token` or `refresh_token`).
+    pub token_type: TokenKind,
+    /// `exp`, Unix seconds (rounded down): when the token stops being usable. For a refresh
+    /// token the earlier of its family's absolute and idle deadlines.
+    pub exp: u64,
+    /// `exp` in Unix milliseconds.
+    pub exp_ms: u64,
+    /// `iat`, Unix seconds: when the token was issued (a refresh token: its generation).
+    pub iat: u64,
+    /// `iat` in Unix milliseconds.
+    pub iat_ms: u64,
+    /// Seconds left until `exp`, rounded down.
+    pub expires_in: u64,
+    /// The absolute deadline (a refresh token: its family's, never extended by rotation).
+    pub absolute: Expiry,
+    /// The idle deadline (refresh tokens only).
+    pub idle: Option<Expiry>,
+    /// The caller's claims given at issue ([`Grant::with_claims`]), as given.
+    pub extra: Vec<u8>,
+    /// The family: a refresh token's, or a family-bound access token's.
+    pub family: Option<FamilyId>,
 }
 
 /// How much a revocation changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Revoked {
     /// Families newly revoked.
     pub families: u64,

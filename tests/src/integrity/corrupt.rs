@@ -346,7 +346,7 @@ impl Fixture {
             }
             if let Ok(i) = &i {
                 ensure!(
-                    !i.active || *i == p.introspection,
+                    !i.is_active() || *i == p.introspection,
                     "wrong answer: introspect said {i:?}, before the damage {:?}",
                     p.introspection
                 );

@@ -251,31 +251,95 @@ fn fail_of(e: &Error) -> Fail {
 }
 
 fn expiry(at_ms: u64, now: u64) -> Expiry {
-    Expiry {
-        at_ms,
-        expires_in: at_ms.saturating_sub(now) / 1000,
+    Expiry::at(at_ms, now)
+}
+
+/// Every field of a [`Validation`], in a type of the model's own: tokendb's result types are
+/// `#[non_exhaustive]`, so the model states what it expects in these and compares projections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Val {
+    kind: TokenKind,
+    status: TokenStatus,
+    expires: Option<Expiry>,
+    absolute: Option<Expiry>,
+    idle: Option<Expiry>,
+    family: Option<FamilyId>,
+}
+
+impl Val {
+    fn of(v: &Validation) -> Self {
+        Self {
+            kind: v.kind,
+            status: v.status,
+            expires: v.expires,
+            absolute: v.absolute,
+            idle: v.idle,
+            family: v.family,
+        }
+    }
+
+    fn is_active(&self) -> bool {
+        self.status == TokenStatus::Active
     }
 }
 
-fn inactive(status: TokenStatus) -> Introspection {
-    Introspection {
-        active: false,
+/// Every field of an [`Introspection`] (see [`Val`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Intro {
+    status: TokenStatus,
+    claims: Option<Claims>,
+}
+
+/// Every field of a [`tokendb::TokenClaims`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Claims {
+    sub: String,
+    client_id: String,
+    scope: Scope,
+    token_type: TokenKind,
+    exp: u64,
+    exp_ms: u64,
+    iat: u64,
+    iat_ms: u64,
+    expires_in: u64,
+    absolute: Expiry,
+    idle: Option<Expiry>,
+    extra: Vec<u8>,
+    family: Option<FamilyId>,
+}
+
+impl Intro {
+    fn of(i: &Introspection) -> Self {
+        Self {
+            status: i.status,
+            claims: i.claims.as_ref().map(|c| Claims {
+                sub: c.sub.clone(),
+                client_id: c.client_id.clone(),
+                scope: c.scope.clone(),
+                token_type: c.token_type,
+                exp: c.exp,
+                exp_ms: c.exp_ms,
+                iat: c.iat,
+                iat_ms: c.iat_ms,
+                expires_in: c.expires_in,
+                absolute: c.absolute,
+                idle: c.idle,
+                extra: c.extra.clone(),
+                family: c.family,
+            }),
+        }
+    }
+}
+
+fn inactive(status: TokenStatus) -> Intro {
+    Intro {
         status,
-        scope: None,
-        client_id: None,
-        sub: None,
-        exp: None,
-        iat: None,
-        token_type: None,
-        absolute: None,
-        idle: None,
         claims: None,
-        family: None,
     }
 }
 
-fn unknown(kind: TokenKind) -> Validation {
-    Validation {
+fn unknown(kind: TokenKind) -> Val {
+    Val {
         kind,
         status: TokenStatus::Unknown,
         expires: None,
@@ -283,6 +347,13 @@ fn unknown(kind: TokenKind) -> Validation {
         idle: None,
         family: None,
     }
+}
+
+fn revoked(families: u64, tokens: u64) -> Revoked {
+    let mut r = Revoked::default();
+    r.families = families;
+    r.tokens = tokens;
+    r
 }
 
 fn text(list: &[&str], i: usize) -> String {
@@ -353,7 +424,7 @@ impl Run {
 
     // ---- expected answers ----
 
-    fn expect_validation(&self, t: &Token, now: u64) -> Result<Validation, String> {
+    fn expect_validation(&self, t: &Token, now: u64) -> Result<Val, String> {
         match t.what {
             What::Forged(kind) => Ok(unknown(kind)),
             What::Access(i) => {
@@ -370,7 +441,7 @@ impl Run {
                     Some(f) => Some(self.fam(f)?.id),
                     None => None,
                 };
-                Ok(Validation {
+                Ok(Val {
                     kind: TokenKind::Access,
                     status,
                     expires: Some(expiry(a.deadline, now)),
@@ -389,7 +460,7 @@ impl Run {
                     TokenStatus::Active if !current => TokenStatus::Rotated,
                     s => s,
                 };
-                Ok(Validation {
+                Ok(Val {
                     kind: TokenKind::Refresh,
                     status,
                     expires: Some(expiry(f.deadline(), now)),
@@ -401,44 +472,54 @@ impl Run {
         }
     }
 
-    fn expect_introspection(&self, t: &Token, now: u64) -> Result<Introspection, String> {
+    fn expect_introspection(&self, t: &Token, now: u64) -> Result<Intro, String> {
         let v = self.expect_validation(t, now)?;
         if !v.is_active() {
             return Ok(inactive(v.status));
         }
+        let exp_ms = v.expires.map_or(0, |e| e.at_ms);
+        let claims = |sub, client, scope: &Scope, token_type, iat_ms: u64, extra: &[u8]| Claims {
+            sub: text(&SUBJECTS, sub),
+            client_id: text(&CLIENTS, client),
+            scope: scope.clone(),
+            token_type,
+            exp: exp_ms / 1000,
+            exp_ms,
+            iat: iat_ms / 1000,
+            iat_ms,
+            expires_in: exp_ms.saturating_sub(now) / 1000,
+            absolute: v.absolute.unwrap_or(expiry(exp_ms, now)),
+            idle: v.idle,
+            extra: extra.to_vec(),
+            family: v.family,
+        };
         Ok(match t.what {
             What::Access(i) => {
                 let a = self.acc(i)?;
-                Introspection {
-                    active: true,
+                Intro {
                     status: TokenStatus::Active,
-                    scope: Some(a.scope.clone()),
-                    client_id: Some(text(&CLIENTS, a.client)),
-                    sub: Some(text(&SUBJECTS, a.subject)),
-                    exp: v.expires,
-                    iat: Some(a.issued_at / 1000),
-                    token_type: Some("access_token"),
-                    absolute: v.expires,
-                    idle: None,
-                    claims: Some(a.claims.clone()),
-                    family: v.family,
+                    claims: Some(claims(
+                        a.subject,
+                        a.client,
+                        &a.scope,
+                        TokenKind::Access,
+                        a.issued_at,
+                        &a.claims,
+                    )),
                 }
             }
             What::Refresh { family, .. } => {
                 let f = self.fam(family)?;
-                Introspection {
-                    active: true,
+                Intro {
                     status: TokenStatus::Active,
-                    scope: Some(f.scope.clone()),
-                    client_id: Some(text(&CLIENTS, f.client)),
-                    sub: Some(text(&SUBJECTS, f.subject)),
-                    exp: v.expires,
-                    iat: Some(f.rotated_at / 1000),
-                    token_type: Some("refresh_token"),
-                    absolute: v.absolute,
-                    idle: v.idle,
-                    claims: Some(f.claims.clone()),
-                    family: Some(f.id),
+                    claims: Some(claims(
+                        f.subject,
+                        f.client,
+                        &f.scope,
+                        TokenKind::Refresh,
+                        f.rotated_at,
+                        &f.claims,
+                    )),
                 }
             }
             What::Forged(_) => inactive(TokenStatus::Unknown),
@@ -451,7 +532,11 @@ impl Run {
         let Some(t) = self.tokens.get(i) else {
             return Ok(());
         };
-        let got = self.db.validate(&t.text).map_err(|e| fail_of(&e));
+        let got = self
+            .db
+            .validate(&t.text)
+            .map(|v| Val::of(&v))
+            .map_err(|e| fail_of(&e));
         let now = self.now();
         let t = self.tokens.get(i).ok_or("token vanished")?;
         let want = Ok(self.expect_validation(t, now)?);
@@ -462,7 +547,11 @@ impl Run {
         let Some(t) = self.tokens.get(i) else {
             return Ok(());
         };
-        let got = self.db.introspect(&t.text).map_err(|e| fail_of(&e));
+        let got = self
+            .db
+            .introspect(&t.text)
+            .map(|i| Intro::of(&i))
+            .map_err(|e| fail_of(&e));
         let now = self.now();
         let t = self.tokens.get(i).ok_or("token vanished")?;
         let want = Ok(self.expect_introspection(t, now)?);
@@ -973,10 +1062,7 @@ impl Run {
             return Ok(Revoked::default());
         }
         a.revoked = Some(reason);
-        Ok(Revoked {
-            families: 0,
-            tokens: 1,
-        })
+        Ok(revoked(0, 1))
     }
 
     fn revoke(&mut self, ti: usize) -> Result<(), String> {

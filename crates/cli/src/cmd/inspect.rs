@@ -51,11 +51,11 @@ pub(crate) fn run(args: &DbArgs, token: &str, prefix: &str) -> Result<Report, Cl
         TokenKind::Refresh => "refresh_token",
         TokenKind::Access => "access_token",
     };
-    let family = i.family.or(v.family).map(|f| f.to_string());
+    let family = i.family().or(v.family).map(|f| f.to_string());
     let mut json = json!({
-        "active": i.active,
+        "active": i.is_active(),
         "status": status,
-        "token_type": i.token_type.unwrap_or(kind),
+        "token_type": i.token_type().unwrap_or(kind),
     });
     if let Some(obj) = json.as_object_mut() {
         if let Some(r) = reason {
@@ -64,22 +64,16 @@ pub(crate) fn run(args: &DbArgs, token: &str, prefix: &str) -> Result<Report, Cl
         if let Some(f) = &family {
             obj.insert("family".into(), f.clone().into());
         }
-        if i.active {
-            obj.insert(
-                "scope".into(),
-                i.scope.as_ref().map(ToString::to_string).into(),
-            );
-            obj.insert("client_id".into(), i.client_id.clone().into());
-            obj.insert("sub".into(), i.sub.clone().into());
-            obj.insert("exp".into(), exp(i.exp));
-            obj.insert("iat".into(), i.iat.into());
-            obj.insert("expires_in".into(), i.exp.map(|e| e.expires_in).into());
-            obj.insert("absolute_exp".into(), exp(i.absolute));
-            obj.insert("idle_exp".into(), exp(i.idle));
-            obj.insert(
-                "claims".into(),
-                claims_value(i.claims.as_deref().unwrap_or_default()),
-            );
+        if let Some(c) = &i.claims {
+            obj.insert("scope".into(), i.scope().map(ToString::to_string).into());
+            obj.insert("client_id".into(), c.client_id.clone().into());
+            obj.insert("sub".into(), c.sub.clone().into());
+            obj.insert("exp".into(), c.exp.into());
+            obj.insert("iat".into(), c.iat.into());
+            obj.insert("expires_in".into(), c.expires_in.into());
+            obj.insert("absolute_exp".into(), exp(Some(c.absolute)));
+            obj.insert("idle_exp".into(), exp(c.idle));
+            obj.insert("claims".into(), claims_value(i.extra().unwrap_or_default()));
         }
     }
 
@@ -92,30 +86,17 @@ pub(crate) fn run(args: &DbArgs, token: &str, prefix: &str) -> Result<Report, Cl
     if let Some(f) = &family {
         let _ = writeln!(t, "  family      {f}");
     }
-    if i.active {
-        let _ = writeln!(t, "  sub         {}", i.sub.as_deref().unwrap_or("-"));
-        let _ = writeln!(t, "  client_id   {}", i.client_id.as_deref().unwrap_or("-"));
-        let _ = writeln!(
-            t,
-            "  scope       {}",
-            i.scope
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default()
-        );
-        if let Some(iat) = i.iat {
-            let _ = writeln!(t, "  iat         {iat}");
-        }
-        if let Some(e) = i.exp {
-            let _ = writeln!(t, "  exp         {} (in {} s)", e.at_secs(), e.expires_in);
-        }
-        if let Some(a) = i.absolute {
-            let _ = writeln!(t, "  absolute    {}", a.at_secs());
-        }
-        if let Some(d) = i.idle {
+    if let Some(c) = &i.claims {
+        let _ = writeln!(t, "  sub         {}", c.sub);
+        let _ = writeln!(t, "  client_id   {}", i.client_id().unwrap_or("-"));
+        let _ = writeln!(t, "  scope       {}", c.scope);
+        let _ = writeln!(t, "  iat         {}", c.iat);
+        let _ = writeln!(t, "  exp         {} (in {} s)", c.exp, c.expires_in);
+        let _ = writeln!(t, "  absolute    {}", c.absolute.at_secs());
+        if let Some(d) = c.idle {
             let _ = writeln!(t, "  idle        {}", d.at_secs());
         }
-        let claims = claims_value(i.claims.as_deref().unwrap_or_default());
+        let claims = claims_value(i.extra().unwrap_or_default());
         if !claims.is_null() {
             let _ = writeln!(t, "  claims      {claims}");
         }

@@ -175,7 +175,7 @@ impl TokenDb {
     /// let issued = db.issue_access_batch(&grants)?;
     /// assert_eq!(issued.len(), 3);
     /// let info = db.introspect(issued[1].token.expose())?;
-    /// assert_eq!(info.sub.as_deref(), Some("service-1"));
+    /// assert_eq!(info.sub(), Some("service-1"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///

@@ -2,9 +2,11 @@
 
 use super::TokenDb;
 use crate::error::Result;
-use crate::types::{Expiry, Introspection, TokenStatus, Validation};
+use crate::types::{Expiry, Introspection, TokenClaims, TokenStatus, Validation};
 use tokendb_backend::StoreError;
-use tokendb_core::{AccessStatus, FamilyRecord, ParsedToken, RefreshToken, TokenKind};
+use tokendb_core::{
+    AccessStatus, FamilyId, FamilyRecord, ParsedToken, RecordBody, RefreshToken, TokenKind,
+};
 use tokendb_rotation::{Presentation, Standing, Status, classify};
 
 pub(super) fn status_of(s: Status) -> TokenStatus {
@@ -22,6 +24,37 @@ fn access_status(rec: &AccessStatus, now: u64) -> TokenStatus {
         Some(reason) => TokenStatus::Revoked(reason),
         None if now >= rec.deadline => TokenStatus::ExpiredAbsolute,
         None => TokenStatus::Active,
+    }
+}
+
+/// An active token's introspection, from its opened body: `exp` is the earlier deadline.
+fn active(
+    body: RecordBody,
+    token_type: TokenKind,
+    issued_ms: u64,
+    absolute: Expiry,
+    idle: Option<Expiry>,
+    family: Option<FamilyId>,
+    now: u64,
+) -> Introspection {
+    let exp_ms = idle.map_or(absolute.at_ms, |i| i.at_ms.min(absolute.at_ms));
+    Introspection {
+        status: TokenStatus::Active,
+        claims: Some(TokenClaims {
+            sub: body.subject,
+            client_id: body.client_id,
+            scope: body.scope,
+            token_type,
+            exp: exp_ms / 1000,
+            exp_ms,
+            iat: issued_ms / 1000,
+            iat_ms: issued_ms,
+            expires_in: exp_ms.saturating_sub(now) / 1000,
+            absolute,
+            idle,
+            extra: body.claims,
+            family,
+        }),
     }
 }
 
@@ -123,21 +156,15 @@ impl TokenDb {
                     return Ok(Introspection::inactive(status));
                 }
                 let body = rec.open_body(&id, &keys).map_err(StoreError::Corrupt)?;
-                let exp = Expiry::new(rec.deadline, now);
-                Ok(Introspection {
-                    active: true,
-                    status,
-                    scope: Some(body.scope),
-                    client_id: Some(body.client_id),
-                    sub: Some(body.subject),
-                    exp: Some(exp),
-                    iat: Some(rec.issued_at / 1000),
-                    token_type: Some(TokenKind::Access.hint()),
-                    absolute: Some(exp),
-                    idle: None,
-                    claims: Some(body.claims),
-                    family: rec.family,
-                })
+                Ok(active(
+                    body,
+                    TokenKind::Access,
+                    rec.issued_at,
+                    Expiry::new(rec.deadline, now),
+                    None,
+                    rec.family,
+                    now,
+                ))
             }
             ParsedToken::Refresh(t) => {
                 let Some(found) = self.lookup_refresh(t, now)? else {
@@ -150,20 +177,15 @@ impl TokenDb {
                 let body = rec
                     .open_body(&t.family, &keys)
                     .map_err(StoreError::Corrupt)?;
-                Ok(Introspection {
-                    active: true,
-                    status: found.status,
-                    scope: Some(body.scope),
-                    client_id: Some(body.client_id),
-                    sub: Some(body.subject),
-                    exp: Some(Expiry::new(rec.deadline(), now)),
-                    iat: Some(rec.rotated_at / 1000),
-                    token_type: Some(TokenKind::Refresh.hint()),
-                    absolute: Some(Expiry::new(rec.absolute_deadline, now)),
-                    idle: Some(Expiry::new(rec.idle_deadline, now)),
-                    claims: Some(body.claims),
-                    family: Some(t.family),
-                })
+                Ok(active(
+                    body,
+                    TokenKind::Refresh,
+                    rec.rotated_at,
+                    Expiry::new(rec.absolute_deadline, now),
+                    Some(Expiry::new(rec.idle_deadline, now)),
+                    Some(t.family),
+                    now,
+                ))
             }
         }
     }
