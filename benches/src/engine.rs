@@ -52,23 +52,19 @@ pub const LOAD_THREADS: usize = 4;
 pub const LOAD_BATCH: usize = tokendb::MAX_ACCESS_BATCH;
 
 /// Writer settings while loading: batches as large as the callers can fill.
-pub const LOAD_WRITER: WriterOptions = WriterOptions {
-    max_batch: 4096,
-    max_wait: None,
-};
+pub const LOAD_WRITER: WriterOptions = WriterOptions::DEFAULT
+    .with_max_batch(4096)
+    .with_max_wait(None);
 
 /// The default group-commit writer (`mode` `group`).
-pub const GROUP_WRITER: WriterOptions = WriterOptions {
-    max_batch: 1024,
-    max_wait: None,
-};
+pub const GROUP_WRITER: WriterOptions = WriterOptions::DEFAULT
+    .with_max_batch(1024)
+    .with_max_wait(None);
 
 /// One durable transaction per operation (`mode` `per_op`): the baseline group commit is
 /// measured against.
-pub const PER_OP_WRITER: WriterOptions = WriterOptions {
-    max_batch: 1,
-    max_wait: None,
-};
+pub const PER_OP_WRITER: WriterOptions =
+    WriterOptions::DEFAULT.with_max_batch(1).with_max_wait(None);
 
 /// redb page cache of the databases made here unless told otherwise: 1 GiB, redb's own default and
 /// what the raw redb peer runs with (tokendb's default is 256 MiB, less than the tokens table of a
@@ -213,10 +209,7 @@ impl Engine {
         let clock: Arc<dyn Clock> = self.clock.clone();
         Ok(Config::builder()
             .clock(clock)
-            .sweeper(SweeperConfig {
-                enabled: false,
-                ..SweeperConfig::default()
-            })
+            .sweeper(SweeperConfig::DEFAULT.with_enabled(false))
             .writer(writer)
             .access_lifetime(access_lifetime)
             .cache_size(self.cache_bytes)
@@ -654,10 +647,7 @@ pub fn hold_open(path: &Path) -> BenchResult<()> {
     let master = MasterKey::from_hex(line.trim())?;
     // Long-lived like the loaded tokens: what it leaves behind must not be swept later.
     let config = Config::builder()
-        .sweeper(SweeperConfig {
-            enabled: false,
-            ..SweeperConfig::default()
-        })
+        .sweeper(SweeperConfig::DEFAULT.with_enabled(false))
         .access_lifetime(LIVE_LIFETIME)
         .build()?;
     let db = TokenDb::open(path, &master, config)?;

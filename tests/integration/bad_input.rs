@@ -462,10 +462,7 @@ fn wrong_master_key_and_garbage_files_are_refused_untouched() {
     let config = || {
         Config::builder()
             .clock(clock.clone())
-            .sweeper(SweeperConfig {
-                enabled: false,
-                ..SweeperConfig::default()
-            })
+            .sweeper(SweeperConfig::DEFAULT.with_enabled(false))
             .build()
             .unwrap()
     };

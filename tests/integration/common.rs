@@ -4,13 +4,13 @@ use std::sync::Arc;
 use tokendb::{Config, ConfigBuilder, ManualClock, MasterKey, SweeperConfig, TokenDb};
 
 /// 2027-01-15T08:00:00Z: an arbitrary fixed start so tests never read the wall clock.
-pub const T0: u64 = 1_800_000_000_000;
-pub const MINUTE: u64 = 60_000;
-pub const HOUR: u64 = 60 * MINUTE;
-pub const DAY: u64 = 24 * HOUR;
+pub(crate) const T0: u64 = 1_800_000_000_000;
+pub(crate) const MINUTE: u64 = 60_000;
+pub(crate) const HOUR: u64 = 60 * MINUTE;
+pub(crate) const DAY: u64 = 24 * HOUR;
 
 /// A database in a temp dir, a manual clock at [`T0`], and the master key.
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub dir: tempfile::TempDir,
     pub clock: Arc<ManualClock>,
     pub master: MasterKey,
@@ -19,12 +19,12 @@ pub struct Fixture {
 
 impl Fixture {
     /// Default config, sweeper thread off (tests sweep by hand).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with(|b| b)
     }
 
     /// Config from a builder tweak; the clock and a disabled background sweeper are set first.
-    pub fn with(tweak: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Self {
+    pub(crate) fn with(tweak: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(T0));
         let master = MasterKey::generate();
@@ -38,24 +38,21 @@ impl Fixture {
         }
     }
 
-    pub fn base(clock: &Arc<ManualClock>) -> ConfigBuilder {
+    pub(crate) fn base(clock: &Arc<ManualClock>) -> ConfigBuilder {
         Config::builder()
             .clock(clock.clone())
-            .sweeper(SweeperConfig {
-                enabled: false,
-                ..SweeperConfig::default()
-            })
+            .sweeper(SweeperConfig::DEFAULT.with_enabled(false))
     }
 
-    pub fn path(&self) -> std::path::PathBuf {
+    pub(crate) fn path(&self) -> std::path::PathBuf {
         self.dir.path().join("tokens.tdb")
     }
 
-    pub fn advance(&self, ms: u64) {
+    pub(crate) fn advance(&self, ms: u64) {
         self.clock.advance(ms);
     }
 
-    pub fn set(&self, ms: u64) {
+    pub(crate) fn set(&self, ms: u64) {
         self.clock.set(ms);
     }
 }
@@ -65,7 +62,7 @@ impl Fixture {
     /// As [`Fixture::with`], but the file lives on a RAM-backed file system (`/dev/shm`) when the
     /// machine has one: still a real redb file, but a commit costs no disk flush. For tests that
     /// make thousands of commits to prove logic rather than durability.
-    pub fn on_tmpfs(tweak: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Self {
+    pub(crate) fn on_tmpfs(tweak: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Self {
         let shm = std::path::Path::new("/dev/shm");
         let dir = if shm.is_dir() {
             tempfile::tempdir_in(shm)
@@ -95,14 +92,14 @@ use tokendb_store::{Entry, IndexEntry, ScanItem, Store};
 
 /// The redb file under `db`, for white-box checks of its tables (`test-hooks`). Brings
 /// [`tokendb_backend::Backend`]'s methods (the typed writes, the key ring) with it.
-pub fn file(db: &TokenDb) -> &Arc<Store> {
+pub(crate) fn file(db: &TokenDb) -> &Arc<Store> {
     db.redb_file_for_tests().expect("a redb-file database")
 }
 
-pub use tokendb_backend::Backend as _;
+pub(crate) use tokendb_backend::Backend as _;
 
 /// A grant for subject `sub-{i}` of client `client-{i % 3}`.
-pub fn grant(i: usize) -> Grant {
+pub(crate) fn grant(i: usize) -> Grant {
     Grant::new(
         format!("sub-{i}"),
         format!("client-{}", i % 3),
@@ -112,7 +109,7 @@ pub fn grant(i: usize) -> Grant {
 }
 
 /// Every record and every index entry of a store: one scan of each (run it while no one writes).
-pub struct Contents {
+pub(crate) struct Contents {
     pub families: BTreeMap<FamilyId, FamilyRecord>,
     /// Access tokens by their storage key (deadline ‖ token id), so in deadline order.
     pub tokens: BTreeMap<[u8; 40], AccessRecord>,
@@ -121,7 +118,7 @@ pub struct Contents {
 
 impl Contents {
     /// Reads everything; every record must authenticate.
-    pub fn read(store: &Store) -> Self {
+    pub(crate) fn read(store: &Store) -> Self {
         let mut families = BTreeMap::new();
         let mut tokens = BTreeMap::new();
         store
@@ -147,12 +144,12 @@ impl Contents {
     }
 
     /// Nothing at all: no record, no index entry (grace timers included).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.families.is_empty() && self.tokens.is_empty() && self.index.is_empty()
     }
 
     /// Grace timers (`deadlines` entries that erase a kept successor when its window ends).
-    pub fn grace_timers(&self) -> Vec<(u64, FamilyId, u64)> {
+    pub(crate) fn grace_timers(&self) -> Vec<(u64, FamilyId, u64)> {
         self.index
             .iter()
             .filter_map(|e| match e {
@@ -173,7 +170,7 @@ impl Contents {
     ///   token-index entry may outlive its token if the token was swept (its deadline is not after
     ///   the first remaining token's). Grace timers are timers, not index entries: one may outlive
     ///   its family or generation until it fires.
-    pub fn index_problems(&self) -> Vec<String> {
+    pub(crate) fn index_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let mut fam_deadlines: BTreeMap<FamilyId, Vec<u64>> = BTreeMap::new();
         let mut has = std::collections::HashSet::new();
@@ -320,7 +317,7 @@ impl Contents {
     }
 
     /// Panics with every disagreement between records and indexes.
-    pub fn assert_exact(&self) {
+    pub(crate) fn assert_exact(&self) {
         let problems = self.index_problems();
         assert!(
             problems.is_empty(),
@@ -332,10 +329,10 @@ impl Contents {
 
 /// A small deterministic generator (SplitMix64) for randomised tests; seed it from
 /// [`random_seed`] and print the seed, so a failure can be replayed.
-pub struct SplitMix(pub u64);
+pub(crate) struct SplitMix(pub u64);
 
 impl SplitMix {
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -344,14 +341,14 @@ impl SplitMix {
     }
 
     /// Uniform in `lo..hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next_u64() % (hi - lo)
     }
 }
 
 /// A fresh seed (from the standard library's per-process random hasher keys), or the value of
 /// `TOKENDB_TEST_SEED` to replay a run.
-pub fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     if let Some(s) = std::env::var("TOKENDB_TEST_SEED")
         .ok()
@@ -365,7 +362,7 @@ pub fn random_seed() -> u64 {
 }
 
 /// Records in the file (families + access tokens).
-pub fn records(db: &TokenDb) -> usize {
+pub(crate) fn records(db: &TokenDb) -> usize {
     let mut n = 0;
     file(db)
         .scan(|item| {

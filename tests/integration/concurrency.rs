@@ -147,10 +147,11 @@ fn one_winner_under_group_commit_without_grace() {
 #[test]
 fn one_winner_when_every_presentation_shares_one_batch() {
     let batched = |b: tokendb::ConfigBuilder| {
-        b.writer(WriterOptions {
-            max_batch: 1024,
-            max_wait: Some(Duration::from_millis(20)),
-        })
+        b.writer(
+            WriterOptions::DEFAULT
+                .with_max_batch(1024)
+                .with_max_wait(Some(Duration::from_millis(20))),
+        )
     };
     race(&Fixture::on_tmpfs(|b| grace(batched(b))), true, 10);
     race(&Fixture::on_tmpfs(batched), false, 10);
@@ -160,10 +161,7 @@ fn one_winner_when_every_presentation_shares_one_batch() {
 #[test]
 fn one_winner_with_one_transaction_per_operation() {
     let single = |b: tokendb::ConfigBuilder| {
-        b.writer(WriterOptions {
-            max_batch: 1,
-            max_wait: None,
-        })
+        b.writer(WriterOptions::DEFAULT.with_max_batch(1).with_max_wait(None))
     };
     race(&Fixture::on_tmpfs(|b| grace(single(b))), true, 25);
     race(&Fixture::on_tmpfs(single), false, 25);

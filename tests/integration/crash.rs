@@ -400,10 +400,7 @@ pub(crate) fn problems(db: &TokenDb, m: &Model, now: u64) -> Vec<String> {
 pub(crate) fn checking_config(now: u64) -> Config {
     Config::builder()
         .clock(Arc::new(ManualClock::new(now)))
-        .sweeper(SweeperConfig {
-            enabled: false,
-            ..SweeperConfig::default()
-        })
+        .sweeper(SweeperConfig::DEFAULT.with_enabled(false))
         .build()
         .unwrap()
 }

@@ -29,10 +29,11 @@ fn is_closed<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
 #[test]
 fn close_drains_the_writer_and_loses_no_acknowledged_write() {
     let fx = Fixture::with(|b| {
-        b.writer(WriterOptions {
-            max_batch: 4,
-            max_wait: Some(Duration::from_millis(2)),
-        })
+        b.writer(
+            WriterOptions::DEFAULT
+                .with_max_batch(4)
+                .with_max_wait(Some(Duration::from_millis(2))),
+        )
     });
     let (tx, rx) = crossbeam_channel::unbounded();
     for t in 0..8 {
@@ -183,10 +184,7 @@ fn concurrent_writers_share_commits() {
     let grouped_took = t.elapsed();
     let t = Instant::now();
     let per_op = commits_for_concurrent_issues(
-        WriterOptions {
-            max_batch: 1,
-            max_wait: None,
-        },
+        WriterOptions::DEFAULT.with_max_batch(1).with_max_wait(None),
         threads,
         per_thread,
     );
@@ -217,10 +215,11 @@ fn each_operation_in_a_batch_keeps_its_own_outcome() {
     fx.db.close().unwrap();
     // Reopen with a long added wait, so that everything submitted at once shares a batch.
     let config = Fixture::base(&fx.clock)
-        .writer(WriterOptions {
-            max_batch: 64,
-            max_wait: Some(Duration::from_secs(1)),
-        })
+        .writer(
+            WriterOptions::DEFAULT
+                .with_max_batch(64)
+                .with_max_wait(Some(Duration::from_secs(1))),
+        )
         .build()
         .unwrap();
     let db = TokenDb::open(fx.path(), &fx.master, config).unwrap();

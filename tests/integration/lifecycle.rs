@@ -258,11 +258,11 @@ fn closed_database_says_so() {
 #[test]
 fn the_background_sweeper_deletes_expired_tokens_and_says_so() {
     let f = Fixture::with(|b| {
-        b.sweeper(tokendb::SweeperConfig {
-            enabled: true,
-            interval: Duration::from_millis(10),
-            ..tokendb::SweeperConfig::default()
-        })
+        b.sweeper(
+            tokendb::SweeperConfig::DEFAULT
+                .with_enabled(true)
+                .with_interval(Duration::from_millis(10)),
+        )
     });
     let events = f.db.subscribe();
     let at = f.db.issue_access(&grant()).unwrap();

@@ -449,12 +449,11 @@ impl Clock for SpyClock {
 }
 
 fn background(interval: Duration, batch_size: usize) -> SweeperConfig {
-    SweeperConfig {
-        enabled: true,
-        interval,
-        batch_size,
-        pass_budget: Duration::from_secs(600),
-    }
+    SweeperConfig::DEFAULT
+        .with_enabled(true)
+        .with_interval(interval)
+        .with_batch_size(batch_size)
+        .with_pass_budget(Duration::from_secs(600))
 }
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {

@@ -41,10 +41,7 @@ const USAGE: &str =
 
 fn config() -> BenchResult<Config> {
     Ok(Config::builder()
-        .sweeper(SweeperConfig {
-            enabled: false,
-            ..SweeperConfig::default()
-        })
+        .sweeper(SweeperConfig::DEFAULT.with_enabled(false))
         .access_lifetime(engine::LIVE_LIFETIME)
         .writer(engine::LOAD_WRITER)
         .cache_size(engine::CACHE_BYTES)

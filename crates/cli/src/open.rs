@@ -57,11 +57,11 @@ fn open_configured(
     prefix: Option<&str>,
     sweep_batch: usize,
 ) -> Result<TokenDb, CliError> {
-    let mut builder = Config::builder().sweeper(SweeperConfig {
-        enabled: false,
-        batch_size: sweep_batch,
-        ..SweeperConfig::default()
-    });
+    let mut builder = Config::builder().sweeper(
+        SweeperConfig::DEFAULT
+            .with_enabled(false)
+            .with_batch_size(sweep_batch),
+    );
     if let Some(p) = prefix {
         builder = builder.token_prefix(p);
     }

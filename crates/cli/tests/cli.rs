@@ -74,10 +74,7 @@ impl Fixture {
     }
 
     fn config() -> tokendb::ConfigBuilder {
-        Config::builder().sweeper(SweeperConfig {
-            enabled: false,
-            ..SweeperConfig::default()
-        })
+        Config::builder().sweeper(SweeperConfig::DEFAULT.with_enabled(false))
     }
 
     /// Creates the file with `config` and runs `f` on it, then closes it.

@@ -183,7 +183,7 @@ impl Reader<'_> {
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
-    pub fn family(&self, id: &FamilyId) -> Result<Option<FamilyRecord>> {
+    pub(crate) fn family(&self, id: &FamilyId) -> Result<Option<FamilyRecord>> {
         self.shared.contained("reading a family", || {
             match self.snap.families.get(id.as_bytes()).db()? {
                 None => Ok(None),
@@ -198,7 +198,7 @@ impl Reader<'_> {
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
-    pub fn token(&self, id: &AccessKey) -> Result<Option<AccessRecord>> {
+    pub(crate) fn token(&self, id: &AccessKey) -> Result<Option<AccessRecord>> {
         self.token_with(id, AccessRecord::decode)
     }
 
@@ -207,7 +207,7 @@ impl Reader<'_> {
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
-    pub fn token_status(&self, id: &AccessKey) -> Result<Option<AccessStatus>> {
+    pub(crate) fn token_status(&self, id: &AccessKey) -> Result<Option<AccessStatus>> {
         self.token_with(id, AccessRecord::decode_status)
     }
 
@@ -215,7 +215,7 @@ impl Reader<'_> {
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] if the stored bytes fail authentication.
-    pub fn token_status_and_body(&self, id: &AccessKey) -> Result<Option<AccessStatus>> {
+    pub(crate) fn token_status_and_body(&self, id: &AccessKey) -> Result<Option<AccessStatus>> {
         self.token_with(id, AccessRecord::decode_status_and_body)
     }
 

@@ -17,8 +17,10 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Tunables of the group-commit writer.
+/// Tunables of the group-commit writer: start from `WriterOptions::DEFAULT` and change what you
+/// need with the `with_` methods (fields may be added, so the struct cannot be written out).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WriterOptions {
     /// Most operations in one transaction. Default 1024. `1` gives one transaction (and one
     /// fsync) per operation, the baseline the benchmarks compare against.
@@ -30,10 +32,29 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        Self {
-            max_batch: 1024,
-            max_wait: None,
-        }
+        Self::DEFAULT
+    }
+}
+
+impl WriterOptions {
+    /// The defaults written on each field.
+    pub const DEFAULT: Self = Self {
+        max_batch: 1024,
+        max_wait: None,
+    };
+
+    /// With at most `max_batch` operations per transaction.
+    #[must_use]
+    pub const fn with_max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch;
+        self
+    }
+
+    /// With this longest extra wait for more operations once the first has arrived.
+    #[must_use]
+    pub const fn with_max_wait(mut self, max_wait: Option<Duration>) -> Self {
+        self.max_wait = max_wait;
+        self
     }
 }
 

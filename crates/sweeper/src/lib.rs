@@ -40,8 +40,20 @@ use std::time::{Duration, Instant};
 use tokendb_backend::{Backend, Failure, StoreError, SweepCounts};
 use tokendb_core::Clock;
 
-/// Sweeper settings.
+/// Sweeper settings: start from `SweeperConfig::default()` and change what you need with the
+/// `with_` methods (fields may be added, so the struct cannot be written out).
+///
+/// ```
+/// use std::time::Duration;
+/// use tokendb_sweeper::SweeperConfig;
+///
+/// let sweeper = SweeperConfig::default()
+///     .with_interval(Duration::from_secs(30))
+///     .with_batch_size(500);
+/// assert!(sweeper.enabled);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SweeperConfig {
     /// Run the background thread. Default `true`; when `false`, sweep by hand with
     /// `TokenDb::sweep_now`.
@@ -56,12 +68,45 @@ pub struct SweeperConfig {
 
 impl Default for SweeperConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            interval: Duration::from_secs(10),
-            batch_size: 2_000,
-            pass_budget: Duration::from_secs(1),
-        }
+        Self::DEFAULT
+    }
+}
+
+impl SweeperConfig {
+    /// The defaults written on each field.
+    pub const DEFAULT: Self = Self {
+        enabled: true,
+        interval: Duration::from_secs(10),
+        batch_size: 2_000,
+        pass_budget: Duration::from_secs(1),
+    };
+
+    /// With the background thread on or off.
+    #[must_use]
+    pub const fn with_enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// With this time between passes.
+    #[must_use]
+    pub const fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// With this many index entries per batch (one write transaction).
+    #[must_use]
+    pub const fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+
+    /// With this longest time a pass keeps going before it yields to the next tick.
+    #[must_use]
+    pub const fn with_pass_budget(mut self, pass_budget: Duration) -> Self {
+        self.pass_budget = pass_budget;
+        self
     }
 }
 

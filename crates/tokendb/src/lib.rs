@@ -47,6 +47,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
+// The facade is what embedders name: every public type can grow without a breaking change.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod clock;
 mod config;

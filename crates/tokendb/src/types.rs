@@ -2,8 +2,10 @@
 
 use tokendb_core::{FamilyId, RevokeReason, Scope, TokenKind, TokenString};
 
-/// What a refresh or access token is issued for.
+/// What a refresh or access token is issued for. Made with [`Grant::new`] or
+/// [`Grant::with_scope`]; its limits are checked when a token is issued for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Grant {
     /// The user (`sub`). 1-1024 bytes, no control characters.
     pub subject: String,
@@ -32,6 +34,21 @@ impl Grant {
             scope: Scope::parse(scope)?,
             claims: Vec::new(),
         })
+    }
+
+    /// A grant with a parsed scope and no claims.
+    #[must_use]
+    pub fn with_scope(
+        subject: impl Into<String>,
+        client_id: impl Into<String>,
+        scope: Scope,
+    ) -> Self {
+        Self {
+            subject: subject.into(),
+            client_id: client_id.into(),
+            scope,
+            claims: Vec::new(),
+        }
     }
 
     /// The same grant with caller claims attached.

@@ -229,16 +229,18 @@ fn run() -> AnyResult<()> {
     let config = Config::builder()
         .refresh_lifetime(Duration::from_secs(3600), Duration::from_secs(3600))
         .access_lifetime(Duration::from_millis(args.access_ms))
-        .sweeper(SweeperConfig {
-            enabled: true,
-            interval: Duration::from_millis(50),
-            batch_size: 32,
-            pass_budget: Duration::from_secs(1),
-        })
-        .writer(WriterOptions {
-            max_batch: args.max_batch,
-            max_wait: None,
-        })
+        .sweeper(
+            SweeperConfig::DEFAULT
+                .with_enabled(true)
+                .with_interval(Duration::from_millis(50))
+                .with_batch_size(32)
+                .with_pass_budget(Duration::from_secs(1)),
+        )
+        .writer(
+            WriterOptions::DEFAULT
+                .with_max_batch(args.max_batch)
+                .with_max_wait(None),
+        )
         .quick_repair(args.quick_repair)
         .build()?;
     let db = TokenDb::open_or_create(&args.db, &master, config)?;

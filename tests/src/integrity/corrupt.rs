@@ -84,10 +84,7 @@ pub struct Fixture {
 fn config(clock: &Arc<ManualClock>) -> Result<Config, String> {
     Config::builder()
         .clock(clock.clone())
-        .sweeper(SweeperConfig {
-            enabled: false,
-            ..SweeperConfig::default()
-        })
+        .sweeper(SweeperConfig::DEFAULT.with_enabled(false))
         .refresh_lifetime(
             Duration::from_millis(8 * HOUR),
             Duration::from_millis(2 * HOUR),

@@ -102,10 +102,7 @@ impl Settings {
     fn config(&self, clock: &Arc<ManualClock>) -> Result<Config, String> {
         let mut b = Config::builder()
             .clock(clock.clone())
-            .sweeper(SweeperConfig {
-                enabled: false,
-                ..SweeperConfig::default()
-            })
+            .sweeper(SweeperConfig::DEFAULT.with_enabled(false))
             .refresh_lifetime(
                 Duration::from_millis(ABSOLUTE_MS),
                 Duration::from_millis(IDLE_MS),
@@ -184,12 +181,12 @@ fn standalone_grant(
     k: usize,
     claims: &[u8],
 ) -> Result<Grant, String> {
-    Ok(Grant {
-        subject: text(&SUBJECTS, subject),
-        client_id: text(&CLIENTS, client),
-        scope: scope(&SCOPES, k)?,
-        claims: claims.to_vec(),
-    })
+    Ok(Grant::with_scope(
+        text(&SUBJECTS, subject),
+        text(&CLIENTS, client),
+        scope(&SCOPES, k)?,
+    )
+    .with_claims(claims.to_vec()))
 }
 
 /// An access token as the model sees it.
@@ -576,12 +573,12 @@ impl Run {
         claims: Vec<u8>,
     ) -> Result<(), String> {
         let grant_scope = scope(&SCOPES, k)?;
-        let grant = Grant {
-            subject: text(&SUBJECTS, subject),
-            client_id: text(&CLIENTS, client),
-            scope: grant_scope.clone(),
-            claims: claims.clone(),
-        };
+        let grant = Grant::with_scope(
+            text(&SUBJECTS, subject),
+            text(&CLIENTS, client),
+            grant_scope.clone(),
+        )
+        .with_claims(claims.clone());
         let got = self.db.issue_refresh(&grant);
         let now = self.now();
         let absolute = now.saturating_add(ABSOLUTE_MS);
@@ -794,18 +791,14 @@ impl Run {
                     scope: k,
                     claims,
                 } => standalone_grant(*subject, *client, *k, claims)?,
-                BatchGrant::BadSubject => Grant {
-                    subject: "eve\u{7}".to_owned(),
-                    client_id: text(&CLIENTS, 0),
-                    scope: scope(&SCOPES, 0)?,
-                    claims: Vec::new(),
-                },
-                BatchGrant::EmptyClient => Grant {
-                    subject: text(&SUBJECTS, 0),
-                    client_id: String::new(),
-                    scope: scope(&SCOPES, 0)?,
-                    claims: Vec::new(),
-                },
+                BatchGrant::BadSubject => {
+                    Grant::with_scope("eve\u{7}".to_owned(), text(&CLIENTS, 0), scope(&SCOPES, 0)?)
+                        .with_claims(Vec::new())
+                }
+                BatchGrant::EmptyClient => {
+                    Grant::with_scope(text(&SUBJECTS, 0), String::new(), scope(&SCOPES, 0)?)
+                        .with_claims(Vec::new())
+                }
             });
         }
         let got = self.db.issue_access_batch(&grants).map_err(|e| fail_of(&e));
