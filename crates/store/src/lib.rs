@@ -34,6 +34,7 @@ mod meta;
 mod ops;
 mod read;
 mod tables;
+mod unwind;
 mod writer;
 
 pub use admin::{
