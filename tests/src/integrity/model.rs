@@ -7,8 +7,12 @@
 //! client), move the clock (forwards, and backwards), sweep, close and reopen, forge a token,
 //! mangle one — and applies each to a real [`TokenDb`] on a file and to a plain in-memory model
 //! written from the design's words, not from the engine's code. Every answer must equal the
-//! model's. After a reopen and at the end, every token ever handed out is validated and
-//! introspected again.
+//! model's, and so must the events each operation emits. After a reopen and at the end, every
+//! token ever handed out is validated and introspected again.
+//!
+//! This is tokendb's one reference model of the lifecycle rules: the fuzzer (`fuzz_targets/
+//! ops_model.rs`), its committed seeds (`tests/integration/fuzz_corpus.rs`) and the property
+//! test (`tests/integration/model.rs`, random inputs on every `cargo test`) all drive it.
 //!
 //! The first input byte picks the configuration: grace period on or off, one-time-only or
 //! non-rotating refresh tokens, and no family cap, evict-oldest or refuse at 2 per
@@ -19,9 +23,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokendb::{
-    Config, Error, Expiry, FamilyCap, FamilyId, Grant, Introspection, ManualClock, MasterKey,
-    RevokeReason, Revoked, RotateRefusal, Scope, SweeperConfig, TokenDb, TokenKind, TokenStatus,
-    Validation,
+    Config, Error, Event, EventReceiver, Expiry, FamilyCap, FamilyId, Grant, Introspection,
+    ManualClock, MasterKey, RevokeReason, Revoked, RotateRefusal, Scope, SweeperConfig, TokenDb,
+    TokenKind, TokenStatus, Validation,
 };
 use tokendb_core::{AccessToken, CoreError, RefreshToken, TokenFormat, TokenSecret};
 
@@ -378,6 +382,10 @@ struct Run {
     tokens: Vec<Token>,
     report: Report,
     step: usize,
+    /// The open handle's event subscription.
+    events: EventReceiver,
+    /// The events the model expects of the current operation.
+    expected: Vec<Event>,
 }
 
 impl Run {
@@ -918,6 +926,9 @@ impl Run {
             }
         };
         if let Some(r) = refusal {
+            if r == RotateRefusal::ClientMismatch {
+                self.expected.push(Event::ClientMismatch { family: f.id });
+            }
             let got = got.map(|_| ());
             return self.check("rotate", &got, &refuse(r));
         }
@@ -937,7 +948,15 @@ impl Run {
                 presented: generation,
                 newest: f.generation,
             };
-            self.revoke_family_model(family, RevokeReason::ReuseDetected)?;
+            let (id, newest, since) = (f.id, f.generation, now.saturating_sub(f.rotated_at));
+            let revoked = self.revoke_family_model(family, RevokeReason::ReuseDetected)?;
+            self.expected.push(Event::ReuseDetected {
+                family: id,
+                presented_generation: generation,
+                newest_generation: newest,
+                ms_since_rotation: since,
+                tokens_revoked: revoked.tokens,
+            });
             let got = got.map(|_| ());
             return self.check("rotate", &got, &refuse(want));
         }
@@ -1036,6 +1055,8 @@ impl Run {
             f.revoked = Some(reason);
             f.grace = None;
             out.families = 1;
+            let family = f.id;
+            self.expected.push(Event::FamilyRevoked { family, reason });
         }
         for a in &mut self.access {
             if a.family == Some(i) && !a.deleted && a.revoked.is_none() {
@@ -1165,13 +1186,29 @@ impl Run {
                 tokens += 1;
             }
         }
+        if families + tokens > 0 {
+            self.expected.push(Event::Expired { families, tokens });
+        }
         self.check("sweep (families, tokens)", &got, &Ok((families, tokens)))
+    }
+
+    /// The events of the operation just applied must be the model's, as a multiset (their order
+    /// within one operation is not a promise: a revocation by subject names its families in
+    /// index order).
+    fn check_events(&mut self) -> Result<(), String> {
+        let key = |e: &Event| format!("{e:?}");
+        let mut got: Vec<Event> = self.events.try_iter().collect();
+        let mut want = std::mem::take(&mut self.expected);
+        got.sort_by_key(key);
+        want.sort_by_key(key);
+        self.check("events", &got, &want)
     }
 
     fn reopen(&mut self) -> Result<(), String> {
         self.db.close().map_err(|e| format!("close: {e}"))?;
         self.db = TokenDb::open(&self.path, &self.master, self.config.clone())
             .map_err(|e| format!("reopen: {e}"))?;
+        self.events = self.db.subscribe();
         self.last = 0;
         self.check_everything()
     }
@@ -1266,6 +1303,7 @@ pub fn run(dir: &Path, data: &[u8]) -> Result<Report, String> {
     let master = MasterKey::from_bytes([0x5a; 32]);
     let path = dir.join("model.tdb");
     let db = TokenDb::create(&path, &master, config.clone()).map_err(|e| format!("create: {e}"))?;
+    let events = db.subscribe();
     let mut run = Run {
         settings,
         config,
@@ -1280,6 +1318,8 @@ pub fn run(dir: &Path, data: &[u8]) -> Result<Report, String> {
         tokens: Vec::new(),
         report: Report::default(),
         step: 0,
+        events,
+        expected: Vec::new(),
     };
     while !input.is_empty() && run.step < MAX_OPS {
         run.step += 1;
@@ -1367,6 +1407,7 @@ pub fn run(dir: &Path, data: &[u8]) -> Result<Report, String> {
             }
             _ => run.mangle(&mut input)?,
         }
+        run.check_events()?;
         run.report.ops += 1;
     }
     run.check_everything()?;

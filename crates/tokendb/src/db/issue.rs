@@ -240,15 +240,15 @@ impl TokenDb {
             .backend()
             .family(&family)?
             .ok_or(Error::FamilyNotFound)?;
-        if let Admission::Refuse(r) = admit_access(&rec, now, rec.deadline()) {
-            return Err(Error::Refused(refusal(r)));
-        }
         let mut body = rec.open_body(&family, &keys).map_err(StoreError::Corrupt)?;
         if let Some(s) = scope {
             if !s.is_subset_of(&body.scope) {
                 return Err(Error::Refused(RotateRefusal::ScopeWidened));
             }
             body.scope = s.clone();
+        }
+        if let Admission::Refuse(r) = admit_access(&rec, now, rec.deadline()) {
+            return Err(Error::Refused(refusal(r)));
         }
         self.issue_access_record(&body, Some((family, rec.deadline())), now)
     }
