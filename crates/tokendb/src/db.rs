@@ -23,6 +23,10 @@ use tokendb_sweeper::{PassReport, Sweeper, SweeperMetrics};
 
 struct Inner {
     backend: Arc<dyn Backend>,
+    /// The key ring as it was at open, for its lookup, tag and index keys only: those are fixed
+    /// for the life of a database (only sealing keys come and go), so hashing a token or a
+    /// subject needs no lock. Sealing and opening use [`TokenDb::keys`], the current ring.
+    fixed: Arc<KeyRing>,
     /// The same backend when it is a redb file: compaction and backup are file operations.
     file: Option<Arc<Store>>,
     config: Config,
@@ -122,9 +126,11 @@ impl TokenDb {
         } else {
             None
         };
+        let fixed = backend.keys();
         Ok(Self {
             inner: Arc::new(Inner {
                 backend,
+                fixed,
                 file,
                 config,
                 events,
@@ -154,8 +160,15 @@ impl TokenDb {
         &*self.inner.backend
     }
 
+    /// The current key ring: what sealing and opening bodies need.
     fn keys(&self) -> Arc<KeyRing> {
         self.inner.backend.keys()
+    }
+
+    /// The lookup, tag and index keys (fixed for the life of the database), without a lock:
+    /// for hashing tokens, subjects and client ids, and checking refresh-token tags.
+    fn hashing(&self) -> &KeyRing {
+        &self.inner.fixed
     }
 
     fn emit(&self, event: Event) {

@@ -39,7 +39,8 @@ impl TokenDb {
         let policy = self.inner.config.policy;
         let (absolute, idle) = policy.deadlines_at_issue(now).map_err(Error::Lifetime)?;
         let family = FamilyId::generate();
-        let token = RefreshToken::mint(&keys, family, 1);
+        let hashing = self.hashing();
+        let token = RefreshToken::mint(hashing, family, 1);
         let (key_id, sealed) = FamilyRecord::seal_body(&keys, &family, &body(grant))?;
         let record = FamilyRecord {
             key_id,
@@ -49,9 +50,9 @@ impl TokenDb {
             idle_deadline: idle,
             generation: 1,
             rotated_at: now,
-            current: keys.token_id(TokenKind::Refresh, &token.secret),
-            subject: keys.subject_hash(&grant.subject),
-            client: keys.client_hash(&grant.client_id),
+            current: hashing.token_id(TokenKind::Refresh, &token.secret),
+            subject: hashing.subject_hash(&grant.subject),
+            client: hashing.client_hash(&grant.client_id),
             grace: Vec::new(),
             body: sealed,
         };
@@ -97,14 +98,15 @@ impl TokenDb {
             deadline = deadline.min(cap);
         }
         let token = AccessToken::mint(deadline);
-        let id = keys.access_key(&token);
+        let hashing = self.hashing();
+        let id = hashing.access_key(&token);
         let (key_id, sealed) = AccessRecord::seal_body(&keys, &id, body)?;
         let record = AccessRecord {
             key_id,
             state: RecordState::Active,
             family: family.map(|(f, _)| f),
-            subject: keys.subject_hash(&body.subject),
-            client: keys.client_hash(&body.client_id),
+            subject: hashing.subject_hash(&body.subject),
+            client: hashing.client_hash(&body.client_id),
             issued_at: now,
             deadline,
             body: sealed,

@@ -74,7 +74,7 @@ impl TokenDb {
         t: &RefreshToken,
         now: u64,
     ) -> Result<Option<RefreshFound>> {
-        let Some(presentation) = Presentation::verify(t, &self.keys()) else {
+        let Some(presentation) = Presentation::verify(t, self.hashing()) else {
             return Ok(None);
         };
         let Some(family) = self.backend().family(&presentation.family())? else {
@@ -105,7 +105,7 @@ impl TokenDb {
         let now = self.now();
         Ok(match &parsed {
             ParsedToken::Access(t) => {
-                let id = self.keys().access_key(t);
+                let id = self.hashing().access_key(t);
                 match self.backend().token_status(&id, false)? {
                     None => Validation::unknown(TokenKind::Access),
                     Some(rec) => Validation {
@@ -144,10 +144,9 @@ impl TokenDb {
         let parsed = self.parse(token)?;
         self.check_open()?;
         let now = self.now();
-        let keys = self.keys();
         match &parsed {
             ParsedToken::Access(t) => {
-                let id = keys.access_key(t);
+                let id = self.hashing().access_key(t);
                 let Some(rec) = self.backend().token_status(&id, true)? else {
                     return Ok(Introspection::inactive(TokenStatus::Unknown));
                 };
@@ -155,7 +154,9 @@ impl TokenDb {
                 if status != TokenStatus::Active {
                     return Ok(Introspection::inactive(status));
                 }
-                let body = rec.open_body(&id, &keys).map_err(StoreError::Corrupt)?;
+                let body = rec
+                    .open_body(&id, &self.keys())
+                    .map_err(StoreError::Corrupt)?;
                 Ok(active(
                     body,
                     TokenKind::Access,
@@ -175,7 +176,7 @@ impl TokenDb {
                 }
                 let rec = &found.family;
                 let body = rec
-                    .open_body(&t.family, &keys)
+                    .open_body(&t.family, &self.keys())
                     .map_err(StoreError::Corrupt)?;
                 Ok(active(
                     body,

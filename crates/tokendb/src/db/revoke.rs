@@ -33,7 +33,7 @@ impl TokenDb {
         let now = self.now();
         match parsed {
             ParsedToken::Access(t) => {
-                let key = self.keys().access_key(&t);
+                let key = self.hashing().access_key(&t);
                 match self.backend().token_status(&key, false)? {
                     Some(s) if s.revoked.is_none() => Ok(self.revoked(
                         self.backend().revoke_token(key, now)?,
@@ -87,7 +87,7 @@ impl TokenDb {
     pub fn revoke_subject(&self, subject: &str, client_id: Option<&str>) -> Result<Revoked> {
         self.check_open()?;
         let now = self.now();
-        let keys = self.keys();
+        let keys = self.hashing();
         let done = self.backend().revoke_subject(
             keys.subject_hash(subject),
             client_id.map(|c| keys.client_hash(c)),
@@ -105,7 +105,7 @@ impl TokenDb {
         let now = self.now();
         let done = self
             .backend()
-            .revoke_client(self.keys().client_hash(client_id), now)?;
+            .revoke_client(self.hashing().client_hash(client_id), now)?;
         Ok(self.revoked(Some(done), RevokeReason::Client))
     }
 }
