@@ -108,13 +108,6 @@ impl EngineError {
     pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self(Box::new(e))
     }
-
-    /// Whether the error is a lost or refused connection, or a transaction the engine asked to
-    /// retry (serialization failure, deadlock): a retry may succeed.
-    #[must_use]
-    pub fn is_transient(&self) -> bool {
-        false
-    }
 }
 
 impl fmt::Display for EngineError {
