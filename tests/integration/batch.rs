@@ -246,7 +246,9 @@ fn the_store_op_is_all_or_nothing_even_when_its_last_entry_fails() {
     bad.1.key_id = KeyId(999); // no such sealing key: fails in the writer, when written
     let mut tokens = good.clone();
     tokens.push(bad);
-    let err = file(&f.db).issue_access_batch(tokens, T0).unwrap_err();
+    let err = tokendb::Pending::start(|done| file(&f.db).issue_access_batch(tokens, T0, done))
+        .wait()
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -265,7 +267,9 @@ fn the_store_op_is_all_or_nothing_even_when_its_last_entry_fails() {
     tied.push(record(&f.db, "tied", T0 + HOUR, Some(rt.family)));
     let oversized: Vec<_> = (0..=MAX_ACCESS_BATCH).map(|_| good[0].clone()).collect();
     for tokens in [tied, oversized] {
-        let err = file(&f.db).issue_access_batch(tokens, T0).unwrap_err();
+        let err = tokendb::Pending::start(|done| file(&f.db).issue_access_batch(tokens, T0, done))
+            .wait()
+            .unwrap_err();
         assert!(
             matches!(err, StoreError::Invalid(CoreError::BadField(_))),
             "{err:?}"
@@ -274,16 +278,26 @@ fn the_store_op_is_all_or_nothing_even_when_its_last_entry_fails() {
     // The same key twice in one batch is a collision, refused as a whole.
     let mut tokens = good.clone();
     tokens.push(good[7].clone());
-    assert!(file(&f.db).issue_access_batch(tokens, T0).is_err());
+    assert!(
+        tokendb::Pending::start(|done| file(&f.db).issue_access_batch(tokens, T0, done))
+            .wait()
+            .is_err()
+    );
     let c = Contents::read(file(&f.db));
     assert_eq!((c.families.len(), c.tokens.len()), (1, 0));
 
     // The good entries alone go through; a second copy of them is refused as a collision,
     // while a single issue submitted at the same time lands (in that commit or the next).
-    let out = file(&f.db).issue_access_batch(good.clone(), T0).unwrap();
+    let out =
+        tokendb::Pending::start(|done| file(&f.db).issue_access_batch(good.clone(), T0, done))
+            .wait()
+            .unwrap();
     assert!(out == 50, "{out:?}");
     let (again, single) = std::thread::scope(|s| {
-        let again = s.spawn(|| file(&f.db).issue_access_batch(good.clone(), T0));
+        let again = s.spawn(|| {
+            tokendb::Pending::start(|done| file(&f.db).issue_access_batch(good.clone(), T0, done))
+                .wait()
+        });
         let single = s.spawn(|| f.db.issue_access(&grants(1)[0]));
         (again.join().unwrap(), single.join().unwrap())
     });

@@ -133,7 +133,10 @@ fn every_call_after_close_says_closed_on_every_clone() {
         assert!(is_closed(db.sweep_now(None)));
         assert!(is_closed(db.rotate_master_key(&fx.master, &other)));
         assert!(file(db).is_closed());
-        assert!(matches!(file(db).sweep(1, T0), Err(StoreError::Closed)));
+        assert!(matches!(
+            tokendb::Pending::start(|done| file(db).sweep(1, T0, done)).wait(),
+            Err(StoreError::Closed)
+        ));
         assert!(matches!(file(db).scan(|_| {}), Err(StoreError::Closed)));
         db.close().unwrap();
     }
@@ -270,7 +273,7 @@ fn each_operation_in_a_batch_keeps_its_own_outcome() {
             });
             let invalid = s.spawn(|| {
                 barrier.wait();
-                file(&db).issue_access(bad_id, bad, T0)
+                tokendb::Pending::start(|done| file(&db).issue_access(bad_id, bad, T0, done)).wait()
             });
             let access = s.spawn(|| {
                 barrier.wait();

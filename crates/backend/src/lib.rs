@@ -22,8 +22,10 @@
 #![warn(missing_debug_implementations)]
 
 mod error;
+mod pending;
 
 pub use error::{EngineError, Failure, Result, StoreError};
+pub use pending::{Done, Pending};
 
 use std::sync::Arc;
 use tokendb_core::{
@@ -159,7 +161,7 @@ impl ResealBatch {
 /// Every method is called from the engine's threads (request handlers, the sweeper) and must be
 /// safe to call concurrently. The contract, for every implementation:
 ///
-/// - **Durable on `Ok`.** A write that returned `Ok` survives a crash or power loss of any
+/// - **Durable on `Ok`.** A write answered `Ok` survives a crash or power loss of any
 ///   process and machine involved; one that returned an error may or may not have happened only
 ///   where the method says so (a lost connection after commit), and then never twice.
 /// - **Atomic.** Each write method is one transaction: all of its changes, or none. A
@@ -216,6 +218,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn earliest_deadline(&self) -> Result<Option<u64>>;
 
     // ---- writes: atomic, durable on `Ok` ----
+    //
+    // Each takes the operation and a `Done` to answer it with, exactly once, when the write is
+    // durable (or refused, or failed); none blocks its caller on the write. The caller waits
+    // through the `Done`'s `Pending`, on a thread or on any async executor.
 
     /// Stores a new family, subject to `cap` over the live families of its (subject, client),
     /// decided by [`tokendb_rotation::cap_decision`]; evicted families are revoked (reason
@@ -230,7 +236,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         record: FamilyRecord,
         cap: Option<FamilyCap>,
         now: u64,
-    ) -> Result<FamilyIssue>;
+        done: Done<FamilyIssue>,
+    );
 
     /// Stores a new access token. If it names a family, [`tokendb_rotation::admit_access`]
     /// decides against the family as read in the transaction.
@@ -238,14 +245,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`StoreError::Invalid`] if the key is taken or the token would outlive its family;
     /// storage errors.
-    fn issue_access(&self, key: AccessKey, record: AccessRecord, now: u64) -> Result<AccessIssue>;
+    fn issue_access(&self, key: AccessKey, record: AccessRecord, now: u64, done: Done<AccessIssue>);
 
     /// Stores many standalone access tokens in one transaction, all or none. Returns how many.
     ///
     /// # Errors
     /// [`StoreError::Invalid`] (nothing stored) if one is tied to a family, a key is taken or
     /// repeated, or a record does not encode; storage errors.
-    fn issue_access_batch(&self, tokens: Vec<(AccessKey, AccessRecord)>, now: u64) -> Result<u64>;
+    fn issue_access_batch(&self, tokens: Vec<(AccessKey, AccessRecord)>, now: u64, done: Done<u64>);
 
     /// Presents a refresh token for rotation: reads its family, asks
     /// [`tokendb_rotation::plan`], and applies the plan, all in one transaction serialised per
@@ -253,13 +260,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] for a damaged family record; storage errors.
-    fn rotate(&self, request: RotateRequest, now: u64) -> Result<Rotation>;
+    fn rotate(&self, request: RotateRequest, now: u64, done: Done<Rotation>);
 
     /// Revokes one access token (reason `Requested`). `None` if there is no such token.
     ///
     /// # Errors
     /// Storage errors; [`StoreError::Corrupt`] for a damaged record.
-    fn revoke_token(&self, key: AccessKey, now: u64) -> Result<Option<Revocation>>;
+    fn revoke_token(&self, key: AccessKey, now: u64, done: Done<Option<Revocation>>);
 
     /// Revokes a family with every access token tied to it. `None` if there is no such family.
     ///
@@ -270,7 +277,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         id: FamilyId,
         reason: RevokeReason,
         now: u64,
-    ) -> Result<Option<Revocation>>;
+        done: Done<Option<Revocation>>,
+    );
 
     /// Revokes every family and standalone access token of a subject, only those of one client
     /// if `client` is given (reason `Subject`).
@@ -282,27 +290,28 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         subject: IndexHash,
         client: Option<IndexHash>,
         now: u64,
-    ) -> Result<Revocation>;
+        done: Done<Revocation>,
+    );
 
     /// Revokes every family and standalone access token of a client (reason `Client`).
     ///
     /// # Errors
     /// As [`Backend::revoke_token`].
-    fn revoke_client(&self, client: IndexHash, now: u64) -> Result<Revocation>;
+    fn revoke_client(&self, client: IndexHash, now: u64, done: Done<Revocation>);
 
     /// Deletes what expired at `now`, examining at most about `limit` entries, in one
     /// transaction. A record whose deadline moved later is re-filed, never deleted.
     ///
     /// # Errors
     /// Storage errors.
-    fn sweep(&self, limit: usize, now: u64) -> Result<SweepCounts>;
+    fn sweep(&self, limit: usize, now: u64, done: Done<SweepCounts>);
 
     /// Re-seals up to `limit` records still under a sealing key other than the current one,
     /// starting at `from`.
     ///
     /// # Errors
     /// Storage errors.
-    fn reseal(&self, limit: usize, from: ResealCursor, now: u64) -> Result<ResealBatch>;
+    fn reseal(&self, limit: usize, from: ResealCursor, now: u64, done: Done<ResealBatch>);
 
     // ---- keys ----
 

@@ -6,7 +6,7 @@ use crate::error::{Failure, Result, StoreError};
 use crate::ops::{Op, Outcome};
 use std::sync::Arc;
 use tokendb_backend::{
-    AccessIssue, Backend, FamilyIssue, ResealBatch, ResealCursor, Revocation, SweepCounts,
+    AccessIssue, Backend, Done, FamilyIssue, ResealBatch, ResealCursor, Revocation, SweepCounts,
 };
 use tokendb_core::{
     AccessKey, AccessRecord, AccessStatus, FamilyId, FamilyRecord, IndexHash, KeyId, KeyRing,
@@ -58,48 +58,76 @@ impl Backend for Store {
         record: FamilyRecord,
         cap: Option<FamilyCap>,
         now: u64,
-    ) -> Result<FamilyIssue> {
+        done: Done<FamilyIssue>,
+    ) {
         let op = Op::IssueFamily {
             id,
             record: Box::new(record),
             cap,
         };
-        match self.submit(op, now)? {
-            Outcome::Issued { evicted, .. } => Ok(FamilyIssue::Issued { evicted }),
-            Outcome::CapReached { limit } => Ok(FamilyIssue::CapReached { limit }),
-            _ => Err(mismatch()),
-        }
+        self.submit(
+            op,
+            now,
+            done.adapt(|r| match r? {
+                Outcome::Issued { evicted, .. } => Ok(FamilyIssue::Issued { evicted }),
+                Outcome::CapReached { limit } => Ok(FamilyIssue::CapReached { limit }),
+                _ => Err(mismatch()),
+            }),
+        );
     }
 
-    fn issue_access(&self, key: AccessKey, record: AccessRecord, now: u64) -> Result<AccessIssue> {
+    fn issue_access(
+        &self,
+        key: AccessKey,
+        record: AccessRecord,
+        now: u64,
+        done: Done<AccessIssue>,
+    ) {
         let op = Op::IssueAccess {
             key,
             record: Box::new(record),
         };
-        match self.submit(op, now)? {
-            Outcome::Issued { .. } => Ok(AccessIssue::Issued),
-            Outcome::NotFound => Ok(AccessIssue::FamilyNotFound),
-            Outcome::Refused(why) => Ok(AccessIssue::Refused(why)),
-            _ => Err(mismatch()),
-        }
+        self.submit(
+            op,
+            now,
+            done.adapt(|r| match r? {
+                Outcome::Issued { .. } => Ok(AccessIssue::Issued),
+                Outcome::NotFound => Ok(AccessIssue::FamilyNotFound),
+                Outcome::Refused(why) => Ok(AccessIssue::Refused(why)),
+                _ => Err(mismatch()),
+            }),
+        );
     }
 
-    fn issue_access_batch(&self, tokens: Vec<(AccessKey, AccessRecord)>, now: u64) -> Result<u64> {
-        match self.submit(Op::IssueAccessBatch { tokens }, now)? {
-            Outcome::IssuedBatch { tokens } => Ok(tokens),
-            _ => Err(mismatch()),
-        }
+    fn issue_access_batch(
+        &self,
+        tokens: Vec<(AccessKey, AccessRecord)>,
+        now: u64,
+        done: Done<u64>,
+    ) {
+        self.submit(
+            Op::IssueAccessBatch { tokens },
+            now,
+            done.adapt(|r| match r? {
+                Outcome::IssuedBatch { tokens } => Ok(tokens),
+                _ => Err(mismatch()),
+            }),
+        );
     }
 
-    fn rotate(&self, request: RotateRequest, now: u64) -> Result<Rotation> {
-        match self.submit(Op::Rotate(Box::new(request)), now)? {
-            Outcome::Rotation(r) => Ok(r),
-            _ => Err(mismatch()),
-        }
+    fn rotate(&self, request: RotateRequest, now: u64, done: Done<Rotation>) {
+        self.submit(
+            Op::Rotate(Box::new(request)),
+            now,
+            done.adapt(|r| match r? {
+                Outcome::Rotation(r) => Ok(r),
+                _ => Err(mismatch()),
+            }),
+        );
     }
 
-    fn revoke_token(&self, key: AccessKey, now: u64) -> Result<Option<Revocation>> {
-        revocation(self.submit(Op::RevokeToken { key }, now)?)
+    fn revoke_token(&self, key: AccessKey, now: u64, done: Done<Option<Revocation>>) {
+        self.submit(Op::RevokeToken { key }, now, done.adapt(revocation));
     }
 
     fn revoke_family(
@@ -107,8 +135,9 @@ impl Backend for Store {
         id: FamilyId,
         reason: RevokeReason,
         now: u64,
-    ) -> Result<Option<Revocation>> {
-        revocation(self.submit(Op::RevokeFamily { id, reason }, now)?)
+        done: Done<Option<Revocation>>,
+    ) {
+        self.submit(Op::RevokeFamily { id, reason }, now, done.adapt(revocation));
     }
 
     fn revoke_subject(
@@ -116,26 +145,43 @@ impl Backend for Store {
         subject: IndexHash,
         client: Option<IndexHash>,
         now: u64,
-    ) -> Result<Revocation> {
-        revocation(self.submit(Op::RevokeSubject { subject, client }, now)?)?.ok_or_else(mismatch)
+        done: Done<Revocation>,
+    ) {
+        self.submit(
+            Op::RevokeSubject { subject, client },
+            now,
+            done.adapt(|r| revocation(r)?.ok_or_else(mismatch)),
+        );
     }
 
-    fn revoke_client(&self, client: IndexHash, now: u64) -> Result<Revocation> {
-        revocation(self.submit(Op::RevokeClient { client }, now)?)?.ok_or_else(mismatch)
+    fn revoke_client(&self, client: IndexHash, now: u64, done: Done<Revocation>) {
+        self.submit(
+            Op::RevokeClient { client },
+            now,
+            done.adapt(|r| revocation(r)?.ok_or_else(mismatch)),
+        );
     }
 
-    fn sweep(&self, limit: usize, now: u64) -> Result<SweepCounts> {
-        match self.submit(Op::Sweep { limit }, now)? {
-            Outcome::Swept(c) => Ok(c),
-            _ => Err(mismatch()),
-        }
+    fn sweep(&self, limit: usize, now: u64, done: Done<SweepCounts>) {
+        self.submit(
+            Op::Sweep { limit },
+            now,
+            done.adapt(|r| match r? {
+                Outcome::Swept(c) => Ok(c),
+                _ => Err(mismatch()),
+            }),
+        );
     }
 
-    fn reseal(&self, limit: usize, from: ResealCursor, now: u64) -> Result<ResealBatch> {
-        match self.submit(Op::Reseal { limit, from }, now)? {
-            Outcome::Resealed(b) => Ok(b),
-            _ => Err(mismatch()),
-        }
+    fn reseal(&self, limit: usize, from: ResealCursor, now: u64, done: Done<ResealBatch>) {
+        self.submit(
+            Op::Reseal { limit, from },
+            now,
+            done.adapt(|r| match r? {
+                Outcome::Resealed(b) => Ok(b),
+                _ => Err(mismatch()),
+            }),
+        );
     }
 
     fn rotate_master_key(&self, current: &MasterKey, new: &MasterKey) -> Result<()> {
@@ -167,8 +213,8 @@ impl Backend for Store {
     }
 }
 
-fn revocation(outcome: Outcome) -> Result<Option<Revocation>> {
-    match outcome {
+fn revocation(outcome: Result<Outcome>) -> Result<Option<Revocation>> {
+    match outcome? {
         Outcome::Revoked(r) => Ok(Some(r)),
         Outcome::NotFound => Ok(None),
         _ => Err(mismatch()),

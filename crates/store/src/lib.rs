@@ -52,6 +52,7 @@ use redb::Database;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use tokendb_backend::Done;
 use tokendb_core::{KeyRing, MasterKey};
 
 /// Options for opening a store.
@@ -197,25 +198,20 @@ impl Store {
     /// # Errors
     /// [`StoreError::Closed`], [`StoreError::Failed`], storage errors (nothing of the batch is
     /// durable), or the op's own `Invalid`/`Corrupt` error.
-    pub(crate) fn submit(&self, op: Op, now: u64) -> Result<Outcome> {
-        self.check_usable()?;
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        {
-            let guard = self
-                .writer
-                .lock()
-                .map_err(|_| StoreError::Failed(Failure::LockPoisoned))?;
-            let w = guard.as_ref().ok_or(StoreError::Closed)?;
-            w.tx.send(writer::Job {
-                op,
-                now,
-                reply: reply_tx,
-            })
-            .map_err(|_| StoreError::Closed)?;
+    pub(crate) fn submit(&self, op: Op, now: u64, reply: Done<Outcome>) {
+        if let Err(e) = self.check_usable() {
+            return reply.complete(Err(e));
         }
-        reply_rx
-            .recv()
-            .map_err(|_| StoreError::Failed(Failure::WriterStopped))?
+        let guard = match self.writer.lock() {
+            Ok(g) => g,
+            Err(_) => return reply.complete(Err(StoreError::Failed(Failure::LockPoisoned))),
+        };
+        let Some(w) = guard.as_ref() else {
+            return reply.complete(Err(StoreError::Closed));
+        };
+        if let Err(refused) = w.tx.send(writer::Job { op, now, reply }) {
+            refused.into_inner().reply.complete(Err(StoreError::Closed));
+        }
     }
 
     /// Re-wraps the data keys under `new` (no record is rewritten). `current` must open them.

@@ -117,7 +117,8 @@ fn second_open_is_locked_and_close_is_final() {
         Err(StoreError::Closed)
     ));
     assert!(matches!(
-        store.submit(Op::Sweep { limit: 1 }, 0),
+        tokendb_backend::Pending::start(|done| store.submit(Op::Sweep { limit: 1 }, 0, done))
+            .wait(),
         Err(StoreError::Closed)
     ));
     Store::open(&path, &master, StoreOptions::default()).unwrap();

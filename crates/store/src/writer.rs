@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tokendb_backend::Done;
 
 /// Tunables of the group-commit writer: start from `WriterOptions::DEFAULT` and change what you
 /// need with the `with_` methods (fields may be added, so the struct cannot be written out).
@@ -61,7 +62,7 @@ impl WriterOptions {
 pub(crate) struct Job {
     pub(crate) op: Op,
     pub(crate) now: u64,
-    pub(crate) reply: Sender<Result<Outcome>>,
+    pub(crate) reply: Done<Outcome>,
 }
 
 pub(crate) struct Writer {
@@ -118,7 +119,7 @@ fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
         let batch = collect(rx, first, opts);
         if let Some(why) = shared.failure() {
             for job in batch {
-                let _ = job.reply.send(Err(StoreError::Failed(why.clone())));
+                job.reply.complete(Err(StoreError::Failed(why.clone())));
             }
             continue;
         }
@@ -132,7 +133,7 @@ fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
                 // Drop pooled snapshots now: they are stale, and would pin old pages.
                 shared.readers.clear();
                 for (reply, out) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(out);
+                    reply.complete(out);
                 }
             }
             Ok(Err(e)) => {
@@ -142,14 +143,14 @@ fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
                     let err = first
                         .take()
                         .unwrap_or_else(|| StoreError::BatchAborted(msg.clone()));
-                    let _ = reply.send(Err(err));
+                    reply.complete(Err(err));
                 }
             }
             Err(_) => {
                 shared.damaged.store(true, Ordering::Release);
                 shared.fail(Failure::WriterPanicked);
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Failed(Failure::WriterPanicked)));
+                    reply.complete(Err(StoreError::Failed(Failure::WriterPanicked)));
                 }
             }
         }

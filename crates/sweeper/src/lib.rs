@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokendb_backend::{Backend, Failure, StoreError, SweepCounts};
+use tokendb_backend::{Backend, Failure, Pending, StoreError, SweepCounts};
 use tokendb_core::Clock;
 
 /// Sweeper settings: start from `SweeperConfig::default()` and change what you need with the
@@ -255,7 +255,7 @@ fn sweep_due(
         if batch == 0 {
             return Ok(());
         }
-        let c = store.sweep(batch, now)?;
+        let c = Pending::start(|done| store.sweep(batch, now, done)).wait()?;
         examined += c.examined;
         report.add(&c, now);
         if !c.more {

@@ -175,6 +175,12 @@ impl TokenDb {
         self.inner.events.emit(event);
     }
 
+    /// The event bus, for a write's completion to emit on (from the backend's thread, whether
+    /// or not the caller still waits).
+    fn events(&self) -> Arc<EventBus> {
+        Arc::clone(&self.inner.events)
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Store(StoreError::Closed));

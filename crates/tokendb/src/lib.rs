@@ -50,6 +50,7 @@
 // The facade is what embedders name: every public type can grow without a breaking change.
 #![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
+mod asynchronous;
 mod clock;
 mod config;
 mod db;
@@ -57,6 +58,7 @@ mod error;
 mod events;
 mod types;
 
+pub use asynchronous::AsyncTokenDb;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigBuilder};
 pub use db::{SealingKeys, TokenDb};
@@ -68,7 +70,7 @@ pub use types::{
 };
 
 pub use tokendb_backend::{
-    EngineError, Failure, MAX_ACCESS_BATCH, ResealBatch, ResealCursor, StoreError,
+    EngineError, Failure, MAX_ACCESS_BATCH, Pending, ResealBatch, ResealCursor, StoreError,
 };
 pub use tokendb_core::{
     CoreError, FamilyId, KeyId, MasterKey, ParseError, RevokeReason, Scope, TokenKind, TokenString,

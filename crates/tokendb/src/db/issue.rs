@@ -4,12 +4,20 @@
 use super::TokenDb;
 use crate::error::{Error, Result, RotateRefusal, refusal};
 use crate::types::{Event, Expiry, Grant, IssuedAccess, IssuedRefresh};
-use tokendb_backend::{AccessIssue, FamilyIssue, MAX_ACCESS_BATCH, StoreError};
+use tokendb_backend::{AccessIssue, Failure, FamilyIssue, MAX_ACCESS_BATCH, Pending, StoreError};
 use tokendb_core::{
     AccessKey, AccessRecord, AccessToken, FamilyId, FamilyRecord, RecordBody, RecordState,
     RefreshToken, RevokeReason, Scope, TokenKind,
 };
 use tokendb_rotation::{Admission, admit_access};
+
+/// A backend answered with an outcome this build does not know (its enums are
+/// `#[non_exhaustive]`): a bug, reported as such.
+pub(super) fn unknown_outcome() -> Error {
+    Error::Store(StoreError::Failed(Failure::Internal(
+        "an outcome this build does not know",
+    )))
+}
 
 /// An access token minted and its record built, not stored yet.
 struct MintedAccess {
@@ -33,53 +41,68 @@ impl TokenDb {
     /// # Errors
     /// [`Error::InvalidInput`] for limits, [`Error::CapReached`] if the family cap refuses.
     pub fn issue_refresh(&self, grant: &Grant) -> Result<IssuedRefresh> {
-        self.check_open()?;
-        let now = self.now();
-        let keys = self.keys();
-        let policy = self.inner.config.policy;
-        let (absolute, idle) = policy.deadlines_at_issue(now).map_err(Error::Lifetime)?;
-        let family = FamilyId::generate();
-        let hashing = self.hashing();
-        let token = RefreshToken::mint(hashing, family, 1);
-        let (key_id, sealed) = FamilyRecord::seal_body(&keys, &family, &body(grant))?;
-        let record = FamilyRecord {
-            key_id,
-            state: RecordState::Active,
-            created_at: now,
-            absolute_deadline: absolute,
-            idle_deadline: idle,
-            generation: 1,
-            rotated_at: now,
-            current: hashing.token_id(TokenKind::Refresh, &token.secret),
-            subject: hashing.subject_hash(&grant.subject),
-            client: hashing.client_hash(&grant.client_id),
-            grace: Vec::new(),
-            body: sealed,
+        self.start_issue_refresh(grant).wait()
+    }
+
+    pub(crate) fn start_issue_refresh(&self, grant: &Grant) -> Pending<IssuedRefresh, Error> {
+        let prepared = (|| {
+            self.check_open()?;
+            let now = self.now();
+            let keys = self.keys();
+            let policy = self.inner.config.policy;
+            let (absolute, idle) = policy.deadlines_at_issue(now).map_err(Error::Lifetime)?;
+            let family = FamilyId::generate();
+            let hashing = self.hashing();
+            let token = RefreshToken::mint(hashing, family, 1);
+            let (key_id, sealed) = FamilyRecord::seal_body(&keys, &family, &body(grant))?;
+            let record = FamilyRecord {
+                key_id,
+                state: RecordState::Active,
+                created_at: now,
+                absolute_deadline: absolute,
+                idle_deadline: idle,
+                generation: 1,
+                rotated_at: now,
+                current: hashing.token_id(TokenKind::Refresh, &token.secret),
+                subject: hashing.subject_hash(&grant.subject),
+                client: hashing.client_hash(&grant.client_id),
+                grace: Vec::new(),
+                body: sealed,
+            };
+            Ok::<_, Error>((now, family, token, record))
+        })();
+        let (now, family, token, record) = match prepared {
+            Ok(p) => p,
+            Err(e) => return Pending::ready(Err(e)),
         };
-        match self
-            .backend()
-            .issue_family(family, record, self.inner.config.cap, now)?
-        {
-            FamilyIssue::Issued { evicted } => {
-                for f in &evicted {
-                    self.emit(Event::FamilyRevoked {
-                        family: *f,
-                        reason: RevokeReason::Evicted,
-                    });
+        let (absolute, idle) = (record.absolute_deadline, record.idle_deadline);
+        let events = self.events();
+        let issued = Pending::start(|done| {
+            let done = done.observed(move |r| {
+                if let Ok(FamilyIssue::Issued { evicted }) = r {
+                    for f in evicted {
+                        events.emit(Event::FamilyRevoked {
+                            family: *f,
+                            reason: RevokeReason::Evicted,
+                        });
+                    }
                 }
-                Ok(IssuedRefresh {
-                    token: self.inner.config.format.encode_refresh(&token),
-                    family,
-                    absolute: Expiry::new(absolute, now),
-                    idle: Expiry::new(idle, now),
-                    evicted,
-                })
-            }
+            });
+            self.backend()
+                .issue_family(family, record, self.inner.config.cap, now, done);
+        });
+        let db = self.clone();
+        issued.map(move |r| match r? {
+            FamilyIssue::Issued { evicted } => Ok(IssuedRefresh {
+                token: db.inner.config.format.encode_refresh(&token),
+                family,
+                absolute: Expiry::new(absolute, now),
+                idle: Expiry::new(idle, now),
+                evicted,
+            }),
             FamilyIssue::CapReached { limit } => Err(Error::CapReached { limit }),
-            _ => Err(Error::Store(StoreError::Failed(
-                tokendb_backend::Failure::Internal("an issue outcome this build does not know"),
-            ))),
-        }
+            _ => Err(unknown_outcome()),
+        })
     }
 
     /// Mints an access token for `body` and builds its sealed record: the one place access
@@ -114,26 +137,31 @@ impl TokenDb {
         Ok(MintedAccess { token, id, record })
     }
 
-    fn issue_access_record(
+    fn start_issue_access_record(
         &self,
         body: &RecordBody,
         family: Option<(FamilyId, u64)>,
         now: u64,
-    ) -> Result<IssuedAccess> {
-        let MintedAccess { token, id, record } = self.mint_access(body, family, now)?;
+    ) -> Pending<IssuedAccess, Error> {
+        let MintedAccess { token, id, record } = match self.mint_access(body, family, now) {
+            Ok(m) => m,
+            Err(e) => return Pending::ready(Err(e)),
+        };
         let deadline = record.deadline;
-        match self.backend().issue_access(id, record, now)? {
-            AccessIssue::Issued => Ok(IssuedAccess {
-                token: self.inner.config.format.encode_access(&token),
-                expires: Expiry::new(deadline, now),
-                scope: body.scope.clone(),
-            }),
-            AccessIssue::FamilyNotFound => Err(Error::FamilyNotFound),
-            AccessIssue::Refused(r) => Err(Error::Refused(refusal(r))),
-            _ => Err(Error::Store(StoreError::Failed(
-                tokendb_backend::Failure::Internal("an issue outcome this build does not know"),
-            ))),
-        }
+        let scope = body.scope.clone();
+        let db = self.clone();
+        Pending::start(|done| self.backend().issue_access(id, record, now, done)).map(move |r| {
+            match r? {
+                AccessIssue::Issued => Ok(IssuedAccess {
+                    token: db.inner.config.format.encode_access(&token),
+                    expires: Expiry::new(deadline, now),
+                    scope,
+                }),
+                AccessIssue::FamilyNotFound => Err(Error::FamilyNotFound),
+                AccessIssue::Refused(r) => Err(Error::Refused(refusal(r))),
+                _ => Err(unknown_outcome()),
+            }
+        })
     }
 
     /// Issues a standalone access token (client credentials, say) for `grant`.
@@ -141,9 +169,15 @@ impl TokenDb {
     /// # Errors
     /// [`Error::InvalidInput`] for limits.
     pub fn issue_access(&self, grant: &Grant) -> Result<IssuedAccess> {
-        self.check_open()?;
+        self.start_issue_access(grant).wait()
+    }
+
+    pub(crate) fn start_issue_access(&self, grant: &Grant) -> Pending<IssuedAccess, Error> {
+        if let Err(e) = self.check_open() {
+            return Pending::ready(Err(e));
+        }
         let now = self.now();
-        self.issue_access_record(&body(grant), None, now)
+        self.start_issue_access_record(&body(grant), None, now)
     }
 
     /// Issues standalone access tokens for many grants at once — imports, migrations, bulk
@@ -185,41 +219,54 @@ impl TokenDb {
     /// [`Error::BatchTooLarge`], [`Error::BatchItem`] (for limits, as `issue_access`'s
     /// [`Error::InvalidInput`]), storage errors; in every case nothing was written.
     pub fn issue_access_batch(&self, grants: &[Grant]) -> Result<Vec<IssuedAccess>> {
-        self.check_open()?;
-        if grants.len() > MAX_ACCESS_BATCH {
-            return Err(Error::BatchTooLarge {
-                len: grants.len(),
-                max: MAX_ACCESS_BATCH,
-            });
-        }
-        if grants.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = self.now();
-        let format = &self.inner.config.format;
-        let mut tokens = Vec::with_capacity(grants.len());
-        let mut issued = Vec::with_capacity(grants.len());
-        for (index, grant) in grants.iter().enumerate() {
-            let MintedAccess { token, id, record } = self
-                .mint_access(&body(grant), None, now)
-                .map_err(|e| Error::BatchItem {
-                    index,
-                    error: Box::new(e),
-                })?;
-            issued.push(IssuedAccess {
-                token: format.encode_access(&token),
-                expires: Expiry::new(record.deadline, now),
-                scope: grant.scope.clone(),
-            });
-            tokens.push((id, record));
-        }
-        let stored = self.backend().issue_access_batch(tokens, now)?;
-        if stored != issued.len() as u64 {
-            return Err(Error::Store(StoreError::Failed(
-                tokendb_backend::Failure::Internal("a batch stored another number of tokens"),
-            )));
-        }
-        Ok(issued)
+        self.start_issue_access_batch(grants).wait()
+    }
+
+    pub(crate) fn start_issue_access_batch(
+        &self,
+        grants: &[Grant],
+    ) -> Pending<Vec<IssuedAccess>, Error> {
+        let prepared = (|| {
+            self.check_open()?;
+            if grants.len() > MAX_ACCESS_BATCH {
+                return Err(Error::BatchTooLarge {
+                    len: grants.len(),
+                    max: MAX_ACCESS_BATCH,
+                });
+            }
+            let now = self.now();
+            let format = &self.inner.config.format;
+            let mut tokens = Vec::with_capacity(grants.len());
+            let mut issued = Vec::with_capacity(grants.len());
+            for (index, grant) in grants.iter().enumerate() {
+                let MintedAccess { token, id, record } = self
+                    .mint_access(&body(grant), None, now)
+                    .map_err(|e| Error::BatchItem {
+                        index,
+                        error: Box::new(e),
+                    })?;
+                issued.push(IssuedAccess {
+                    token: format.encode_access(&token),
+                    expires: Expiry::new(record.deadline, now),
+                    scope: grant.scope.clone(),
+                });
+                tokens.push((id, record));
+            }
+            Ok((now, tokens, issued))
+        })();
+        let (now, tokens, issued) = match prepared {
+            Ok(p) if p.1.is_empty() => return Pending::ready(Ok(Vec::new())),
+            Ok(p) => p,
+            Err(e) => return Pending::ready(Err(e)),
+        };
+        Pending::start(|done| self.backend().issue_access_batch(tokens, now, done)).map(move |r| {
+            if r? != issued.len() as u64 {
+                return Err(Error::Store(StoreError::Failed(Failure::Internal(
+                    "a batch stored another number of tokens",
+                ))));
+            }
+            Ok(issued)
+        })
     }
 
     /// Issues an access token tied to a family: revoked with it, and never outliving it (its
@@ -235,6 +282,27 @@ impl TokenDb {
         family: FamilyId,
         scope: Option<&Scope>,
     ) -> Result<IssuedAccess> {
+        self.start_issue_access_for_family(family, scope).wait()
+    }
+
+    pub(crate) fn start_issue_access_for_family(
+        &self,
+        family: FamilyId,
+        scope: Option<&Scope>,
+    ) -> Pending<IssuedAccess, Error> {
+        match self.prepare_access_for_family(family, scope) {
+            Ok((body, cap, now)) => self.start_issue_access_record(&body, Some((family, cap)), now),
+            Err(e) => Pending::ready(Err(e)),
+        }
+    }
+
+    /// The body and deadline cap of an access token for `family`, read from a snapshot: a
+    /// family that refuses it is refused here, without a write.
+    fn prepare_access_for_family(
+        &self,
+        family: FamilyId,
+        scope: Option<&Scope>,
+    ) -> Result<(RecordBody, u64, u64)> {
         self.check_open()?;
         let now = self.now();
         let keys = self.keys();
@@ -252,6 +320,6 @@ impl TokenDb {
         if let Admission::Refuse(r) = admit_access(&rec, now, rec.deadline()) {
             return Err(Error::Refused(refusal(r)));
         }
-        self.issue_access_record(&body, Some((family, rec.deadline())), now)
+        Ok((body, rec.deadline(), now))
     }
 }

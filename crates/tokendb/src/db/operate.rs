@@ -7,7 +7,7 @@ use crate::types::Event;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use tokendb_backend::{Failure, ResealBatch, ResealCursor, StoreError};
+use tokendb_backend::{Failure, Pending, ResealBatch, ResealCursor, StoreError};
 use tokendb_core::{KeyId, MasterKey};
 use tokendb_store::{Store, StoreStats, VerifyReport};
 use tokendb_sweeper::{MetricsSnapshot, PassReport};
@@ -176,7 +176,7 @@ impl TokenDb {
     pub fn reseal_batch(&self, limit: usize, from: ResealCursor) -> Result<ResealBatch> {
         self.check_open()?;
         let now = self.now();
-        Ok(self.backend().reseal(limit, from, now)?)
+        Ok(Pending::start(|done| self.backend().reseal(limit, from, now, done)).wait()?)
     }
 
     /// Drops every sealing key but the current one, once no record uses them; returns their

@@ -1,23 +1,37 @@
 //! Revocation: RFC 7009, by family, by subject, by client.
 
 use super::TokenDb;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::types::{Event, Revoked};
-use tokendb_backend::Revocation;
+use tokendb_backend::{Done, Pending, Revocation};
 use tokendb_core::{FamilyId, ParsedToken, RevokeReason};
 
+fn counts(done: Option<Revocation>) -> Revoked {
+    done.map_or_else(Revoked::default, |d| Revoked {
+        families: d.families,
+        tokens: d.tokens,
+    })
+}
+
 impl TokenDb {
-    fn revoked(&self, done: Option<Revocation>, reason: RevokeReason) -> Revoked {
-        let Some(done) = done else {
-            return Revoked::default();
-        };
-        for family in done.family_ids {
-            self.emit(Event::FamilyRevoked { family, reason });
-        }
-        Revoked {
-            families: done.families,
-            tokens: done.tokens,
-        }
+    /// A completion that announces every family the revocation newly revoked, whether or not
+    /// the caller still waits for it.
+    fn announcing(
+        &self,
+        done: Done<Option<Revocation>>,
+        reason: RevokeReason,
+    ) -> Done<Option<Revocation>> {
+        let events = self.events();
+        done.observed(move |r| {
+            if let Ok(Some(d)) = r {
+                for family in &d.family_ids {
+                    events.emit(Event::FamilyRevoked {
+                        family: *family,
+                        reason,
+                    });
+                }
+            }
+        })
     }
 
     /// RFC 7009 revocation. A refresh token (of any genuine generation) revokes its family with
@@ -28,39 +42,55 @@ impl TokenDb {
     /// # Errors
     /// [`crate::Error::Malformed`] (nothing read), storage errors.
     pub fn revoke(&self, token: &str) -> Result<Revoked> {
-        let parsed = self.parse(token)?;
-        self.check_open()?;
-        let now = self.now();
-        match parsed {
-            ParsedToken::Access(t) => {
-                let key = self.hashing().access_key(&t);
-                match self.backend().token_status(&key, false)? {
-                    Some(s) if s.revoked.is_none() => Ok(self.revoked(
-                        self.backend().revoke_token(key, now)?,
-                        RevokeReason::Requested,
-                    )),
-                    _ => Ok(Revoked::default()),
+        self.start_revoke(token).wait()
+    }
+
+    pub(crate) fn start_revoke(&self, token: &str) -> Pending<Revoked, Error> {
+        let target = (|| {
+            let parsed = self.parse(token)?;
+            self.check_open()?;
+            let now = self.now();
+            Ok::<_, Error>(match parsed {
+                ParsedToken::Access(t) => {
+                    let key = self.hashing().access_key(&t);
+                    match self.backend().token_status(&key, false)? {
+                        Some(s) if s.revoked.is_none() => Some((Ok(key), now)),
+                        _ => None,
+                    }
                 }
+                ParsedToken::Refresh(t) => match self.lookup_refresh(&t, now)? {
+                    Some(found) if !found.family.state.is_revoked() => {
+                        Some((Err(found.presentation.family()), now))
+                    }
+                    _ => None,
+                },
+            })
+        })();
+        match target {
+            Err(e) => Pending::ready(Err(e)),
+            Ok(None) => Pending::ready(Ok(Revoked::default())),
+            Ok(Some((Ok(key), now))) => Pending::start(|done| {
+                let done = self.announcing(done, RevokeReason::Requested);
+                self.backend().revoke_token(key, now, done);
+            })
+            .map(|r| Ok(counts(r?))),
+            Ok(Some((Err(family), now))) => {
+                self.start_revoke_family_reason(family, RevokeReason::Requested, now)
             }
-            ParsedToken::Refresh(t) => match self.lookup_refresh(&t, now)? {
-                Some(found) if !found.family.state.is_revoked() => self.revoke_family_reason(
-                    found.presentation.family(),
-                    RevokeReason::Requested,
-                    now,
-                ),
-                _ => Ok(Revoked::default()),
-            },
         }
     }
 
-    fn revoke_family_reason(
+    fn start_revoke_family_reason(
         &self,
         family: FamilyId,
         reason: RevokeReason,
         now: u64,
-    ) -> Result<Revoked> {
-        let done = self.backend().revoke_family(family, reason, now)?;
-        Ok(self.revoked(done, reason))
+    ) -> Pending<Revoked, Error> {
+        Pending::start(|done| {
+            let done = self.announcing(done, reason);
+            self.backend().revoke_family(family, reason, now, done);
+        })
+        .map(|r| Ok(counts(r?)))
     }
 
     /// Revokes a family by id, with its access tokens. An unknown or already revoked family
@@ -69,13 +99,22 @@ impl TokenDb {
     /// # Errors
     /// Storage errors.
     pub fn revoke_family(&self, family: FamilyId) -> Result<Revoked> {
-        self.check_open()?;
-        let now = self.now();
-        match self.backend().family(&family)? {
-            Some(f) if !f.state.is_revoked() => {
-                self.revoke_family_reason(family, RevokeReason::Requested, now)
-            }
-            _ => Ok(Revoked::default()),
+        self.start_revoke_family(family).wait()
+    }
+
+    pub(crate) fn start_revoke_family(&self, family: FamilyId) -> Pending<Revoked, Error> {
+        let live = (|| {
+            self.check_open()?;
+            let now = self.now();
+            Ok::<_, Error>(match self.backend().family(&family)? {
+                Some(f) if !f.state.is_revoked() => Some(now),
+                _ => None,
+            })
+        })();
+        match live {
+            Err(e) => Pending::ready(Err(e)),
+            Ok(None) => Pending::ready(Ok(Revoked::default())),
+            Ok(Some(now)) => self.start_revoke_family_reason(family, RevokeReason::Requested, now),
         }
     }
 
@@ -85,15 +124,29 @@ impl TokenDb {
     /// # Errors
     /// Storage errors.
     pub fn revoke_subject(&self, subject: &str, client_id: Option<&str>) -> Result<Revoked> {
-        self.check_open()?;
+        self.start_revoke_subject(subject, client_id).wait()
+    }
+
+    pub(crate) fn start_revoke_subject(
+        &self,
+        subject: &str,
+        client_id: Option<&str>,
+    ) -> Pending<Revoked, Error> {
+        if let Err(e) = self.check_open() {
+            return Pending::ready(Err(e));
+        }
         let now = self.now();
         let keys = self.hashing();
-        let done = self.backend().revoke_subject(
+        let (subject, client) = (
             keys.subject_hash(subject),
             client_id.map(|c| keys.client_hash(c)),
-            now,
-        )?;
-        Ok(self.revoked(Some(done), RevokeReason::Subject))
+        );
+        Pending::start(|done| {
+            let done = self.announcing(done, RevokeReason::Subject);
+            self.backend()
+                .revoke_subject(subject, client, now, done.adapt(|r| r.map(Some)));
+        })
+        .map(|r| Ok(counts(r?)))
     }
 
     /// Revokes every family and standalone access token of a client.
@@ -101,11 +154,20 @@ impl TokenDb {
     /// # Errors
     /// Storage errors.
     pub fn revoke_client(&self, client_id: &str) -> Result<Revoked> {
-        self.check_open()?;
+        self.start_revoke_client(client_id).wait()
+    }
+
+    pub(crate) fn start_revoke_client(&self, client_id: &str) -> Pending<Revoked, Error> {
+        if let Err(e) = self.check_open() {
+            return Pending::ready(Err(e));
+        }
         let now = self.now();
-        let done = self
-            .backend()
-            .revoke_client(self.hashing().client_hash(client_id), now)?;
-        Ok(self.revoked(Some(done), RevokeReason::Client))
+        let client = self.hashing().client_hash(client_id);
+        Pending::start(|done| {
+            let done = self.announcing(done, RevokeReason::Client);
+            self.backend()
+                .revoke_client(client, now, done.adapt(|r| r.map(Some)));
+        })
+        .map(|r| Ok(counts(r?)))
     }
 }

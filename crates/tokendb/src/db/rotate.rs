@@ -1,9 +1,10 @@
 //! Rotation: the `refresh_token` grant.
 
 use super::TokenDb;
+use super::issue::unknown_outcome;
 use crate::error::{Error, Result, RotateRefusal, refusal};
 use crate::types::{Event, Expiry, Rotated};
-use tokendb_backend::{Failure, StoreError};
+use tokendb_backend::Pending;
 use tokendb_core::{ParsedToken, RefreshToken, RevokeReason, Scope, TokenSecret};
 use tokendb_rotation::{Presentation, Refusal, RotateRequest, Rotation};
 
@@ -28,15 +29,32 @@ impl TokenDb {
         client_id: &str,
         requested_scope: Option<&Scope>,
     ) -> Result<Rotated> {
-        let ParsedToken::Refresh(t) = self.parse(token)? else {
-            return Err(Error::Refused(RotateRefusal::Unknown));
+        self.start_rotate(token, client_id, requested_scope).wait()
+    }
+
+    pub(crate) fn start_rotate(
+        &self,
+        token: &str,
+        client_id: &str,
+        requested_scope: Option<&Scope>,
+    ) -> Pending<Rotated, Error> {
+        let prepared = (|| {
+            let ParsedToken::Refresh(t) = self.parse(token)? else {
+                return Err(Error::Refused(RotateRefusal::Unknown));
+            };
+            self.check_open()?;
+            let keys = self.hashing();
+            let Some(presentation) = Presentation::verify(&t, keys) else {
+                return Err(Error::Refused(RotateRefusal::Unknown));
+            };
+            Ok((t, presentation))
+        })();
+        let (t, presentation) = match prepared {
+            Ok(p) => p,
+            Err(e) => return Pending::ready(Err(e)),
         };
-        self.check_open()?;
         let now = self.now();
         let keys = self.hashing();
-        let Some(presentation) = Presentation::verify(&t, keys) else {
-            return Err(Error::Refused(RotateRefusal::Unknown));
-        };
         let request = RotateRequest::new(
             presentation,
             keys.client_hash(client_id),
@@ -48,89 +66,98 @@ impl TokenDb {
         // under concurrent rotations costs the writer more CPU than the refusals it would save
         // (a genuine token is needed to reach the writer at all).
         let successor = TokenSecret::from_bytes(*request.successor().expose());
-        let format = &self.inner.config.format;
-        let rotated = |generation, secret, absolute_deadline, idle_deadline, replayed| Rotated {
-            token: format.encode_refresh(&RefreshToken::with_secret(
-                keys, t.family, generation, secret,
-            )),
-            family: t.family,
-            generation,
-            absolute: Expiry::new(absolute_deadline, now),
-            idle: Expiry::new(idle_deadline, now),
-            scope: requested_scope.cloned(),
-            replayed,
-        };
-        match self.backend().rotate(request, now)? {
-            Rotation::Rotated {
-                generation,
-                absolute_deadline,
-                idle_deadline,
-            } => Ok(rotated(
-                generation,
-                successor,
-                absolute_deadline,
-                idle_deadline,
-                false,
-            )),
-            Rotation::GraceReplay {
-                generation,
-                secret,
-                absolute_deadline,
-                idle_deadline,
-            } => Ok(rotated(
-                generation,
-                secret,
-                absolute_deadline,
-                idle_deadline,
-                true,
-            )),
-            Rotation::Slid {
-                absolute_deadline,
-                idle_deadline,
-            } => Ok(Rotated {
-                token: format.encode_refresh(&t),
-                family: t.family,
-                generation: t.generation,
-                absolute: Expiry::new(absolute_deadline, now),
-                idle: Expiry::new(idle_deadline, now),
-                scope: requested_scope.cloned(),
-                replayed: false,
-            }),
-            Rotation::ReuseDetected {
-                presented,
-                newest,
-                ms_since_rotation,
-                tokens_revoked,
-            } => {
-                self.emit(Event::ReuseDetected {
-                    family: t.family,
-                    presented_generation: presented,
-                    newest_generation: newest,
-                    ms_since_rotation,
-                    tokens_revoked,
-                });
-                self.emit(Event::FamilyRevoked {
-                    family: t.family,
-                    reason: RevokeReason::ReuseDetected,
-                });
-                Err(Error::Refused(RotateRefusal::ReuseDetected {
-                    family: t.family,
+        let family = t.family;
+        let events = self.events();
+        let answered = Pending::start(|done| {
+            let done = done.observed(move |r| match r {
+                Ok(Rotation::ReuseDetected {
                     presented,
                     newest,
-                }))
+                    ms_since_rotation,
+                    tokens_revoked,
+                }) => {
+                    events.emit(Event::ReuseDetected {
+                        family,
+                        presented_generation: *presented,
+                        newest_generation: *newest,
+                        ms_since_rotation: *ms_since_rotation,
+                        tokens_revoked: *tokens_revoked,
+                    });
+                    events.emit(Event::FamilyRevoked {
+                        family,
+                        reason: RevokeReason::ReuseDetected,
+                    });
+                }
+                Ok(Rotation::Refused(Refusal::ClientMismatch)) => {
+                    events.emit(Event::ClientMismatch { family });
+                }
+                _ => {}
+            });
+            self.backend().rotate(request, now, done);
+        });
+        let db = self.clone();
+        let scope = requested_scope.cloned();
+        answered.map(move |r| {
+            let keys = db.hashing();
+            let format = &db.inner.config.format;
+            let rotated =
+                |generation, secret, absolute_deadline, idle_deadline, replayed| Rotated {
+                    token: format.encode_refresh(&RefreshToken::with_secret(
+                        keys, family, generation, secret,
+                    )),
+                    family,
+                    generation,
+                    absolute: Expiry::new(absolute_deadline, now),
+                    idle: Expiry::new(idle_deadline, now),
+                    scope: scope.clone(),
+                    replayed,
+                };
+            match r? {
+                Rotation::Rotated {
+                    generation,
+                    absolute_deadline,
+                    idle_deadline,
+                } => Ok(rotated(
+                    generation,
+                    successor,
+                    absolute_deadline,
+                    idle_deadline,
+                    false,
+                )),
+                Rotation::GraceReplay {
+                    generation,
+                    secret,
+                    absolute_deadline,
+                    idle_deadline,
+                } => Ok(rotated(
+                    generation,
+                    secret,
+                    absolute_deadline,
+                    idle_deadline,
+                    true,
+                )),
+                Rotation::Slid {
+                    absolute_deadline,
+                    idle_deadline,
+                } => Ok(Rotated {
+                    token: format.encode_refresh(&t),
+                    family,
+                    generation: t.generation,
+                    absolute: Expiry::new(absolute_deadline, now),
+                    idle: Expiry::new(idle_deadline, now),
+                    scope: scope.clone(),
+                    replayed: false,
+                }),
+                Rotation::ReuseDetected {
+                    presented, newest, ..
+                } => Err(Error::Refused(RotateRefusal::ReuseDetected {
+                    family,
+                    presented,
+                    newest,
+                })),
+                Rotation::Refused(r) => Err(Error::Refused(refusal(r))),
+                _ => Err(unknown_outcome()),
             }
-            Rotation::Refused(r) => Err(self.refused(&t, r)),
-            _ => Err(Error::Store(StoreError::Failed(Failure::Internal(
-                "a rotation outcome this build does not know",
-            )))),
-        }
-    }
-
-    /// The error for a refused presentation, with its event.
-    fn refused(&self, t: &RefreshToken, r: Refusal) -> Error {
-        if r == Refusal::ClientMismatch {
-            self.emit(Event::ClientMismatch { family: t.family });
-        }
-        Error::Refused(refusal(r))
+        })
     }
 }
