@@ -11,6 +11,7 @@
     clippy::indexing_slicing
 )]
 
+mod async_api;
 mod common;
 mod refusals;
 
