@@ -13,6 +13,7 @@
 
 mod async_api;
 mod common;
+mod refresh;
 mod refusals;
 
 mod at_rest;

@@ -30,7 +30,7 @@
 //! let presented = Presentation::verify(&token, &keys).ok_or("forged")?;
 //! let request = RotateRequest::new(presented, keys.client_hash("web"), None, policy, &keys);
 //! match plan(&family, &request, &keys, now + 60_000)? {
-//!     Plan::Write { record, answer: Rotation::Rotated { generation, .. }, .. } => {
+//!     Plan::Write { record: Some(record), answer: Rotation::Rotated { generation, .. }, .. } => {
 //!         assert_eq!(generation, 2);
 //!         assert_eq!(record.absolute_deadline, absolute); // rotation never extends it
 //!     }
@@ -51,6 +51,8 @@ mod present;
 
 pub use cap::{CapAction, FamilyCap, cap_decision};
 pub use decide::{Refusal, Status, family_status};
-pub use plan::{Admission, Plan, RotateRequest, Rotation, admit_access, grace_end, plan};
+pub use plan::{
+    AccessIssued, Admission, Plan, RotateRequest, Rotation, admit_access, grace_end, plan,
+};
 pub use policy::{DAY_MS, HOUR_MS, LifetimeError, MAX_GRACE_MS, Policy, RotationMode};
 pub use present::{Presentation, Standing, classify};

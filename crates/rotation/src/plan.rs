@@ -6,8 +6,8 @@ use crate::decide::{Decision, Refusal, Request};
 use crate::policy::Policy;
 use crate::present::Presentation;
 use tokendb_core::{
-    CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing, RecordState, Scope, TokenId, TokenKind,
-    TokenSecret,
+    AccessKey, AccessRecord, AccessToken, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing,
+    RecordBody, RecordState, Scope, TokenId, TokenKind, TokenSecret,
 };
 
 /// A presentation of a refresh token for rotation, with everything the decision needs and the
@@ -20,6 +20,15 @@ pub struct RotateRequest {
     policy: Policy,
     successor: TokenSecret,
     successor_id: TokenId,
+    access: Option<AccessRequest>,
+}
+
+/// The access token a refresh issues with its rotation: its secret, minted in advance like the
+/// successor's, and its lifetime. Its deadline is decided with the rotation.
+#[derive(Debug)]
+struct AccessRequest {
+    secret: TokenSecret,
+    lifetime_ms: u64,
 }
 
 impl RotateRequest {
@@ -42,7 +51,65 @@ impl RotateRequest {
             policy,
             successor,
             successor_id,
+            access: None,
         }
+    }
+
+    /// The same request as a whole refresh grant: whatever hands out a refresh token (a
+    /// rotation, a grace replay, a non-rotating use) also issues an access token tied to the
+    /// family, with the granted scope (the requested one if narrower) and `lifetime_ms`, capped
+    /// at the family's deadline, in the same transaction. Mints the access token's secret.
+    #[must_use]
+    pub fn with_access(mut self, lifetime_ms: u64) -> Self {
+        self.access = Some(AccessRequest {
+            secret: TokenSecret::generate(),
+            lifetime_ms,
+        });
+        self
+    }
+
+    /// The secret of the access token [`RotateRequest::with_access`] asked for. The engine
+    /// keeps a copy to hand the token to the client.
+    #[must_use]
+    pub fn access_secret(&self) -> Option<&TokenSecret> {
+        self.access.as_ref().map(|a| &a.secret)
+    }
+
+    /// The access token to issue with an answer that hands out a refresh token, if one was
+    /// asked for: its key and record, tied to `family` (the record as it will be written),
+    /// and what the client is told of it.
+    fn access_for(
+        &self,
+        family: &FamilyRecord,
+        keys: &KeyRing,
+        now: u64,
+    ) -> Result<Option<(AccessKey, AccessRecord, AccessIssued)>, CoreError> {
+        let Some(a) = &self.access else {
+            return Ok(None);
+        };
+        let deadline = now.saturating_add(a.lifetime_ms).min(family.deadline());
+        let token = AccessToken {
+            deadline,
+            secret: TokenSecret::from_bytes(*a.secret.expose()),
+        };
+        let key = keys.access_key(&token);
+        let mut body = family.open_body(&self.family(), keys)?;
+        if let Some(s) = &self.requested_scope {
+            body.scope = s.clone();
+        }
+        let scope = body.scope.clone();
+        let (key_id, sealed) = AccessRecord::seal_body(keys, &key, &RecordBody { ..body })?;
+        let record = AccessRecord {
+            key_id,
+            state: RecordState::Active,
+            family: Some(self.family()),
+            subject: family.subject,
+            client: family.client,
+            issued_at: now,
+            deadline,
+            body: sealed,
+        };
+        Ok(Some((key, record, AccessIssued { deadline, scope })))
     }
 
     /// The presentation.
@@ -105,6 +172,17 @@ impl RotateRequest {
     }
 }
 
+/// The access token a refresh issued ([`RotateRequest::with_access`]): what the client is
+/// told of it. Its token is the request's access secret with this deadline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AccessIssued {
+    /// Its deadline, Unix ms: the lifetime asked for, capped at the family's deadline.
+    pub deadline: u64,
+    /// Its scope: the family's grant, or the narrower one asked for.
+    pub scope: Scope,
+}
+
 /// What presenting a refresh token for rotation did.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -117,6 +195,8 @@ pub enum Rotation {
         absolute_deadline: u64,
         /// The successor's idle deadline.
         idle_deadline: u64,
+        /// The access token issued with it, if one was asked for.
+        access: Option<AccessIssued>,
     },
     /// Grace replay: the successor minted by the previous rotation, again.
     GraceReplay {
@@ -128,6 +208,8 @@ pub enum Rotation {
         absolute_deadline: u64,
         /// The idle deadline.
         idle_deadline: u64,
+        /// A new access token issued with it, if one was asked for.
+        access: Option<AccessIssued>,
     },
     /// Non-rotating use: the token stays; its idle deadline now stands at `idle_deadline`.
     Slid {
@@ -135,6 +217,8 @@ pub enum Rotation {
         absolute_deadline: u64,
         /// The idle deadline.
         idle_deadline: u64,
+        /// The access token issued with it, if one was asked for.
+        access: Option<AccessIssued>,
     },
     /// Reuse: the family was revoked, with its access tokens, in the same transaction.
     ReuseDetected {
@@ -157,10 +241,11 @@ pub enum Rotation {
 pub enum Plan {
     /// Write nothing and answer this (a refusal or a grace replay).
     Answer(Rotation),
-    /// Write `record` in place of the family read, and answer `answer`.
+    /// Write `record` in place of the family read (if any), store `access` (if any), and
+    /// answer `answer`.
     Write {
-        /// The family's new record.
-        record: Box<FamilyRecord>,
+        /// The family's new record, or `None` to leave it as it is.
+        record: Option<Box<FamilyRecord>>,
         /// The deadline the family was filed under before (its sweeper entry moves if the
         /// record's [`FamilyRecord::deadline`] differs).
         old_deadline: u64,
@@ -170,6 +255,9 @@ pub enum Plan {
         /// File a grace-window sweeper entry `(deadline, generation)`: when the successor's
         /// secret kept for replays must be erased.
         add_grace: Option<(u64, u64)>,
+        /// An access token to store, tied to the family (and listed with its tokens, so that
+        /// revoking the family revokes it): its key and record.
+        access: Option<Box<(AccessKey, AccessRecord)>>,
         /// The answer once written.
         answer: Rotation,
     },
@@ -185,6 +273,9 @@ pub enum Plan {
         ms_since_rotation: u64,
     },
 }
+
+/// The grace-window sweeper entries a write drops and adds: `(deadline, generation)` each.
+type GraceEntries = (Option<(u64, u64)>, Option<(u64, u64)>);
 
 /// When a grace window opened at `rotated_at` closes: never after the family's absolute
 /// deadline, so no grace timer outlives its family.
@@ -204,6 +295,31 @@ pub fn plan(
     now: u64,
 ) -> Result<Plan, CoreError> {
     let family = req.family();
+    // What hands out a refresh token writes `record` (if changed) and, for a whole refresh
+    // grant, an access token capped at the family as written.
+    let handing_out = |record: Option<FamilyRecord>,
+                       old: &FamilyRecord,
+                       grace: GraceEntries,
+                       answer: &dyn Fn(Option<AccessIssued>) -> Rotation|
+     -> Result<Plan, CoreError> {
+        let after = record.as_ref().unwrap_or(old);
+        let access = req.access_for(after, keys, now)?;
+        if record.is_none() && access.is_none() {
+            return Ok(Plan::Answer(answer(None)));
+        }
+        let (access, issued) = match access {
+            Some((key, rec, issued)) => (Some(Box::new((key, rec))), Some(issued)),
+            None => (None, None),
+        };
+        Ok(Plan::Write {
+            record: record.map(Box::new),
+            old_deadline: old.deadline(),
+            drop_grace: grace.0,
+            add_grace: grace.1,
+            access,
+            answer: answer(issued),
+        })
+    };
     Ok(match req.decide(f, keys, now)? {
         Decision::Refuse(why) => Plan::Answer(Rotation::Refused(why)),
         Decision::Rotate {
@@ -234,49 +350,38 @@ pub fn plan(
             } else {
                 None
             };
-            Plan::Write {
-                record: Box::new(record),
-                old_deadline: f.deadline(),
-                drop_grace,
-                add_grace,
-                answer: Rotation::Rotated {
+            handing_out(Some(record), f, (drop_grace, add_grace), &|access| {
+                Rotation::Rotated {
                     generation,
                     absolute_deadline,
                     idle_deadline,
-                },
-            }
+                    access,
+                }
+            })?
         }
         Decision::GraceReplay { generation } => match f.grace_secret(&family, keys)? {
-            Some(secret) => Plan::Answer(Rotation::GraceReplay {
+            Some(secret) => handing_out(None, f, (None, None), &|access| Rotation::GraceReplay {
                 generation,
-                secret,
+                secret: TokenSecret::from_bytes(*secret.expose()),
                 absolute_deadline: f.absolute_deadline,
                 idle_deadline: f.idle_deadline,
-            }),
+                access,
+            })?,
             None => Plan::Answer(Rotation::Refused(Refusal::Unknown)),
         },
-        Decision::Slide {
-            idle_deadline: Some(idle),
-        } => {
-            let mut record = f.clone();
-            record.idle_deadline = idle;
-            Plan::Write {
-                answer: Rotation::Slid {
-                    absolute_deadline: record.absolute_deadline,
-                    idle_deadline: idle,
-                },
-                record: Box::new(record),
-                old_deadline: f.deadline(),
-                drop_grace: None,
-                add_grace: None,
-            }
+        Decision::Slide { idle_deadline } => {
+            let record = idle_deadline.map(|idle| {
+                let mut record = f.clone();
+                record.idle_deadline = idle;
+                record
+            });
+            let idle = idle_deadline.unwrap_or(f.idle_deadline);
+            handing_out(record, f, (None, None), &|access| Rotation::Slid {
+                absolute_deadline: f.absolute_deadline,
+                idle_deadline: idle,
+                access,
+            })?
         }
-        Decision::Slide {
-            idle_deadline: None,
-        } => Plan::Answer(Rotation::Slid {
-            absolute_deadline: f.absolute_deadline,
-            idle_deadline: f.idle_deadline,
-        }),
         Decision::ReuseDetected {
             presented,
             newest,
@@ -398,11 +503,14 @@ mod tests {
             old_deadline,
             drop_grace,
             add_grace,
+            access,
             answer,
         } = plan(&fx.family, &req, &fx.keys, now).unwrap()
         else {
             panic!("not a write")
         };
+        let record = record.unwrap();
+        assert!(access.is_none(), "no access token was asked for");
         assert!(matches!(answer, Rotation::Rotated { generation: 2, .. }));
         assert_eq!(old_deadline, fx.family.deadline());
         assert_eq!(drop_grace, None);
@@ -457,6 +565,92 @@ mod tests {
                 newest: 2,
                 ms_since_rotation: 30_000
             }
+        ));
+    }
+
+    #[test]
+    fn a_refresh_grant_issues_its_access_token_with_the_rotation() {
+        let policy = Policy {
+            grace_ms: 30_000,
+            ..Policy::default()
+        };
+        let fx = fixture(&policy);
+        let now = T0 + DAY_MS;
+        let hour = 3_600_000;
+        let req = request(&fx, &fx.token, "web", Some("email"), policy).with_access(hour);
+        let Plan::Write {
+            record: Some(record),
+            access: Some(access),
+            answer:
+                Rotation::Rotated {
+                    access: Some(issued),
+                    ..
+                },
+            ..
+        } = plan(&fx.family, &req, &fx.keys, now).unwrap()
+        else {
+            panic!("a rotation with its access token")
+        };
+        let (key, rec) = *access;
+        assert_eq!(issued.deadline, now + hour);
+        assert_eq!(
+            issued.scope,
+            Scope::parse("email").unwrap(),
+            "the narrowed scope"
+        );
+        assert_eq!(
+            (rec.family, rec.issued_at, rec.deadline),
+            (Some(fx.id), now, now + hour)
+        );
+        assert_eq!(
+            (rec.subject, rec.client),
+            (fx.family.subject, fx.family.client)
+        );
+        let token = AccessToken {
+            deadline: now + hour,
+            secret: TokenSecret::from_bytes(*req.access_secret().unwrap().expose()),
+        };
+        assert_eq!(
+            key,
+            fx.keys.access_key(&token),
+            "the engine can rebuild the token"
+        );
+        assert_eq!(rec.open_body(&key, &fx.keys).unwrap().scope, issued.scope);
+
+        // A retry inside the grace window: the same successor, and a new access token.
+        let replay = request(&fx, &fx.token, "web", None, policy).with_access(hour);
+        match plan(&record, &replay, &fx.keys, now + 1_000).unwrap() {
+            Plan::Write {
+                record: None,
+                access: Some(_),
+                answer:
+                    Rotation::GraceReplay {
+                        access: Some(a), ..
+                    },
+                ..
+            } => assert_eq!(a.scope, Scope::parse("openid email").unwrap(), "the grant"),
+            other => panic!("{other:?}"),
+        }
+        // Capped at the family's deadline: a day-long lifetime ends with the idle window.
+        let long = request(&fx, &fx.token, "web", None, policy).with_access(30 * DAY_MS);
+        match plan(&fx.family, &long, &fx.keys, now).unwrap() {
+            Plan::Write {
+                record: Some(r),
+                access: Some(a),
+                ..
+            } => assert_eq!(a.1.deadline, r.deadline()),
+            other => panic!("{other:?}"),
+        }
+        // A refusal or a reuse issues nothing.
+        let other = request(&fx, &fx.token, "mobile", None, policy).with_access(hour);
+        assert!(matches!(
+            plan(&fx.family, &other, &fx.keys, now).unwrap(),
+            Plan::Answer(Rotation::Refused(Refusal::ClientMismatch))
+        ));
+        let late = request(&fx, &fx.token, "web", None, policy).with_access(hour);
+        assert!(matches!(
+            plan(&record, &late, &fx.keys, now + 60_000).unwrap(),
+            Plan::RevokeForReuse { .. }
         ));
     }
 

@@ -3,7 +3,7 @@
 use crate::TokenDb;
 use crate::error::{Error, Result};
 use crate::types::{
-    Grant, Introspection, IssuedAccess, IssuedRefresh, Revoked, Rotated, Validation,
+    Grant, Introspection, IssuedAccess, IssuedRefresh, Refreshed, Revoked, Rotated, Validation,
 };
 use tokendb_backend::Pending;
 use tokendb_core::{FamilyId, Scope};
@@ -95,6 +95,16 @@ impl AsyncTokenDb {
         requested_scope: Option<&Scope>,
     ) -> Pending<Rotated, Error> {
         self.db.start_rotate(token, client_id, requested_scope)
+    }
+
+    /// [`TokenDb::refresh`]: the whole `refresh_token` grant in one durable write.
+    pub fn refresh(
+        &self,
+        token: &str,
+        client_id: &str,
+        requested_scope: Option<&Scope>,
+    ) -> Pending<Refreshed, Error> {
+        self.db.start_refresh(token, client_id, requested_scope)
     }
 
     /// [`TokenDb::revoke`] (an unknown or revoked token is answered inline, without a write).

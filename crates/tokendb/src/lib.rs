@@ -65,7 +65,7 @@ pub use db::{SealingKeys, TokenDb};
 pub use error::{ConfigProblem, Error, Result, RotateRefusal};
 pub use events::{EventReceiver, RecvError};
 pub use types::{
-    Event, Expiry, Grant, Introspection, IssuedAccess, IssuedRefresh, Revoked, Rotated,
+    Event, Expiry, Grant, Introspection, IssuedAccess, IssuedRefresh, Refreshed, Revoked, Rotated,
     TokenClaims, TokenStatus, Validation,
 };
 

@@ -141,6 +141,17 @@ pub struct Rotated {
     pub replayed: bool,
 }
 
+/// The answer to a whole refresh grant ([`crate::TokenDb::refresh`]): the new refresh token and
+/// the access token issued with it, in one durable write.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Refreshed {
+    /// The new refresh token (or, within the grace window, the same one again).
+    pub refresh: Rotated,
+    /// The access token issued with it, tied to the family.
+    pub access: IssuedAccess,
+}
+
 /// Why a token is or is not active.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -26,8 +26,13 @@
 //! P F | P R <family> | P A <family> | P S | P B <tag> <count> | P V <family> | P X <token>
 //! ```
 //!
+//! With `--refresh`, the threads only issue families and make whole refresh grants
+//! (`TokenDb::refresh`: a rotation and its access token in one write), logging
+//! `Q <family> <generation> <refresh token> <access token>` after each acknowledged one and
+//! `P Q <family>` before it.
+//!
 //! Usage: `crash_child <db path> <log dir> <round> <threads> <seed> [--max-batch N]
-//! [--no-quick-repair] [--access-ms N]`, with the master key in hex in `TOKENDB_CRASH_MASTER`.
+//! [--no-quick-repair] [--access-ms N] [--refresh]`, with the master key in hex in `TOKENDB_CRASH_MASTER`.
 //! Exits with status 3 (and a message on stderr) if any operation fails: the test then reports
 //! it instead of mistaking it for a kill.
 
@@ -54,6 +59,7 @@ struct Args {
     max_batch: usize,
     quick_repair: bool,
     access_ms: u64,
+    refresh: bool,
 }
 
 fn parse_args() -> AnyResult<Args> {
@@ -68,12 +74,14 @@ fn parse_args() -> AnyResult<Args> {
         max_batch: 1024,
         quick_repair: true,
         access_ms: 1_500,
+        refresh: false,
     };
     while let Ok(flag) = next("flag") {
         match flag.as_str() {
             "--max-batch" => a.max_batch = next("--max-batch value")?.parse()?,
             "--no-quick-repair" => a.quick_repair = false,
             "--access-ms" => a.access_ms = next("--access-ms value")?.parse()?,
+            "--refresh" => a.refresh = true,
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -223,6 +231,47 @@ fn worker(db: &TokenDb, args: &Args, thread: u64) -> AnyResult<()> {
     }
 }
 
+/// `--refresh`: families issued, then refreshed with the one-write refresh grant.
+fn refresher(db: &TokenDb, args: &Args, thread: u64) -> AnyResult<()> {
+    let mut log = Log::open(&args.logs, args.round, thread)?;
+    let mut rng = Rng(args.seed ^ thread.wrapping_mul(0xA24B_AED4_963E_E407));
+    let client = format!("client-{thread}");
+    let mut families: Vec<Family> = Vec::new();
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        if families.is_empty() || (rng.below(100) < 10 && families.len() < 16) {
+            let grant = Grant::new(
+                format!("sub-{}-{thread}-{n}", args.round),
+                &client,
+                "openid offline_access",
+            )?;
+            log.pending("F")?;
+            let f = db.issue_refresh(&grant)?;
+            log.ack(&format!("F {} {}", f.family, f.token.expose()))?;
+            families.push(Family {
+                id: f.family,
+                token: f.token,
+            });
+            continue;
+        }
+        let i = rng.below(families.len());
+        let Some(fam) = families.get_mut(i) else {
+            continue;
+        };
+        log.pending(&format!("Q {}", fam.id))?;
+        let r = db.refresh(fam.token.expose(), &client, None)?;
+        log.ack(&format!(
+            "Q {} {} {} {}",
+            fam.id,
+            r.refresh.generation,
+            r.refresh.token.expose(),
+            r.access.token.expose()
+        ))?;
+        fam.token = r.refresh.token;
+    }
+}
+
 fn run() -> AnyResult<()> {
     let args = parse_args()?;
     let master = MasterKey::from_hex(&std::env::var(MASTER_ENV)?)?;
@@ -248,7 +297,12 @@ fn run() -> AnyResult<()> {
         for t in 0..args.threads {
             let (db, args) = (&db, &args);
             s.spawn(move || {
-                if let Err(e) = worker(db, args, t) {
+                let ran = if args.refresh {
+                    refresher(db, args, t)
+                } else {
+                    worker(db, args, t)
+                };
+                if let Err(e) = ran {
                     eprintln!("crash_child: thread {t}: {e}");
                     std::process::exit(3);
                 }

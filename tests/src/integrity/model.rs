@@ -2,8 +2,8 @@
 //!
 //! [`run`] decodes fuzz input into at most [`MAX_OPS`] operations — issue (refresh, access tied
 //! to a family, standalone access, a batch of 0-4 standalone access tokens with at most one bad
-//! grant), validate, introspect, rotate (the current token or any earlier generation, by the
-//! right or the wrong client, with a narrower or wider scope), revoke (token, family, subject,
+//! grant), validate, introspect, rotate or the whole refresh grant (the current token or any
+//! earlier generation, by the right or the wrong client, with a narrower or wider scope), revoke (token, family, subject,
 //! client), move the clock (forwards, and backwards), sweep, close and reopen, forge a token,
 //! mangle one — and applies each to a real [`TokenDb`] on a file and to a plain in-memory model
 //! written from the design's words, not from the engine's code. Every answer must equal the
@@ -871,7 +871,16 @@ impl Run {
 
     // ---- rotation ----
 
-    fn rotate(&mut self, ti: usize, other_client: bool, req: Option<usize>) -> Result<(), String> {
+    /// A presentation for rotation; with `refresh`, the whole refresh grant
+    /// ([`TokenDb::refresh`]): the same answers, plus an access token whenever a refresh token
+    /// is handed out.
+    fn rotate(
+        &mut self,
+        ti: usize,
+        other_client: bool,
+        req: Option<usize>,
+        refresh: bool,
+    ) -> Result<(), String> {
         let Some(t) = self.tokens.get(ti) else {
             return Ok(());
         };
@@ -890,19 +899,26 @@ impl Run {
         } else {
             own_client
         };
-        let got = self
-            .db
-            .rotate(&presented, &text(&CLIENTS, client), requested.as_ref());
+        let client_id = text(&CLIENTS, client);
+        let got = if refresh {
+            self.db
+                .refresh(&presented, &client_id, requested.as_ref())
+                .map(|r| (r.refresh, Some(r.access)))
+        } else {
+            self.db
+                .rotate(&presented, &client_id, requested.as_ref())
+                .map(|r| (r, None))
+        };
         let got = got.map_err(|e| fail_of(&e));
         let (family, generation) = match what {
             // An access token is refused as unknown before the clock is read.
             What::Access(_) | What::Forged(TokenKind::Access) => {
-                let got = got.map(|r| r.generation);
+                let got = got.map(|(r, _)| r.generation);
                 return self.check("rotate", &got, &Err(Fail::Refused(RotateRefusal::Unknown)));
             }
             What::Forged(TokenKind::Refresh) => {
                 self.now();
-                let got = got.map(|r| r.generation);
+                let got = got.map(|(r, _)| r.generation);
                 return self.check("rotate", &got, &Err(Fail::Refused(RotateRefusal::Unknown)));
             }
             What::Refresh { family, generation } => (family, generation),
@@ -960,10 +976,15 @@ impl Run {
             let got = got.map(|_| ());
             return self.check("rotate", &got, &refuse(want));
         }
-        let r = match got {
+        let (r, access) = match got {
             Ok(r) => r,
             Err(e) => return self.check("rotate", &Err(e), &Ok(())),
         };
+        ensure!(
+            access.is_some() == refresh,
+            "step {}: an access token came back from a plain rotation, or none from a refresh",
+            self.step
+        );
         let summary = |r: &tokendb::Rotated| {
             (
                 r.family,
@@ -981,16 +1002,17 @@ impl Run {
                 f.generation,
                 expiry(f.absolute, now),
                 expiry(f.idle, now),
-                requested,
+                requested.clone(),
                 true,
             );
             let kept = f.grace.clone();
             self.check("rotate (grace replay)", &summary(&r), &want)?;
-            return self.check(
+            self.check(
                 "rotate (grace replay) token",
                 &Some(r.token.expose().to_owned()),
                 &kept,
-            );
+            )?;
+            return self.check_refresh_access(family, access, requested, now);
         }
         let (grace, mode) = (self.settings.grace, self.settings.mode);
         let f = self.fam_mut(family)?;
@@ -1019,6 +1041,7 @@ impl Run {
         );
         let (new_generation, current) = (f.generation, f.current.clone());
         self.check("rotate", &summary(&r), &want)?;
+        self.check_refresh_access(family, access, want.4.clone(), now)?;
         match self.settings.mode {
             Mode::OneTimeOnly => {
                 ensure!(
@@ -1040,6 +1063,46 @@ impl Run {
                 &presented,
             ),
         }
+    }
+
+    /// The access token a refresh issued must be the family's, for the scope asked (or the
+    /// grant), capped at the family's deadline as the operation left it; the model then knows
+    /// it like any other access token. `access` is `None` exactly for a plain rotation.
+    fn check_refresh_access(
+        &mut self,
+        family: usize,
+        access: Option<tokendb::IssuedAccess>,
+        requested: Option<Scope>,
+        now: u64,
+    ) -> Result<(), String> {
+        let Some(issued) = access else {
+            return Ok(());
+        };
+        let f = self.fam(family)?;
+        let deadline = now.saturating_add(ACCESS_MS).min(f.deadline());
+        let scope = requested.unwrap_or_else(|| f.scope.clone());
+        let (subject, client, claims) = (f.subject, f.client, f.claims.clone());
+        self.check(
+            "refresh (access token)",
+            &(issued.expires, &issued.scope),
+            &(expiry(deadline, now), &scope),
+        )?;
+        self.access.push(Access {
+            family: Some(family),
+            subject,
+            client,
+            scope,
+            claims,
+            revoked: None,
+            issued_at: now,
+            deadline,
+            deleted: false,
+        });
+        self.tokens.push(Token {
+            text: issued.token.expose().to_owned(),
+            what: What::Access(self.access.len() - 1),
+        });
+        Ok(())
     }
 
     // ---- revocation ----
@@ -1374,7 +1437,8 @@ pub fn run(dir: &Path, data: &[u8]) -> Result<Report, String> {
                 let ti = input.pick(run.tokens.len());
                 let b = input.byte();
                 let req = (b % 8 >= 5).then(|| usize::from(b % 8) - 5);
-                run.rotate(ti, b & 0x80 != 0, req)?;
+                // Bit 6: the whole refresh grant (rotation and access token in one write).
+                run.rotate(ti, b & 0x80 != 0, req, b & 0x40 != 0)?;
             }
             8 => run.revoke(input.pick(run.tokens.len()))?,
             9 => run.revoke_family(input.pick(run.families.len()))?,

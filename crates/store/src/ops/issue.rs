@@ -86,28 +86,34 @@ impl Tx<'_> {
                 }
             }
         }
+        self.store_access(&id, rec)?;
+        Ok(Outcome::Issued {
+            evicted: Vec::new(),
+        })
+    }
+
+    /// Stores an access token admitted to its family (or standalone) with its index entries.
+    pub(super) fn store_access(&mut self, id: &AccessKey, rec: &AccessRecord) -> Result<()> {
         if self.tokens.get(&id.to_bytes()).db()?.is_some() {
             return Err(StoreError::Invalid(CoreError::BadField(
                 "token id collision",
             )));
         }
-        self.put_token(&id, rec)?;
+        self.put_token(id, rec)?;
         match rec.family {
             Some(f) => {
-                self.family_tokens.insert(&ft_key(&f, &id), ()).db()?;
+                self.family_tokens.insert(&ft_key(&f, id), ()).db()?;
             }
             None => {
                 self.subject_tokens
-                    .insert(&tx_key(&rec.subject, &id), ())
+                    .insert(&tx_key(&rec.subject, id), ())
                     .db()?;
                 self.client_tokens
-                    .insert(&tx_key(&rec.client, &id), ())
+                    .insert(&tx_key(&rec.client, id), ())
                     .db()?;
             }
         }
-        Ok(Outcome::Issued {
-            evicted: Vec::new(),
-        })
+        Ok(())
     }
 
     pub(super) fn issue_access_batch(

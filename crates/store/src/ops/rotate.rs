@@ -16,6 +16,7 @@ impl Tx<'_> {
                 old_deadline,
                 drop_grace,
                 add_grace,
+                access,
                 answer,
             } => {
                 if let Some((end, generation)) = drop_grace {
@@ -28,7 +29,15 @@ impl Tx<'_> {
                         .insert(&dl_key(end, &Entry::Grace(family, generation)), ())
                         .db()?;
                 }
-                self.put_family(&family, &record, Some(old_deadline))?;
+                if let Some(record) = record {
+                    self.put_family(&family, &record, Some(old_deadline))?;
+                }
+                // Planned against the family as written above: admitted, and capped at its
+                // deadline. A collision fails the whole operation, rotation included.
+                if let Some(access) = access {
+                    let (key, rec) = *access;
+                    self.store_access(&key, &rec)?;
+                }
                 Ok(Outcome::Rotation(answer))
             }
             Plan::RevokeForReuse {

@@ -234,6 +234,9 @@ impl TokenDb {
                     max: MAX_ACCESS_BATCH,
                 });
             }
+            if grants.is_empty() {
+                return Ok(None);
+            }
             let now = self.now();
             let format = &self.inner.config.format;
             let mut tokens = Vec::with_capacity(grants.len());
@@ -252,11 +255,11 @@ impl TokenDb {
                 });
                 tokens.push((id, record));
             }
-            Ok((now, tokens, issued))
+            Ok(Some((now, tokens, issued)))
         })();
         let (now, tokens, issued) = match prepared {
-            Ok(p) if p.1.is_empty() => return Pending::ready(Ok(Vec::new())),
-            Ok(p) => p,
+            Ok(Some(p)) => p,
+            Ok(None) => return Pending::ready(Ok(Vec::new())),
             Err(e) => return Pending::ready(Err(e)),
         };
         Pending::start(|done| self.backend().issue_access_batch(tokens, now, done)).map(move |r| {
