@@ -15,6 +15,7 @@ mod async_api;
 mod common;
 mod refresh;
 mod refusals;
+mod telemetry;
 
 mod at_rest;
 mod bad_input;

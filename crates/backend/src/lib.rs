@@ -25,7 +25,7 @@ mod error;
 mod pending;
 
 pub use error::{EngineError, Failure, Result, StoreError};
-pub use pending::{Done, Pending};
+pub use pending::{Done, Pending, Timing};
 
 use std::sync::Arc;
 use tokendb_core::{

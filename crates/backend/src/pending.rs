@@ -8,6 +8,32 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+/// Where a write's time went, as its backend measured it: reported with its answer, for the
+/// engine's spans and metrics. Zero where a backend does not measure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Timing {
+    /// From submission until its transaction began (waiting behind other batches).
+    pub queue_wait: Duration,
+    /// The durable commit of the transaction it was in.
+    pub commit: Duration,
+    /// Writes in that transaction (group commit), this one included.
+    pub batch: usize,
+}
+
+impl Timing {
+    /// A timing. For backend implementations.
+    #[must_use]
+    pub fn new(queue_wait: Duration, commit: Duration, batch: usize) -> Self {
+        Self {
+            queue_wait,
+            commit,
+            batch,
+        }
+    }
+}
 
 /// Where a backend delivers the result of one write. Completing it runs the caller's
 /// continuation (on the completing thread: it must be short and must not block) and wakes the
@@ -18,7 +44,7 @@ pub struct Done<T: Send + 'static> {
 }
 
 /// What completing a [`Done`] runs.
-type Deliver<T> = Box<dyn FnOnce(Result<T, StoreError>) + Send>;
+type Deliver<T> = Box<dyn FnOnce(Result<T, StoreError>, Timing) + Send>;
 
 impl<T: Send + 'static> std::fmt::Debug for Done<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -31,15 +57,25 @@ impl<T: Send + 'static> std::fmt::Debug for Done<T> {
 impl<T: Send + 'static> Done<T> {
     /// A completion that runs `deliver` with the result.
     pub fn new(deliver: impl FnOnce(Result<T, StoreError>) + Send + 'static) -> Self {
+        Self::timed(move |r, _| deliver(r))
+    }
+
+    /// A completion that runs `deliver` with the result and its [`Timing`].
+    pub fn timed(deliver: impl FnOnce(Result<T, StoreError>, Timing) + Send + 'static) -> Self {
         Self {
             deliver: Some(Box::new(deliver)),
         }
     }
 
     /// Delivers the result.
-    pub fn complete(mut self, result: Result<T, StoreError>) {
+    pub fn complete(self, result: Result<T, StoreError>) {
+        self.complete_timed(result, Timing::default());
+    }
+
+    /// Delivers the result with where its time went.
+    pub fn complete_timed(mut self, result: Result<T, StoreError>, timing: Timing) {
         if let Some(deliver) = self.deliver.take() {
-            deliver(result);
+            deliver(result, timing);
         }
     }
 
@@ -49,16 +85,24 @@ impl<T: Send + 'static> Done<T> {
         self,
         convert: impl FnOnce(Result<U, StoreError>) -> Result<T, StoreError> + Send + 'static,
     ) -> Done<U> {
-        Done::new(move |u| self.complete(convert(u)))
+        Done::timed(move |u, timing| self.complete_timed(convert(u), timing))
     }
 
     /// The same completion, running `observe` on the result first (on the completing thread,
     /// whether or not anyone still waits for it): how the engine emits events for a write
     /// whose caller went away.
     pub fn observed(self, observe: impl FnOnce(&Result<T, StoreError>) + Send + 'static) -> Self {
-        Done::new(move |r| {
-            observe(&r);
-            self.complete(r);
+        self.observed_timed(move |r, _| observe(r))
+    }
+
+    /// As [`Done::observed`], with the write's [`Timing`].
+    pub fn observed_timed(
+        self,
+        observe: impl FnOnce(&Result<T, StoreError>, Timing) + Send + 'static,
+    ) -> Self {
+        Done::timed(move |r, timing| {
+            observe(&r, timing);
+            self.complete_timed(r, timing);
         })
     }
 }
@@ -66,7 +110,10 @@ impl<T: Send + 'static> Done<T> {
 impl<T: Send + 'static> Drop for Done<T> {
     fn drop(&mut self) {
         if let Some(deliver) = self.deliver.take() {
-            deliver(Err(StoreError::Failed(Failure::WriterStopped)));
+            deliver(
+                Err(StoreError::Failed(Failure::WriterStopped)),
+                Timing::default(),
+            );
         }
     }
 }

@@ -209,7 +209,13 @@ impl Store {
         let Some(w) = guard.as_ref() else {
             return reply.complete(Err(StoreError::Closed));
         };
-        if let Err(refused) = w.tx.send(writer::Job { op, now, reply }) {
+        let submitted = std::time::Instant::now();
+        if let Err(refused) = w.tx.send(writer::Job {
+            op,
+            now,
+            reply,
+            submitted,
+        }) {
             refused.into_inner().reply.complete(Err(StoreError::Closed));
         }
     }

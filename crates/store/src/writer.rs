@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokendb_backend::Done;
+use tokendb_backend::{Done, Timing};
 
 /// Tunables of the group-commit writer: start from `WriterOptions::DEFAULT` and change what you
 /// need with the `with_` methods (fields may be added, so the struct cannot be written out).
@@ -63,6 +63,8 @@ pub(crate) struct Job {
     pub(crate) op: Op,
     pub(crate) now: u64,
     pub(crate) reply: Done<Outcome>,
+    /// When it was handed to the writer: its queue wait ends when its batch begins.
+    pub(crate) submitted: Instant,
 }
 
 pub(crate) struct Writer {
@@ -123,23 +125,31 @@ fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
             }
             continue;
         }
-        let (replies, ops): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|j| (j.reply, (j.op, j.now))).unzip();
+        let started = Instant::now();
+        let size = batch.len();
+        metrics::gauge!("tokendb_writer_queue_depth").set(rx.len() as f64);
+        metrics::histogram!("tokendb_writer_batch_size").record(size as f64);
+        let (replies, ops): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|j| ((j.reply, j.submitted), (j.op, j.now)))
+            .unzip();
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply_batch(shared, ops)));
         match result {
-            Ok(Ok(outcomes)) => {
+            Ok(Ok((outcomes, commit))) => {
                 shared.commit_seq.fetch_add(1, Ordering::AcqRel);
+                metrics::histogram!("tokendb_writer_commit_seconds").record(commit.as_secs_f64());
                 // Drop pooled snapshots now: they are stale, and would pin old pages.
                 shared.readers.clear();
-                for (reply, out) in replies.into_iter().zip(outcomes) {
-                    reply.complete(out);
+                for ((reply, submitted), out) in replies.into_iter().zip(outcomes) {
+                    let queue_wait = started.saturating_duration_since(submitted);
+                    reply.complete_timed(out, Timing::new(queue_wait, commit, size));
                 }
             }
             Ok(Err(e)) => {
                 let msg = e.to_string();
                 let mut first = Some(e);
-                for reply in replies {
+                for (reply, _) in replies {
                     let err = first
                         .take()
                         .unwrap_or_else(|| StoreError::BatchAborted(msg.clone()));
@@ -149,7 +159,7 @@ fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
             Err(_) => {
                 shared.damaged.store(true, Ordering::Release);
                 shared.fail(Failure::WriterPanicked);
-                for reply in replies {
+                for (reply, _) in replies {
                     reply.complete(Err(StoreError::Failed(Failure::WriterPanicked)));
                 }
             }
@@ -164,7 +174,7 @@ fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
 /// have written part of its change already; so the transaction is dropped (aborted), that op is
 /// answered with its error, and the batch is applied again without it. Refusals are ordinary
 /// outcomes and need none of this.
-fn apply_batch(shared: &Shared, ops: Vec<(Op, u64)>) -> Result<Vec<Result<Outcome>>> {
+fn apply_batch(shared: &Shared, ops: Vec<(Op, u64)>) -> Result<(Vec<Result<Outcome>>, Duration)> {
     let keys = shared.keys();
     let guard = shared.read_db()?;
     let db = guard.as_ref().ok_or(StoreError::Closed)?;
@@ -230,8 +240,10 @@ fn apply_batch(shared: &Shared, ops: Vec<(Op, u64)>) -> Result<Vec<Result<Outcom
                 }
             }
         }
+        let committing = Instant::now();
         txn.commit().db()?;
-        return Ok(outcomes
+        let commit = committing.elapsed();
+        let outcomes = outcomes
             .into_iter()
             .zip(failed)
             .map(|(o, f)| match (o, f) {
@@ -241,6 +253,7 @@ fn apply_batch(shared: &Shared, ops: Vec<(Op, u64)>) -> Result<Vec<Result<Outcom
                     "operation was not applied",
                 ))),
             })
-            .collect());
+            .collect();
+        return Ok((outcomes, commit));
     }
 }

@@ -232,6 +232,13 @@ pub fn run_pass(
     }
     report.duration = started.elapsed();
     metrics.record(&report);
+    ::metrics::counter!("tokendb_sweeper_passes_total").increment(1);
+    ::metrics::counter!("tokendb_sweeper_deleted_total", "kind" => "families")
+        .increment(report.families);
+    ::metrics::counter!("tokendb_sweeper_deleted_total", "kind" => "access_tokens")
+        .increment(report.tokens);
+    ::metrics::gauge!("tokendb_sweeper_lag_seconds").set(report.lag_ms as f64 / 1000.0);
+    ::metrics::histogram!("tokendb_sweeper_pass_seconds").record(report.duration.as_secs_f64());
     Ok(report)
 }
 

@@ -12,11 +12,12 @@ mod rotate;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{EventBus, EventReceiver};
+use crate::telemetry::{Label, Op};
 use crate::types::Event;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokendb_backend::{Backend, StoreError};
+use tokendb_backend::{Backend, Done, Pending, StoreError};
 use tokendb_core::{KeyRing, ParsedToken};
 use tokendb_store::Store;
 use tokendb_sweeper::{PassReport, Sweeper, SweeperMetrics};
@@ -237,6 +238,18 @@ impl TokenDb {
     pub fn redb_file_for_tests(&self) -> Option<&Arc<Store>> {
         self.inner.file.as_ref()
     }
+}
+
+/// Submits a write through `start`, finishing `op` (its span and metrics) when the backend
+/// answers, on the backend's thread, whether or not the caller still waits.
+fn submit<T: Label + Send + 'static>(op: Op, start: impl FnOnce(Done<T>)) -> Pending<T> {
+    Pending::start(|done| start(done.observed_timed(move |r, t| op.finish(r.label(), Some(t)))))
+}
+
+/// An operation refused before any write.
+fn refuse<T: Send + 'static>(op: Op, e: Error) -> Pending<T, Error> {
+    op.finish(e.label(), None);
+    Pending::ready(Err(e))
 }
 
 impl Drop for Inner {

@@ -22,6 +22,20 @@ impl EventBus {
     }
 
     pub(crate) fn emit(&self, event: Event) {
+        match &event {
+            Event::ReuseDetected { tokens_revoked, .. } => {
+                metrics::counter!("tokendb_reuse_detected_total").increment(1);
+                metrics::counter!("tokendb_access_tokens_revoked_total").increment(*tokens_revoked);
+            }
+            Event::FamilyRevoked { reason, .. } => {
+                metrics::counter!("tokendb_families_revoked_total", "reason" => reason.name())
+                    .increment(1);
+            }
+            Event::ClientMismatch { .. } => {
+                metrics::counter!("tokendb_client_mismatch_total").increment(1);
+            }
+            Event::Expired { .. } => {}
+        }
         let Ok(mut subs) = self.subscribers.lock() else {
             return;
         };

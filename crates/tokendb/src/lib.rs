@@ -56,6 +56,7 @@ mod config;
 mod db;
 mod error;
 mod events;
+mod telemetry;
 mod types;
 
 pub use asynchronous::AsyncTokenDb;

@@ -1,8 +1,9 @@
 //! Issuing: new families, access tokens tied to a family, standalone access tokens one by one
 //! or in batches.
 
-use super::TokenDb;
+use super::{TokenDb, refuse, submit};
 use crate::error::{Error, Result, RotateRefusal, refusal};
+use crate::telemetry::Op;
 use crate::types::{Event, Expiry, Grant, IssuedAccess, IssuedRefresh};
 use tokendb_backend::{AccessIssue, Failure, FamilyIssue, MAX_ACCESS_BATCH, Pending, StoreError};
 use tokendb_core::{
@@ -45,6 +46,7 @@ impl TokenDb {
     }
 
     pub(crate) fn start_issue_refresh(&self, grant: &Grant) -> Pending<IssuedRefresh, Error> {
+        let op = Op::write("issue_refresh");
         let prepared = (|| {
             self.check_open()?;
             let now = self.now();
@@ -73,11 +75,11 @@ impl TokenDb {
         })();
         let (now, family, token, record) = match prepared {
             Ok(p) => p,
-            Err(e) => return Pending::ready(Err(e)),
+            Err(e) => return refuse(op, e),
         };
         let (absolute, idle) = (record.absolute_deadline, record.idle_deadline);
         let events = self.events();
-        let issued = Pending::start(|done| {
+        let issued = submit(op, |done| {
             let done = done.observed(move |r| {
                 if let Ok(FamilyIssue::Issued { evicted }) = r {
                     for f in evicted {
@@ -139,28 +141,30 @@ impl TokenDb {
 
     fn start_issue_access_record(
         &self,
+        op: Op,
         body: &RecordBody,
         family: Option<(FamilyId, u64)>,
         now: u64,
     ) -> Pending<IssuedAccess, Error> {
         let MintedAccess { token, id, record } = match self.mint_access(body, family, now) {
             Ok(m) => m,
-            Err(e) => return Pending::ready(Err(e)),
+            Err(e) => return refuse(op, e),
         };
         let deadline = record.deadline;
         let scope = body.scope.clone();
         let db = self.clone();
-        Pending::start(|done| self.backend().issue_access(id, record, now, done)).map(move |r| {
-            match r? {
-                AccessIssue::Issued => Ok(IssuedAccess {
-                    token: db.inner.config.format.encode_access(&token),
-                    expires: Expiry::new(deadline, now),
-                    scope,
-                }),
-                AccessIssue::FamilyNotFound => Err(Error::FamilyNotFound),
-                AccessIssue::Refused(r) => Err(Error::Refused(refusal(r))),
-                _ => Err(unknown_outcome()),
-            }
+        submit(op, |done| {
+            self.backend().issue_access(id, record, now, done)
+        })
+        .map(move |r| match r? {
+            AccessIssue::Issued => Ok(IssuedAccess {
+                token: db.inner.config.format.encode_access(&token),
+                expires: Expiry::new(deadline, now),
+                scope,
+            }),
+            AccessIssue::FamilyNotFound => Err(Error::FamilyNotFound),
+            AccessIssue::Refused(r) => Err(Error::Refused(refusal(r))),
+            _ => Err(unknown_outcome()),
         })
     }
 
@@ -173,11 +177,12 @@ impl TokenDb {
     }
 
     pub(crate) fn start_issue_access(&self, grant: &Grant) -> Pending<IssuedAccess, Error> {
+        let op = Op::write("issue_access");
         if let Err(e) = self.check_open() {
-            return Pending::ready(Err(e));
+            return refuse(op, e);
         }
         let now = self.now();
-        self.start_issue_access_record(&body(grant), None, now)
+        self.start_issue_access_record(op, &body(grant), None, now)
     }
 
     /// Issues standalone access tokens for many grants at once — imports, migrations, bulk
@@ -226,6 +231,7 @@ impl TokenDb {
         &self,
         grants: &[Grant],
     ) -> Pending<Vec<IssuedAccess>, Error> {
+        let op = Op::write("issue_access_batch");
         let prepared = (|| {
             self.check_open()?;
             if grants.len() > MAX_ACCESS_BATCH {
@@ -259,10 +265,16 @@ impl TokenDb {
         })();
         let (now, tokens, issued) = match prepared {
             Ok(Some(p)) => p,
-            Ok(None) => return Pending::ready(Ok(Vec::new())),
-            Err(e) => return Pending::ready(Err(e)),
+            Ok(None) => {
+                op.finish("ok", None);
+                return Pending::ready(Ok(Vec::new()));
+            }
+            Err(e) => return refuse(op, e),
         };
-        Pending::start(|done| self.backend().issue_access_batch(tokens, now, done)).map(move |r| {
+        submit(op, |done| {
+            self.backend().issue_access_batch(tokens, now, done)
+        })
+        .map(move |r| {
             if r? != issued.len() as u64 {
                 return Err(Error::Store(StoreError::Failed(Failure::Internal(
                     "a batch stored another number of tokens",
@@ -293,9 +305,12 @@ impl TokenDb {
         family: FamilyId,
         scope: Option<&Scope>,
     ) -> Pending<IssuedAccess, Error> {
+        let op = Op::write("issue_access_for_family");
         match self.prepare_access_for_family(family, scope) {
-            Ok((body, cap, now)) => self.start_issue_access_record(&body, Some((family, cap)), now),
-            Err(e) => Pending::ready(Err(e)),
+            Ok((body, cap, now)) => {
+                self.start_issue_access_record(op, &body, Some((family, cap)), now)
+            }
+            Err(e) => refuse(op, e),
         }
     }
 

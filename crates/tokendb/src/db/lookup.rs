@@ -2,6 +2,7 @@
 
 use super::TokenDb;
 use crate::error::Result;
+use crate::telemetry::{Label, Op, status_label};
 use crate::types::{Expiry, Introspection, TokenClaims, TokenStatus, Validation};
 use tokendb_backend::StoreError;
 use tokendb_core::{
@@ -100,6 +101,19 @@ impl TokenDb {
     /// [`crate::Error::Malformed`] (no disk access), storage errors, [`StoreError::Corrupt`] for
     /// a damaged record.
     pub fn validate(&self, token: &str) -> Result<Validation> {
+        let op = Op::lookup("validate");
+        let answer = self.validate_untraced(token);
+        op.finish(
+            match &answer {
+                Ok(v) => status_label(v.status),
+                Err(e) => e.label(),
+            },
+            None,
+        );
+        answer
+    }
+
+    fn validate_untraced(&self, token: &str) -> Result<Validation> {
         let parsed = self.parse(token)?;
         self.check_open()?;
         let now = self.now();
@@ -141,6 +155,19 @@ impl TokenDb {
     /// # Errors
     /// As [`TokenDb::validate`].
     pub fn introspect(&self, token: &str) -> Result<Introspection> {
+        let op = Op::lookup("introspect");
+        let answer = self.introspect_untraced(token);
+        op.finish(
+            match &answer {
+                Ok(i) => status_label(i.status),
+                Err(e) => e.label(),
+            },
+            None,
+        );
+        answer
+    }
+
+    fn introspect_untraced(&self, token: &str) -> Result<Introspection> {
         let parsed = self.parse(token)?;
         self.check_open()?;
         let now = self.now();

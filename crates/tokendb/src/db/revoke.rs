@@ -1,10 +1,17 @@
 //! Revocation: RFC 7009, by family, by subject, by client.
 
-use super::TokenDb;
+use super::{TokenDb, refuse, submit};
 use crate::error::{Error, Result};
+use crate::telemetry::Op;
 use crate::types::{Event, Revoked};
 use tokendb_backend::{Done, Pending, Revocation};
 use tokendb_core::{FamilyId, ParsedToken, RevokeReason};
+
+/// A revocation answered from a read: nothing (more) to revoke, no write.
+fn nothing_to_revoke(op: Op) -> Pending<Revoked, Error> {
+    op.finish("nothing_to_revoke", None);
+    Pending::ready(Ok(Revoked::default()))
+}
 
 fn counts(done: Option<Revocation>) -> Revoked {
     done.map_or_else(Revoked::default, |d| Revoked {
@@ -24,6 +31,7 @@ impl TokenDb {
         let events = self.events();
         done.observed(move |r| {
             if let Ok(Some(d)) = r {
+                metrics::counter!("tokendb_access_tokens_revoked_total").increment(d.tokens);
                 for family in &d.family_ids {
                     events.emit(Event::FamilyRevoked {
                         family: *family,
@@ -46,6 +54,7 @@ impl TokenDb {
     }
 
     pub(crate) fn start_revoke(&self, token: &str) -> Pending<Revoked, Error> {
+        let op = Op::write("revoke");
         let target = (|| {
             let parsed = self.parse(token)?;
             self.check_open()?;
@@ -67,26 +76,27 @@ impl TokenDb {
             })
         })();
         match target {
-            Err(e) => Pending::ready(Err(e)),
-            Ok(None) => Pending::ready(Ok(Revoked::default())),
-            Ok(Some((Ok(key), now))) => Pending::start(|done| {
+            Err(e) => refuse(op, e),
+            Ok(None) => nothing_to_revoke(op),
+            Ok(Some((Ok(key), now))) => submit(op, |done| {
                 let done = self.announcing(done, RevokeReason::Requested);
                 self.backend().revoke_token(key, now, done);
             })
             .map(|r| Ok(counts(r?))),
             Ok(Some((Err(family), now))) => {
-                self.start_revoke_family_reason(family, RevokeReason::Requested, now)
+                self.start_revoke_family_reason(op, family, RevokeReason::Requested, now)
             }
         }
     }
 
     fn start_revoke_family_reason(
         &self,
+        op: Op,
         family: FamilyId,
         reason: RevokeReason,
         now: u64,
     ) -> Pending<Revoked, Error> {
-        Pending::start(|done| {
+        submit(op, |done| {
             let done = self.announcing(done, reason);
             self.backend().revoke_family(family, reason, now, done);
         })
@@ -103,6 +113,7 @@ impl TokenDb {
     }
 
     pub(crate) fn start_revoke_family(&self, family: FamilyId) -> Pending<Revoked, Error> {
+        let op = Op::write("revoke_family");
         let live = (|| {
             self.check_open()?;
             let now = self.now();
@@ -112,9 +123,11 @@ impl TokenDb {
             })
         })();
         match live {
-            Err(e) => Pending::ready(Err(e)),
-            Ok(None) => Pending::ready(Ok(Revoked::default())),
-            Ok(Some(now)) => self.start_revoke_family_reason(family, RevokeReason::Requested, now),
+            Err(e) => refuse(op, e),
+            Ok(None) => nothing_to_revoke(op),
+            Ok(Some(now)) => {
+                self.start_revoke_family_reason(op, family, RevokeReason::Requested, now)
+            }
         }
     }
 
@@ -132,8 +145,9 @@ impl TokenDb {
         subject: &str,
         client_id: Option<&str>,
     ) -> Pending<Revoked, Error> {
+        let op = Op::write("revoke_subject");
         if let Err(e) = self.check_open() {
-            return Pending::ready(Err(e));
+            return refuse(op, e);
         }
         let now = self.now();
         let keys = self.hashing();
@@ -141,7 +155,7 @@ impl TokenDb {
             keys.subject_hash(subject),
             client_id.map(|c| keys.client_hash(c)),
         );
-        Pending::start(|done| {
+        submit(op, |done| {
             let done = self.announcing(done, RevokeReason::Subject);
             self.backend()
                 .revoke_subject(subject, client, now, done.adapt(|r| r.map(Some)));
@@ -158,12 +172,13 @@ impl TokenDb {
     }
 
     pub(crate) fn start_revoke_client(&self, client_id: &str) -> Pending<Revoked, Error> {
+        let op = Op::write("revoke_client");
         if let Err(e) = self.check_open() {
-            return Pending::ready(Err(e));
+            return refuse(op, e);
         }
         let now = self.now();
         let client = self.hashing().client_hash(client_id);
-        Pending::start(|done| {
+        submit(op, |done| {
             let done = self.announcing(done, RevokeReason::Client);
             self.backend()
                 .revoke_client(client, now, done.adapt(|r| r.map(Some)));

@@ -1,8 +1,9 @@
 //! Rotation: the `refresh_token` grant.
 
-use super::TokenDb;
 use super::issue::unknown_outcome;
+use super::{TokenDb, refuse, submit};
 use crate::error::{Error, Result, RotateRefusal, refusal};
+use crate::telemetry::Op;
 use crate::types::{Event, Expiry, IssuedAccess, Refreshed, Rotated};
 use tokendb_backend::Pending;
 use tokendb_core::{AccessToken, ParsedToken, RefreshToken, RevokeReason, Scope, TokenSecret};
@@ -38,8 +39,14 @@ impl TokenDb {
         client_id: &str,
         requested_scope: Option<&Scope>,
     ) -> Pending<Rotated, Error> {
-        self.start_presenting(token, client_id, requested_scope, false)
-            .map(|r| r.map(|(rotated, _)| rotated))
+        self.start_presenting(
+            Op::write("rotate"),
+            token,
+            client_id,
+            requested_scope,
+            false,
+        )
+        .map(|r| r.map(|(rotated, _)| rotated))
     }
 
     /// The token endpoint's whole `refresh_token` grant (RFC 6749 §6) in **one** durable write:
@@ -68,17 +75,24 @@ impl TokenDb {
         client_id: &str,
         requested_scope: Option<&Scope>,
     ) -> Pending<Refreshed, Error> {
-        self.start_presenting(token, client_id, requested_scope, true)
-            .map(|r| match r? {
-                (refresh, Some(access)) => Ok(Refreshed { refresh, access }),
-                (_, None) => Err(unknown_outcome()),
-            })
+        self.start_presenting(
+            Op::write("refresh"),
+            token,
+            client_id,
+            requested_scope,
+            true,
+        )
+        .map(|r| match r? {
+            (refresh, Some(access)) => Ok(Refreshed { refresh, access }),
+            (_, None) => Err(unknown_outcome()),
+        })
     }
 
     /// A presentation of a refresh token: a rotation, and with `with_access` the access token
     /// of a whole refresh grant.
     fn start_presenting(
         &self,
+        op: Op,
         token: &str,
         client_id: &str,
         requested_scope: Option<&Scope>,
@@ -100,7 +114,7 @@ impl TokenDb {
         })();
         let (t, presentation, now) = match prepared {
             Ok(p) => p,
-            Err(e) => return Pending::ready(Err(e)),
+            Err(e) => return refuse(op, e),
         };
         let keys = self.hashing();
         let mut request = RotateRequest::new(
@@ -122,7 +136,7 @@ impl TokenDb {
         let successor = TokenSecret::from_bytes(*request.successor().expose());
         let family = t.family;
         let events = self.events();
-        let answered = Pending::start(|done| {
+        let answered = submit(op, |done| {
             let done = done.observed(move |r| match r {
                 Ok(Rotation::ReuseDetected {
                     presented,
