@@ -12,7 +12,7 @@ mod rotate;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{EventBus, EventReceiver};
-use crate::telemetry::{Label, Op};
+use crate::telemetry::{Label, LookupMetrics, Op};
 use crate::types::Event;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,6 +36,7 @@ struct Inner {
     manual_metrics: SweeperMetrics,
     last_now: AtomicU64,
     closed: AtomicBool,
+    lookups: LookupMetrics,
 }
 
 /// An open token database. Cheap to clone (an `Arc`), `Send + Sync`: share one between all
@@ -139,6 +140,7 @@ impl TokenDb {
                 manual_metrics: SweeperMetrics::default(),
                 last_now: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
+                lookups: LookupMetrics::register(),
             }),
         })
     }

@@ -2,7 +2,7 @@
 
 use super::TokenDb;
 use crate::error::Result;
-use crate::telemetry::{Label, Op, status_label};
+use crate::telemetry::{Label, Lookup, LookupOp, status_label};
 use crate::types::{Expiry, Introspection, TokenClaims, TokenStatus, Validation};
 use tokendb_backend::StoreError;
 use tokendb_core::{
@@ -101,14 +101,14 @@ impl TokenDb {
     /// [`crate::Error::Malformed`] (no disk access), storage errors, [`StoreError::Corrupt`] for
     /// a damaged record.
     pub fn validate(&self, token: &str) -> Result<Validation> {
-        let op = Op::lookup("validate");
+        let op = LookupOp::start(Lookup::Validate);
         let answer = self.validate_untraced(token);
         op.finish(
+            &self.inner.lookups,
             match &answer {
                 Ok(v) => status_label(v.status),
                 Err(e) => e.label(),
             },
-            None,
         );
         answer
     }
@@ -155,14 +155,14 @@ impl TokenDb {
     /// # Errors
     /// As [`TokenDb::validate`].
     pub fn introspect(&self, token: &str) -> Result<Introspection> {
-        let op = Op::lookup("introspect");
+        let op = LookupOp::start(Lookup::Introspect);
         let answer = self.introspect_untraced(token);
         op.finish(
+            &self.inner.lookups,
             match &answer {
                 Ok(i) => status_label(i.status),
                 Err(e) => e.label(),
             },
-            None,
         );
         answer
     }
