@@ -12,11 +12,24 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
-/// Every span's name and fields as text, in the order they were recorded.
+/// Every span's name and fields as text, in the order they were recorded, while `on`.
+///
+/// It is the process-wide subscriber of this test binary: a scoped one (`with_default`) misses
+/// spans whose call sites another test's thread, with no subscriber, registered first.
 #[derive(Default)]
 struct Capture {
+    on: std::sync::atomic::AtomicBool,
     next: AtomicU64,
     spans: Mutex<Vec<(u64, String)>>,
+}
+
+fn capture() -> &'static Arc<Capture> {
+    static C: OnceLock<Arc<Capture>> = OnceLock::new();
+    C.get_or_init(|| {
+        let c = Arc::new(Capture::default());
+        tracing::subscriber::set_global_default(Recorder(Arc::clone(&c))).unwrap();
+        c
+    })
 }
 
 struct Fields<'a>(&'a mut String);
@@ -34,8 +47,13 @@ impl Visit for Fields<'_> {
 struct Recorder(Arc<Capture>);
 
 impl Subscriber for Recorder {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        // Asked again at each span: capturing is switched on and off.
+        tracing::subscriber::Interest::sometimes()
+    }
+
     fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
+        self.0.on.load(Ordering::Acquire)
     }
 
     fn new_span(&self, span: &Attributes<'_>) -> Id {
@@ -72,10 +90,11 @@ const CLAIMS: &str = "{\"acr\":\"claim-value-xyz\"}";
 
 #[test]
 fn a_lifecycle_leaves_spans_with_results_and_timings_and_nothing_secret() {
-    let capture = Arc::new(Capture::default());
+    let capture = capture();
     let f = Fixture::with(|b| b.grace_period(Duration::from_secs(10)));
     let mut secrets: Vec<String> = vec![SUBJECT.into(), CLIENT.into(), CLAIMS.into()];
-    tracing::subscriber::with_default(Recorder(Arc::clone(&capture)), || {
+    capture.on.store(true, Ordering::Release);
+    {
         let grant = Grant::new(SUBJECT, CLIENT, "openid offline_access profile-scope")
             .unwrap()
             .with_claims(CLAIMS);
@@ -109,7 +128,8 @@ fn a_lifecycle_leaves_spans_with_results_and_timings_and_nothing_secret() {
             // The body of a token (after the prefix): its secret part, whatever the encoding.
             secrets.push(t.expose()[7..].to_owned());
         }
-    });
+    }
+    capture.on.store(false, Ordering::Release);
     let spans = capture.spans.lock().unwrap();
     let all: Vec<&str> = spans.iter().map(|(_, s)| s.as_str()).collect();
     for s in &all {
