@@ -35,7 +35,7 @@ use tokendb_core::{
     TokenSecret,
 };
 
-use crate::harness::{self, Measurement, Op};
+use crate::harness::{self, Measurement, Op, Timing};
 use crate::{BenchError, BenchResult};
 
 /// The scope of every grant issued here.
@@ -487,6 +487,108 @@ pub fn rotate_worker(db: &TokenDb, worker: usize) -> BenchResult<Op<'_>> {
         current = db.rotate(current.expose(), &client, None)?.token;
         Ok(1)
     }))
+}
+
+/// A `refresh` worker: its own family (not timed), then each call is the whole refresh grant
+/// in one durable write (`TokenDb::refresh`: rotation and access token).
+///
+/// # Errors
+/// If the family cannot be issued.
+pub fn refresh_worker(db: &TokenDb, worker: usize) -> BenchResult<Op<'_>> {
+    let g = grant(worker)?;
+    let mut current = db.issue_refresh(&g)?.token;
+    let client = g.client_id;
+    Ok(Box::new(move |_| {
+        let r = db.refresh(current.expose(), &client, None)?;
+        std::hint::black_box(&r.access);
+        current = r.refresh.token;
+        Ok(1)
+    }))
+}
+
+/// The same grant as [`refresh_worker`] the way it took two calls before the one-write refresh:
+/// `rotate`, then `issue_access_for_family` with the scope of the answer (two durable writes).
+///
+/// # Errors
+/// If the family cannot be issued.
+pub fn rotate_then_issue_worker(db: &TokenDb, worker: usize) -> BenchResult<Op<'_>> {
+    let g = grant(worker)?;
+    let mut current = db.issue_refresh(&g)?.token;
+    let client = g.client_id;
+    Ok(Box::new(move |_| {
+        let r = db.rotate(current.expose(), &client, None)?;
+        std::hint::black_box(db.issue_access_for_family(r.family, r.scope.as_ref())?);
+        current = r.token;
+        Ok(1)
+    }))
+}
+
+/// `tasks` concurrent whole refresh grants through [`tokendb::AsyncTokenDb`] on a tokio
+/// runtime with `workers` worker threads and no `spawn_blocking`: each task refreshes its own
+/// family in a loop. Throughput per round as [`harness::run_writes`] reports it (median of the
+/// rounds); latency of every call in the rounds.
+///
+/// # Errors
+/// If the runtime cannot start, a family cannot be issued, or a refresh fails.
+pub fn async_refreshes(
+    db: &TokenDb,
+    tasks: usize,
+    workers: usize,
+    timing: &Timing,
+) -> BenchResult<Measurement> {
+    use std::sync::atomic::AtomicBool;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_time()
+        .build()?;
+    let adb = db.asynchronous();
+    let done = Arc::new(AtomicU64::new(0));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    rt.block_on(async move {
+        let mut handles = Vec::with_capacity(tasks);
+        for i in 0..tasks {
+            let g = grant(1_000_000 + i)?;
+            let first = adb.issue_refresh(&g).await?.token;
+            let (adb, done, measuring, stop) = (
+                adb.clone(),
+                Arc::clone(&done),
+                Arc::clone(&measuring),
+                Arc::clone(&stop),
+            );
+            handles.push(tokio::spawn(async move {
+                let mut current = first;
+                let mut samples = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let r = adb.refresh(current.expose(), &g.client_id, None).await?;
+                    if measuring.load(Ordering::Relaxed) {
+                        samples
+                            .push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                    }
+                    current = r.refresh.token;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok::<_, tokendb::Error>(samples)
+            }));
+        }
+        tokio::time::sleep(timing.warmup).await;
+        measuring.store(true, Ordering::Relaxed);
+        let mut rounds = Vec::with_capacity(timing.rounds);
+        for _ in 0..timing.rounds {
+            let (n0, t0) = (done.load(Ordering::Relaxed), Instant::now());
+            tokio::time::sleep(timing.round).await;
+            let (n1, t1) = (done.load(Ordering::Relaxed), Instant::now());
+            rounds.push((n1 - n0) as f64 / (t1 - t0).as_secs_f64());
+        }
+        measuring.store(false, Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
+        let mut samples = Vec::new();
+        for h in handles {
+            samples.extend(h.await??);
+        }
+        Ok(harness::summarize(rounds, samples))
+    })
 }
 
 /// What [`validate_during_sweep`] measured.

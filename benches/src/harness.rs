@@ -230,14 +230,20 @@ where
             _ => 0.0,
         })
         .collect();
+    Ok(summarize(round_ops_per_sec, samples))
+}
+
+/// A measurement from each round's throughput and the latency samples (nanoseconds): the
+/// median round, and the samples' percentiles.
+pub fn summarize(round_ops_per_sec: Vec<f64>, mut samples: Vec<u64>) -> Measurement {
     samples.sort_unstable();
-    Ok(Measurement {
+    Measurement {
         ops_per_sec: median(&round_ops_per_sec),
         p50_us: percentile_ns(&samples, 0.50) / 1_000.0,
         p99_us: percentile_ns(&samples, 0.99) / 1_000.0,
         samples: samples.len(),
         round_ops_per_sec,
-    })
+    }
 }
 
 /// The body of worker thread `idx`.

@@ -362,6 +362,18 @@ impl Report {
             ));
         }
         goals.extend(ratio(
+            "refresh group x64 (one write) / rotate_then_issue group x64 (two calls)".to_owned(),
+            self.rate(TDB, "refresh", Some("group"), 64),
+            self.rate(TDB, "rotate_then_issue", Some("group"), 64),
+            1.5,
+        ));
+        goals.extend(ratio(
+            "refresh async x2000 (2 tokio workers) / refresh group x64 (64 threads)".to_owned(),
+            self.rate(TDB, "refresh", Some("async tokio 2 workers"), 2_000),
+            self.rate(TDB, "refresh", Some("group"), 64),
+            0.9,
+        ));
+        goals.extend(ratio(
             "rotate group x64 / rotate per_op x64".to_owned(),
             rotate64,
             self.rate(TDB, "rotate", Some("per_op"), 64),

@@ -34,6 +34,8 @@ pub struct Settings {
     pub read_threads: Vec<usize>,
     /// Concurrent client counts for durable writes (default 1, 8, 64).
     pub write_clients: Vec<usize>,
+    /// Concurrent tasks of the async refresh row (default 2,000; none without writes).
+    pub async_tasks: Vec<usize>,
     /// Timing of read measurements.
     pub read_timing: Timing,
     /// Timing of write measurements.
@@ -215,15 +217,22 @@ fn tokendb_measurements(ctx: &Context<'_>, report: &mut Report) -> BenchResult<(
         eng.reopen(writer, engine::LIVE_LIFETIME)?;
         let db = eng.db()?;
         let mut volume = Vec::new();
-        for op in ["issue", "rotate"] {
+        // The whole refresh grant, one write against the two calls it replaces: group commit only.
+        let ops: &[&str] = if mode == "group" {
+            &["issue", "rotate", "refresh", "rotate_then_issue"]
+        } else {
+            &["issue", "rotate"]
+        };
+        for &op in ops {
             for &c in &s.write_clients {
                 let ops = AtomicU64::new(0);
                 let (commits, written) = (db.commits(), engine::bytes_written());
                 let m = harness::run_writes(c, &s.write_timing, |i| {
-                    let worker = if op == "issue" {
-                        engine::issue_worker(db, i)?
-                    } else {
-                        engine::rotate_worker(db, i)?
+                    let worker = match op {
+                        "issue" => engine::issue_worker(db, i)?,
+                        "rotate" => engine::rotate_worker(db, i)?,
+                        "refresh" => engine::refresh_worker(db, i)?,
+                        _ => engine::rotate_then_issue_worker(db, i)?,
                     };
                     Ok(engine::counted(&ops, worker))
                 });
@@ -244,6 +253,21 @@ fn tokendb_measurements(ctx: &Context<'_>, report: &mut Report) -> BenchResult<(
              operation (warm-up included): {}",
             volume.join("; ")
         ));
+        if mode == "group" && !s.async_tasks.is_empty() {
+            // Beside the sync rows just measured (one OS thread per caller): the async API, many
+            // tasks on two runtime workers, no `spawn_blocking`.
+            for &tasks in &s.async_tasks {
+                let m = engine::async_refreshes(db, tasks, 2, &s.write_timing);
+                record(
+                    report,
+                    SYSTEM,
+                    "refresh",
+                    Some("async tokio 2 workers"),
+                    tasks,
+                    m,
+                );
+            }
+        }
     }
 
     match &s.crash_child {

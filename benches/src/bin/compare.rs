@@ -39,7 +39,9 @@ OPTIONS:
   --only LIST           comma list of systems: tokendb,redb,sqlite,redis,postgres [default: all]
   --no-servers          skip the systems that need a server (redis, postgres)
   --threads LIST        reader thread counts for lookups [default: 1,2]
-  --write-clients LIST  concurrent clients for durable writes [default: 1,8,64; 1,4 with --smoke]
+  --write-clients LIST  concurrent clients for durable writes [default: 1,8,64; 1,4 with --smoke];
+                        tokendb also runs its async refresh row with 2,000 tasks (50 with --smoke)
+                        on a 2-worker tokio runtime
   --no-writes           skip the durable-write measurements (issue, rotate) of every system
   --sweep-tokens N      expired tokens tokendb's `sweep` deletes; `validate_during_sweep` sweeps
                         N/2 per read thread count; 0 skips both [default: min(tokens, 1000000)]
@@ -254,6 +256,13 @@ fn run() -> BenchResult<ExitCode> {
                     vec![1, 8, 64]
                 }
             })
+        },
+        async_tasks: if args.no_writes {
+            Vec::new()
+        } else if args.smoke {
+            vec![50]
+        } else {
+            vec![2_000]
         },
         read_timing,
         write_timing,
