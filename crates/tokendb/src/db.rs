@@ -40,13 +40,9 @@ struct Inner {
 }
 
 /// An open token database. Cheap to clone (an `Arc`), `Send + Sync`: share one between all
-/// request handlers. Every method is synchronous; from an async runtime, call it through
-/// `spawn_blocking` (lookups take microseconds, but writes wait for a durable commit):
-///
-/// ```text
-/// let db = db.clone();
-/// let status = tokio::task::spawn_blocking(move || db.validate(&token)).await??;
-/// ```
+/// request handlers. Its methods are synchronous: a write returns once it is durable. From an
+/// async runtime use [`TokenDb::asynchronous`]: the same operations as futures that the writer
+/// completes, on the same machinery (each synchronous write is its future, waited for).
 #[derive(Clone)]
 pub struct TokenDb {
     inner: Arc<Inner>,
