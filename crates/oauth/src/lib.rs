@@ -90,6 +90,24 @@ impl OAuth {
         }
     }
 
+    /// Authenticates the client of a form request (RFC 6749 §2.3: Basic header, body
+    /// credentials, or a public client's `client_id`), for the embedder's own endpoints (the
+    /// authorization code grant of its token endpoint, say).
+    ///
+    /// # Errors
+    /// The RFC 6749 §5.2 response to send: `invalid_request` or `invalid_client`.
+    pub fn authenticate(&self, request: &Request<'_>) -> Result<Authenticated, Response> {
+        let form = form::Form::parse(request)?;
+        client::authenticate(
+            &*self.clients,
+            &client::Presented {
+                authorization: request.authorization,
+                client_id: form.get("client_id"),
+                client_secret: form.get("client_secret"),
+            },
+        )
+    }
+
     /// The same endpoints with another realm in their `WWW-Authenticate` challenges. Quotes
     /// and backslashes are dropped (the value is a quoted string).
     #[must_use]
