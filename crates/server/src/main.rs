@@ -7,7 +7,8 @@
 //! It serves the demo user `demo-user` and two clients: `demo-client` (confidential, secret
 //! `demo-secret`) and `demo-spa` (public), both with the one redirect URI given (default
 //! `http://127.0.0.1:8081/callback`). The master key is kept beside the database in
-//! `<db>.key` (mode 0600): demo only, as in `tokendb demo`.
+//! `<db>.key` (mode 0600): demo only, as in `tokendb demo`. `GET /metrics` serves tokendb's
+//! metrics in the Prometheus text format.
 
 #![forbid(unsafe_code)]
 
@@ -48,6 +49,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown argument {other}; see the file's header").into()),
         }
     }
+    // The Prometheus recorder goes in before the database opens: tokendb registers its lookup
+    // counters at open (docs/operations.md, "Spans and metrics").
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let master = master_key(&db_path)?;
     let db = TokenDb::open_or_create(&db_path, &master, Config::default())?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
@@ -62,7 +66,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!(
         "tokendb-server: {issuer} (metadata at {issuer}/.well-known/oauth-authorization-server)"
     );
-    axum::serve(listener, app(db.clone(), settings)).await?;
+    let router = app(db.clone(), settings).route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move { metrics.render() }
+        }),
+    );
+    axum::serve(listener, router).await?;
     db.close()?;
     Ok(())
 }
