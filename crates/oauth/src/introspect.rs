@@ -1,8 +1,7 @@
 //! Token introspection (RFC 7662).
 
 use crate::OAuth;
-use crate::client::{Presented, authenticate};
-use crate::form::{Form, Request};
+use crate::form::Request;
 use crate::response::{Response, error};
 use crate::token::engine_error;
 use serde_json::{Map, Value};
@@ -23,15 +22,7 @@ impl OAuth {
     }
 
     async fn introspect_token(&self, req: &Request<'_>) -> Result<Response, Response> {
-        let form = Form::parse(req)?;
-        let client = authenticate(
-            &*self.clients,
-            &Presented {
-                authorization: req.authorization,
-                client_id: form.get("client_id"),
-                client_secret: form.get("client_secret"),
-            },
-        )?;
+        let (form, client) = self.form_and_client(req)?;
         if !client.may_introspect {
             return Err(error(
                 403,

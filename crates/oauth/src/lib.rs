@@ -97,15 +97,24 @@ impl OAuth {
     /// # Errors
     /// The RFC 6749 §5.2 response to send: `invalid_request` or `invalid_client`.
     pub fn authenticate(&self, request: &Request<'_>) -> Result<Authenticated, Response> {
+        self.form_and_client(request).map(|(_, client)| client)
+    }
+
+    /// A form request's parameters and its authenticated client: how every endpoint starts.
+    fn form_and_client(
+        &self,
+        request: &Request<'_>,
+    ) -> Result<(form::Form, Authenticated), Response> {
         let form = form::Form::parse(request)?;
-        client::authenticate(
+        let client = client::authenticate(
             &*self.clients,
             &client::Presented {
                 authorization: request.authorization,
                 client_id: form.get("client_id"),
                 client_secret: form.get("client_secret"),
             },
-        )
+        )?;
+        Ok((form, client))
     }
 
     /// The same endpoints with another realm in their `WWW-Authenticate` challenges. Quotes

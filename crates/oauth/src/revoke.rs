@@ -1,8 +1,7 @@
 //! Token revocation (RFC 7009).
 
 use crate::OAuth;
-use crate::client::{Presented, authenticate};
-use crate::form::{Form, Request};
+use crate::form::Request;
 use crate::response::{Response, error};
 use crate::token::engine_error;
 use tokendb::Error;
@@ -20,15 +19,7 @@ impl OAuth {
     }
 
     async fn revoke_token(&self, req: &Request<'_>) -> Result<Response, Response> {
-        let form = Form::parse(req)?;
-        let client = authenticate(
-            &*self.clients,
-            &Presented {
-                authorization: req.authorization,
-                client_id: form.get("client_id"),
-                client_secret: form.get("client_secret"),
-            },
-        )?;
+        let (form, client) = self.form_and_client(req)?;
         let token = form.require("token")?;
         // Whose token is it? Only an active one can say (introspection opens its sealed body);
         // an inactive one is revoked already, expired, or not a token: 200 (§2.2).

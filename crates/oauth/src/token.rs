@@ -1,8 +1,7 @@
 //! The token endpoint's `refresh_token` grant (RFC 6749 §6), on tokendb's one-write refresh.
 
 use crate::OAuth;
-use crate::client::{Presented, authenticate};
-use crate::form::{Form, Request};
+use crate::form::Request;
 use crate::response::{Response, error};
 use serde::Serialize;
 use tokendb::{Error, Scope};
@@ -47,15 +46,7 @@ impl OAuth {
     }
 
     async fn refresh_grant(&self, req: &Request<'_>) -> Result<Response, Response> {
-        let form = Form::parse(req)?;
-        let client = authenticate(
-            &*self.clients,
-            &Presented {
-                authorization: req.authorization,
-                client_id: form.get("client_id"),
-                client_secret: form.get("client_secret"),
-            },
-        )?;
+        let (form, client) = self.form_and_client(req)?;
         match form.require("grant_type")? {
             "refresh_token" => {}
             _ => {
