@@ -132,6 +132,29 @@ struct Family {
     token: TokenString,
 }
 
+/// Issues a family for subject `sub-<round>-<thread>-<n>`, logged as `P F` then `F`.
+fn new_family(
+    db: &TokenDb,
+    log: &mut Log,
+    args: &Args,
+    thread: u64,
+    n: u64,
+    client: &str,
+) -> AnyResult<Family> {
+    let grant = Grant::new(
+        format!("sub-{}-{thread}-{n}", args.round),
+        client,
+        "openid offline_access",
+    )?;
+    log.pending("F")?;
+    let f = db.issue_refresh(&grant)?;
+    log.ack(&format!("F {} {}", f.family, f.token.expose()))?;
+    Ok(Family {
+        id: f.family,
+        token: f.token,
+    })
+}
+
 fn worker(db: &TokenDb, args: &Args, thread: u64) -> AnyResult<()> {
     let mut log = Log::open(&args.logs, args.round, thread)?;
     let mut rng = Rng(args.seed ^ thread.wrapping_mul(0xA24B_AED4_963E_E407));
@@ -143,18 +166,7 @@ fn worker(db: &TokenDb, args: &Args, thread: u64) -> AnyResult<()> {
         n += 1;
         let roll = rng.below(100);
         if families.is_empty() || (roll < 20 && families.len() < 24) {
-            let grant = Grant::new(
-                format!("sub-{}-{thread}-{n}", args.round),
-                &client,
-                "openid offline_access",
-            )?;
-            log.pending("F")?;
-            let f = db.issue_refresh(&grant)?;
-            log.ack(&format!("F {} {}", f.family, f.token.expose()))?;
-            families.push(Family {
-                id: f.family,
-                token: f.token,
-            });
+            families.push(new_family(db, &mut log, args, thread, n, &client)?);
             continue;
         }
         let i = rng.below(families.len());
@@ -241,18 +253,7 @@ fn refresher(db: &TokenDb, args: &Args, thread: u64) -> AnyResult<()> {
     loop {
         n += 1;
         if families.is_empty() || (rng.below(100) < 10 && families.len() < 16) {
-            let grant = Grant::new(
-                format!("sub-{}-{thread}-{n}", args.round),
-                &client,
-                "openid offline_access",
-            )?;
-            log.pending("F")?;
-            let f = db.issue_refresh(&grant)?;
-            log.ack(&format!("F {} {}", f.family, f.token.expose()))?;
-            families.push(Family {
-                id: f.family,
-                token: f.token,
-            });
+            families.push(new_family(db, &mut log, args, thread, n, &client)?);
             continue;
         }
         let i = rng.below(families.len());

@@ -706,21 +706,13 @@ impl Run {
                     &(issued.expires, &issued.scope),
                     &(expiry(deadline, now), &scope),
                 )?;
-                self.access.push(Access {
-                    family: Some(fi),
-                    subject,
-                    client,
-                    scope,
-                    claims,
-                    revoked: None,
-                    issued_at: now,
+                self.remember_family_access(
+                    fi,
+                    (subject, client, scope, claims),
+                    issued.token.expose(),
+                    now,
                     deadline,
-                    deleted: false,
-                });
-                self.tokens.push(Token {
-                    text: issued.token.expose().to_owned(),
-                    what: What::Access(self.access.len() - 1),
-                });
+                );
                 Ok(())
             }
             (got, want) => {
@@ -1087,6 +1079,26 @@ impl Run {
             &(issued.expires, &issued.scope),
             &(expiry(deadline, now), &scope),
         )?;
+        self.remember_family_access(
+            family,
+            (subject, client, scope, claims),
+            issued.token.expose(),
+            now,
+            deadline,
+        );
+        Ok(())
+    }
+
+    /// Records an access token tied to family `family`, issued at `now` for `(subject, client,
+    /// scope, claims)`, and its text.
+    fn remember_family_access(
+        &mut self,
+        family: usize,
+        (subject, client, scope, claims): (usize, usize, Scope, Vec<u8>),
+        text: &str,
+        now: u64,
+        deadline: u64,
+    ) {
         self.access.push(Access {
             family: Some(family),
             subject,
@@ -1099,10 +1111,9 @@ impl Run {
             deleted: false,
         });
         self.tokens.push(Token {
-            text: issued.token.expose().to_owned(),
+            text: text.to_owned(),
             what: What::Access(self.access.len() - 1),
         });
-        Ok(())
     }
 
     // ---- revocation ----
