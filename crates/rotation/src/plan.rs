@@ -151,25 +151,6 @@ impl RotateRequest {
             now,
         ))
     }
-
-    /// The decision alone, if it is a refusal: what a caller can answer from a committed
-    /// snapshot without a write (a refusal changes nothing, so any committed state is a valid
-    /// point to refuse at). `None` means the request must go to the backend, which decides
-    /// again on the family as it reads it inside its transaction.
-    ///
-    /// # Errors
-    /// [`CoreError`] if the family's sealed grant does not open (a damaged record).
-    pub fn refusal(
-        &self,
-        f: &FamilyRecord,
-        keys: &KeyRing,
-        now: u64,
-    ) -> Result<Option<Refusal>, CoreError> {
-        Ok(match self.decide(f, keys, now)? {
-            Decision::Refuse(r) => Some(r),
-            _ => None,
-        })
-    }
 }
 
 /// The access token a refresh issued ([`RotateRequest::with_access`]): what the client is
@@ -659,9 +640,11 @@ mod tests {
         let policy = Policy::default();
         let fx = fixture(&policy);
         let refusal = |client, scope| {
-            request(&fx, &fx.token, client, scope, policy)
-                .refusal(&fx.family, &fx.keys, T0 + 1)
-                .unwrap()
+            let req = request(&fx, &fx.token, client, scope, policy);
+            match plan(&fx.family, &req, &fx.keys, T0 + 1).unwrap() {
+                Plan::Answer(Rotation::Refused(r)) => Some(r),
+                _ => None,
+            }
         };
         assert_eq!(refusal("web", Some("email")), None);
         assert_eq!(
