@@ -301,6 +301,32 @@ fn verify_indexes(
     Ok(grace)
 }
 
+/// Reports a record's sealed body that does not open, or whose subject and client do not hash
+/// to the record's index hashes.
+fn check_body(
+    r: &mut VerifyReport,
+    max: usize,
+    table: &'static str,
+    name: &str,
+    body: core::result::Result<tokendb_core::RecordBody, tokendb_core::CoreError>,
+    keys: &KeyRing,
+    (subject, client): (&IndexHash, &IndexHash),
+) {
+    match body {
+        Ok(body) => {
+            if let Some(w) = check_hashes(keys, &body, subject, client) {
+                r.problem(max, table, name.to_owned(), w.into());
+            }
+        }
+        Err(e) => r.problem(
+            max,
+            table,
+            name.to_owned(),
+            format!("sealed body does not open: {e}"),
+        ),
+    }
+}
+
 fn check_hashes(
     keys: &KeyRing,
     body: &tokendb_core::RecordBody,
@@ -336,19 +362,16 @@ fn verify_families(
             }
         };
         *r.records_by_key.entry(rec.key_id).or_default() += 1;
-        match rec.open_body(&id, keys) {
-            Ok(body) => {
-                if let Some(w) = check_hashes(keys, &body, &rec.subject, &rec.client) {
-                    r.problem(max, "families", name.clone(), w.into());
-                }
-            }
-            Err(e) => r.problem(
-                max,
-                "families",
-                name.clone(),
-                format!("sealed body does not open: {e}"),
-            ),
-        }
+        let body = rec.open_body(&id, keys);
+        check_body(
+            r,
+            max,
+            "families",
+            &name,
+            body,
+            keys,
+            (&rec.subject, &rec.client),
+        );
         if !rec.grace.is_empty() {
             if let Err(e) = rec.grace_secret(&id, keys) {
                 r.problem(
@@ -439,19 +462,16 @@ fn verify_tokens(t: &Snap, keys: &KeyRing, r: &mut VerifyReport, max: usize) -> 
             }
         };
         *r.records_by_key.entry(rec.key_id).or_default() += 1;
-        match rec.open_body(&id, keys) {
-            Ok(body) => {
-                if let Some(w) = check_hashes(keys, &body, &rec.subject, &rec.client) {
-                    r.problem(max, "tokens", name.clone(), w.into());
-                }
-            }
-            Err(e) => r.problem(
-                max,
-                "tokens",
-                name.clone(),
-                format!("sealed body does not open: {e}"),
-            ),
-        }
+        let body = rec.open_body(&id, keys);
+        check_body(
+            r,
+            max,
+            "tokens",
+            &name,
+            body,
+            keys,
+            (&rec.subject, &rec.client),
+        );
         match rec.family {
             Some(f) => {
                 match t.family(&f, keys)? {
