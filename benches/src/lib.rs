@@ -50,7 +50,7 @@ pub mod harness;
 pub mod machine;
 pub mod peers;
 pub mod report;
-pub mod servers;
+pub use tokendb_servers as servers;
 pub mod systems;
 
 /// The error every fallible step of a benchmark returns: the measurements only need its message.

@@ -1,7 +1,28 @@
-//! Test fixtures: a database on a temp file driven by a manual clock.
+//! Test fixtures: a database driven by a manual clock, on the backend of the test binary
+//! (`crate::BACKEND`): a temp file for `integration`, a fresh schema of the throw-away
+//! PostgreSQL server for `postgres`, which runs the backend-independent modules again.
 
 use std::sync::Arc;
 use tokendb::{Config, ConfigBuilder, ManualClock, MasterKey, SweeperConfig, TokenDb};
+use tokendb_tests::place::Place;
+
+/// Which backend a test binary's fixtures use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code)] // each binary names one
+pub(crate) enum Backend {
+    /// A redb file in a temp dir.
+    File,
+    /// A fresh schema on the test PostgreSQL server.
+    Postgres,
+}
+
+/// Where a new fixture's database goes.
+fn place_in(dir: &tempfile::TempDir) -> Place {
+    match crate::BACKEND {
+        Backend::File => Place::File(dir.path().join("tokens.tdb")),
+        Backend::Postgres => Place::fresh_postgres(),
+    }
+}
 
 /// 2027-01-15T08:00:00Z: an arbitrary fixed start so tests never read the wall clock.
 pub(crate) const T0: u64 = 1_800_000_000_000;
@@ -15,6 +36,8 @@ pub(crate) struct Fixture {
     pub clock: Arc<ManualClock>,
     pub master: MasterKey,
     pub db: TokenDb,
+    /// Where `db` lives: [`Fixture::reopen`] opens it again.
+    pub place: Place,
 }
 
 impl Fixture {
@@ -29,13 +52,21 @@ impl Fixture {
         let clock = Arc::new(ManualClock::new(T0));
         let master = MasterKey::generate();
         let config = tweak(Self::base(&clock)).build().unwrap();
-        let db = TokenDb::create(dir.path().join("tokens.tdb"), &master, config).unwrap();
+        let place = place_in(&dir);
+        let db = place.create(&master, config).unwrap();
         Self {
             dir,
             clock,
             master,
             db,
+            place,
         }
+    }
+
+    /// Opens the fixture's database again (a second handle on PostgreSQL, where several may
+    /// be open; on a file, close `db` first).
+    pub(crate) fn reopen(&self, config: Config) -> tokendb::Result<TokenDb> {
+        self.place.open(&self.master, config)
     }
 
     pub(crate) fn base(clock: &Arc<ManualClock>) -> ConfigBuilder {
@@ -73,12 +104,14 @@ impl Fixture {
         let clock = Arc::new(ManualClock::new(T0));
         let master = MasterKey::generate();
         let config = tweak(Self::base(&clock)).build().unwrap();
-        let db = TokenDb::create(dir.path().join("tokens.tdb"), &master, config).unwrap();
+        let place = place_in(&dir);
+        let db = place.create(&master, config).unwrap();
         Self {
             dir,
             clock,
             master,
             db,
+            place,
         }
     }
 }

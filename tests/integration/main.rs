@@ -13,6 +13,9 @@
 
 mod async_api;
 mod common;
+
+/// This binary's fixtures are files; `postgres/main.rs` runs the shared modules on PostgreSQL.
+const BACKEND: common::Backend = common::Backend::File;
 mod refresh;
 mod refusals;
 mod telemetry;

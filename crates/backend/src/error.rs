@@ -57,6 +57,10 @@ pub enum StoreError {
     BatchAborted(String),
     /// This backend does not offer the operation (compaction of a PostgreSQL database, say).
     Unsupported(&'static str),
+    /// The connection to a database server broke while a write was committing, and the server
+    /// could not be asked in time whether it committed: the write was applied once or not at
+    /// all. Look before retrying (a rotation retried after it committed is reuse).
+    OutcomeUnknown(String),
 }
 
 /// Why a database is in the failed state. Its `Display` says what happened.
@@ -151,6 +155,10 @@ impl fmt::Display for StoreError {
             Self::Storage(e) => write!(f, "storage error: {e}"),
             Self::Io(e) => write!(f, "I/O error: {e}"),
             Self::Unsupported(what) => write!(f, "this storage backend does not support {what}"),
+            Self::OutcomeUnknown(why) => write!(
+                f,
+                "the write may or may not have been applied (never twice): {why}"
+            ),
             Self::BatchAborted(why) => write!(
                 f,
                 "not written: the storage failed on the batch this write was in ({why}); nothing of it was written, retry"

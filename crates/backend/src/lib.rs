@@ -189,6 +189,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// retired.
     fn keys(&self) -> Arc<KeyRing>;
 
+    /// The clock that decides deadlines when the application did not set one, if this backend
+    /// has its own: a database shared by several replicas offers the database server's, so
+    /// replicas whose clocks differ still agree on what has expired. `None` (the default): the
+    /// system clock.
+    fn clock(&self) -> Option<Arc<dyn tokendb_core::time::Clock>> {
+        None
+    }
+
     // ---- lookups: one committed snapshot each ----
 
     /// Reads and authenticates a family record.

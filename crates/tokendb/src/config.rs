@@ -21,6 +21,8 @@ pub struct Config {
     pub(crate) access_ms: u64,
     pub(crate) cap: Option<FamilyCap>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Whether the application chose the clock (else a backend's own may decide).
+    pub(crate) clock_chosen: bool,
     pub(crate) sweeper: SweeperConfig,
     pub(crate) store: StoreOptions,
     pub(crate) event_capacity: usize,
@@ -34,6 +36,7 @@ impl Default for Config {
             access_ms: 60 * 60 * 1000,
             cap: None,
             clock: Arc::new(SystemClock),
+            clock_chosen: false,
             sweeper: SweeperConfig::default(),
             store: StoreOptions::default(),
             event_capacity: 1024,
@@ -121,9 +124,12 @@ impl ConfigBuilder {
         self
     }
 
-    /// Where time comes from. Default [`SystemClock`]; tests use [`crate::ManualClock`].
+    /// Where time comes from. Default: [`SystemClock`] for a file; on PostgreSQL, the
+    /// database server's clock, so that every replica decides deadlines by the same time.
+    /// Tests use [`crate::ManualClock`].
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.config.clock = clock;
+        self.config.clock_chosen = true;
         self
     }
 

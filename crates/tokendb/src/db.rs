@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokendb_backend::{Backend, Done, Pending, StoreError};
 use tokendb_core::{KeyRing, ParsedToken};
+#[cfg(feature = "postgres")]
+use tokendb_postgres::PgOptions;
 use tokendb_store::Store;
 use tokendb_sweeper::{PassReport, Sweeper, SweeperMetrics};
 
@@ -102,7 +104,48 @@ impl TokenDb {
         Self::start(backend, Some(store), config)
     }
 
-    fn start(backend: Arc<dyn Backend>, file: Option<Arc<Store>>, config: Config) -> Result<Self> {
+    /// Opens the tokendb database at PostgreSQL `url` (a `postgres://` URL or a `key=value`
+    /// string), creating its tables and data keys first if the database (or the schema of
+    /// [`PgOptions::schema`]) has none. Every replica of a server opens the same URL with the
+    /// same master key and shares one token state. The same `TokenDb`, with the same API, as
+    /// on a file; the file-only operations (`compact`, `backup`, `stats`, `verify`, ...)
+    /// return [`StoreError::Unsupported`]. Unless `config` sets a clock, deadlines are decided
+    /// by the database server's clock.
+    ///
+    /// # Errors
+    /// [`StoreError::WrongMasterKey`], [`StoreError::NotATokenDb`] (a schema with other
+    /// tables), [`StoreError::NewerFormat`], [`StoreError::Storage`] (the URL does not parse,
+    /// the server cannot be reached).
+    #[cfg(feature = "postgres")]
+    pub fn open_postgres(url: &str, master: &crate::MasterKey, config: Config) -> Result<Self> {
+        Self::open_postgres_with(url, master, config, PgOptions::default())
+    }
+
+    /// As [`TokenDb::open_postgres`], with connection settings.
+    ///
+    /// # Errors
+    /// As [`TokenDb::open_postgres`].
+    #[cfg(feature = "postgres")]
+    pub fn open_postgres_with(
+        url: &str,
+        master: &crate::MasterKey,
+        config: Config,
+        options: PgOptions,
+    ) -> Result<Self> {
+        let store = tokendb_postgres::PgStore::open(url, master, options)?;
+        Self::start(Arc::new(store), None, config)
+    }
+
+    fn start(
+        backend: Arc<dyn Backend>,
+        file: Option<Arc<Store>>,
+        mut config: Config,
+    ) -> Result<Self> {
+        if !config.clock_chosen
+            && let Some(clock) = backend.clock()
+        {
+            config.clock = clock;
+        }
         let events = Arc::new(EventBus::default());
         let sweeper = if config.sweeper.enabled {
             let bus = Arc::clone(&events);

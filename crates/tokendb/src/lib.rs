@@ -76,6 +76,8 @@ pub use tokendb_backend::{
 pub use tokendb_core::{
     CoreError, FamilyId, KeyId, MasterKey, ParseError, RevokeReason, Scope, TokenKind, TokenString,
 };
+#[cfg(feature = "postgres")]
+pub use tokendb_postgres::{DatabaseClock, PgOptions};
 pub use tokendb_rotation::{FamilyCap, LifetimeError, RotationMode};
 pub use tokendb_store::{
     AccessStats, Expiring, FamilyStats, IndexCounts, Problem, StoreStats, VerifyReport,

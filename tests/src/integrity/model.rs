@@ -375,7 +375,7 @@ struct Run {
     /// within one handle, and starts afresh on reopen.
     last: u64,
     master: MasterKey,
-    path: std::path::PathBuf,
+    place: crate::place::Place,
     db: TokenDb,
     families: Vec<Family>,
     access: Vec<Access>,
@@ -1280,7 +1280,9 @@ impl Run {
 
     fn reopen(&mut self) -> Result<(), String> {
         self.db.close().map_err(|e| format!("close: {e}"))?;
-        self.db = TokenDb::open(&self.path, &self.master, self.config.clone())
+        self.db = self
+            .place
+            .open(&self.master, self.config.clone())
             .map_err(|e| format!("reopen: {e}"))?;
         self.events = self.db.subscribe();
         self.last = 0;
@@ -1370,13 +1372,22 @@ impl Run {
 /// # Errors
 /// The first answer that differs from the model's, or a failure to set up.
 pub fn run(dir: &Path, data: &[u8]) -> Result<Report, String> {
+    run_on(&crate::place::Place::File(dir.join("model.tdb")), data)
+}
+
+/// As [`run`], on a database created at `place` (a file, or a fresh PostgreSQL schema).
+///
+/// # Errors
+/// As [`run`].
+pub fn run_on(place: &crate::place::Place, data: &[u8]) -> Result<Report, String> {
     let mut input = Input::new(data);
     let settings = Settings::from_byte(input.byte());
     let clock = Arc::new(ManualClock::new(T0));
     let config = settings.config(&clock)?;
     let master = MasterKey::from_bytes([0x5a; 32]);
-    let path = dir.join("model.tdb");
-    let db = TokenDb::create(&path, &master, config.clone()).map_err(|e| format!("create: {e}"))?;
+    let db = place
+        .create(&master, config.clone())
+        .map_err(|e| format!("create: {e}"))?;
     let events = db.subscribe();
     let mut run = Run {
         settings,
@@ -1385,7 +1396,7 @@ pub fn run(dir: &Path, data: &[u8]) -> Result<Report, String> {
         clock_ms: T0,
         last: 0,
         master,
-        path,
+        place: place.clone(),
         db,
         families: Vec::new(),
         access: Vec::new(),

@@ -1,4 +1,8 @@
-//! Throw-away `redis-server` and PostgreSQL processes for the comparison.
+//! # tokendb-servers
+//!
+//! Throw-away `redis-server` and PostgreSQL processes, for the comparison (`benches/`) and for the
+//! tests that run tokendb on PostgreSQL (`tests/`): one copy of the code that installs, starts and
+//! stops them.
 //!
 //! Each server runs as an ordinary process bound to 127.0.0.1 on a free port, with its files in a
 //! temporary directory, and is stopped when its guard is dropped (also on an error path or a panic
@@ -12,10 +16,19 @@
 //! waits for it), not daemonized by `pg_ctl start`, so that it is reaped here when it stops. Its directory
 //! must then sit below directories that user may enter: the `compare` binary makes its work directory
 //! world-traversable for that reason.
+//!
+//! A test binary keeps its cluster in a `static` for the whole run, and Rust runs no destructor
+//! of a `static`: so each cluster also has a watchdog, a `sh` process that waits for end-of-file
+//! on a pipe only this process holds. When this process ends — normally, on a failed assertion,
+//! or killed — the pipe closes and the watchdog stops the cluster and deletes its directory.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,12 +37,15 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::BenchResult;
-use crate::peers::redis;
+/// The error of every step here: a message (with its source) is all a caller needs.
+pub type ServerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Shorthand for a result whose error is a [`ServerError`].
+pub type ServerResult<T> = Result<T, ServerError>;
 
 /// A port on 127.0.0.1 that was free a moment ago (the OS picks it; another process could take it
 /// before the server binds it, which then fails to start and says so).
-pub fn free_port() -> BenchResult<u16> {
+pub fn free_port() -> ServerResult<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
         .port())
@@ -59,7 +75,7 @@ pub fn is_root() -> bool {
 
 /// Installs a Debian package with `apt-get` (refreshing the package lists once if the first try
 /// fails). Only as root.
-pub fn apt_install(package: &str) -> BenchResult<()> {
+pub fn apt_install(package: &str) -> ServerResult<()> {
     if !is_root() || find_in_path("apt-get").is_none() {
         return Err(
             format!("install the Debian package `{package}` (needs root and apt-get)").into(),
@@ -117,7 +133,7 @@ impl RedisServer {
 
     /// Starts `redis-server` in a new temporary directory under `base` and waits until it answers
     /// `PING`.
-    pub fn start(base: &Path) -> BenchResult<Self> {
+    pub fn start(base: &Path) -> ServerResult<Self> {
         let bin = match find_in_path("redis-server") {
             Some(bin) => bin,
             None => {
@@ -152,10 +168,8 @@ impl RedisServer {
             if let Some(status) = server.child.try_wait()? {
                 return Err(format!("redis-server exited ({status}): {}", log_tail(&log)).into());
             }
-            let ping =
-                redis::Connection::connect(server.addr).and_then(|mut c| c.command(&[b"PING"]));
-            match ping {
-                Ok(_) => return Ok(server),
+            match ping(server.addr) {
+                Ok(()) => return Ok(server),
                 Err(e) if Instant::now() > deadline => {
                     return Err(format!("redis-server did not answer in 10 s: {e}").into());
                 }
@@ -167,6 +181,20 @@ impl RedisServer {
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+}
+
+/// Sends `PING` and expects `+PONG`.
+fn ping(addr: SocketAddr) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    stream.write_all(b"PING\r\n")?;
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply)?;
+    if &reply == b"+PONG\r\n" {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("unexpected reply to PING"))
     }
 }
 
@@ -186,6 +214,9 @@ pub struct PostgresOptions {
     /// `max_connections`: the write benchmarks open up to 64 at once, and closing ones linger
     /// briefly while the next measurement opens its own.
     pub max_connections: u32,
+    /// `fsync` and `synchronous_commit`: on for every measurement; tests that prove logic,
+    /// not the server's own durability, turn them off so a commit costs no disk flush.
+    pub durable: bool,
 }
 
 impl Default for PostgresOptions {
@@ -193,6 +224,7 @@ impl Default for PostgresOptions {
         Self {
             shared_buffers_mb: 1024,
             max_connections: 200,
+            durable: true,
         }
     }
 }
@@ -207,6 +239,8 @@ pub struct PostgresServer {
     settings: String,
     /// The postmaster (or the `runuser` that waits for it), while it runs.
     child: Option<Child>,
+    /// The watchdog's stdin: closed when this process ends, which makes it stop the cluster.
+    watchdog: Option<Child>,
     _dir: TempDir,
 }
 
@@ -216,7 +250,7 @@ impl PostgresServer {
 
     /// Creates a cluster with `initdb` in a new temporary directory under `base`, configures it and
     /// starts the postmaster, and waits until it accepts connections.
-    pub fn start(base: &Path, options: PostgresOptions) -> BenchResult<Self> {
+    pub fn start(base: &Path, options: PostgresOptions) -> ServerResult<Self> {
         let bin_dir = match postgres_bin_dir() {
             Some(dir) => dir,
             None => {
@@ -240,8 +274,8 @@ impl PostgresServer {
              unix_socket_directories = ''\n\
              max_connections = {max_connections}\n\
              shared_buffers = {shared_buffers}MB\n\
-             fsync = on\n\
-             synchronous_commit = on\n\
+             fsync = {durable}\n\
+             synchronous_commit = {durable}\n\
              full_page_writes = on\n\
              max_wal_size = 4GB\n\
              checkpoint_timeout = 30min\n\
@@ -249,6 +283,7 @@ impl PostgresServer {
              jit = off\n",
             max_connections = options.max_connections,
             shared_buffers = options.shared_buffers_mb,
+            durable = if options.durable { "on" } else { "off" },
         );
         let mut server = Self {
             bin_dir,
@@ -257,6 +292,7 @@ impl PostgresServer {
             run_as,
             settings,
             child: None,
+            watchdog: None,
             _dir: dir,
         };
 
@@ -286,7 +322,7 @@ impl PostgresServer {
         OpenOptions::new()
             .append(true)
             .open(server.data.join("postgresql.conf"))?
-            .write_all(format!("\n# tokendb-benches\n{}", server.settings).as_bytes())?;
+            .write_all(format!("\n# tokendb-servers\n{}", server.settings).as_bytes())?;
 
         let log = server.data.with_file_name("postgres.log");
         let log_file = File::create(&log)?;
@@ -314,7 +350,10 @@ impl PostgresServer {
                 return Err(format!("postgres exited ({status}): {}", log_tail(&log)).into());
             }
             match server.config().connect(postgres::NoTls) {
-                Ok(_) => return Ok(server),
+                Ok(_) => {
+                    server.watchdog = Some(server.start_watchdog()?);
+                    return Ok(server);
+                }
                 Err(e) if Instant::now() > deadline => {
                     return Err(format!(
                         "postgres did not accept connections in 60 s: {e}: {}",
@@ -339,6 +378,11 @@ impl PostgresServer {
         config
     }
 
+    /// A connection URL for the `postgres` database as the `postgres` superuser, over TCP.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
     /// The settings added to `postgresql.conf`, one per line.
     pub fn settings(&self) -> &str {
         &self.settings
@@ -355,10 +399,15 @@ impl PostgresServer {
 
     /// Stops the server (`pg_ctl stop -m fast -w`: clients disconnected, a shutdown checkpoint) and
     /// reaps it; also done on drop.
-    pub fn stop(&mut self) -> BenchResult<()> {
+    pub fn stop(&mut self) -> ServerResult<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
+        // Stopped here, so the watchdog is not needed any more: kill it before it acts.
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
         let stopped = self
             .pg_command("pg_ctl")
             .arg("-D")
@@ -381,6 +430,33 @@ impl PostgresServer {
         let _ = child.kill();
         child.wait()?;
         Err("pg_ctl stop failed; the postmaster was killed".into())
+    }
+
+    /// Starts the watchdog: `sh` reads its stdin (a pipe whose writing end only this process
+    /// holds) until end-of-file, then stops the cluster immediately and deletes its directory.
+    fn start_watchdog(&self) -> ServerResult<Child> {
+        let stop = self.pg_command("pg_ctl");
+        let mut argv: Vec<std::ffi::OsString> = vec![stop.get_program().to_owned()];
+        argv.extend(stop.get_args().map(ToOwned::to_owned));
+        argv.extend(
+            ["-D".into(), self.data.clone().into_os_string()]
+                .into_iter()
+                .chain(["-m", "immediate", "-w", "-t", "30", "stop"].map(Into::into)),
+        );
+        let dir = self
+            .data
+            .parent()
+            .ok_or("the data directory has no parent")?
+            .to_owned();
+        Ok(Command::new("sh")
+            .arg("-c")
+            .arg("while read -r _; do :; done; \"$@\" >/dev/null 2>&1; rm -rf \"$0\"")
+            .arg(dir)
+            .args(argv)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?)
     }
 
     /// A command running PostgreSQL's binary `name`, as [`Self::OS_USER`] when we are root.
@@ -431,7 +507,7 @@ fn postgres_bin_dir() -> Option<PathBuf> {
 }
 
 /// The uid and gid of OS user `user`, creating it (as a system user) if it does not exist.
-fn os_user_ids(user: &str) -> BenchResult<(u32, u32)> {
+fn os_user_ids(user: &str) -> ServerResult<(u32, u32)> {
     let lookup = || -> Option<(u32, u32)> {
         let passwd = fs::read_to_string("/etc/passwd").ok()?;
         passwd.lines().find_map(|line| {

@@ -1,0 +1,226 @@
+//! A writer thread and its connection, and the one write transaction every operation runs in:
+//! retried through conflicts and lost connections, never applied twice.
+
+use crate::conn::{Conn, Kind, TxError, TxResult, kind, store_error};
+use crate::{Job, Shared, keys, sql, timing};
+use crossbeam_channel::Receiver;
+use postgres::error::SqlState;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokendb_backend::{Done, Result, StoreError};
+use tokendb_core::KeyRing;
+
+/// A writer thread's state: its connection (opened on first use, replaced when lost).
+pub(crate) struct Worker {
+    pub(crate) shared: Arc<Shared>,
+    conn: Option<Conn>,
+    queued: Duration,
+}
+
+/// One transaction's view: its connection and the key ring it seals with.
+pub(crate) struct Tx<'a> {
+    pub(crate) conn: &'a mut Conn,
+    pub(crate) keys: &'a KeyRing,
+    pub(crate) shared: &'a Shared,
+}
+
+/// How one attempt ended.
+enum Attempt<T> {
+    Committed(T, bool),
+    Retry(postgres::Error),
+    Fail(StoreError),
+    /// `COMMIT` was sent and the connection broke before its answer: ask about this xid.
+    Unknown(i64, T, postgres::Error),
+}
+
+fn rollback(conn: &mut Conn) {
+    if !conn.is_closed() {
+        let _ = conn.batch("ROLLBACK");
+    }
+}
+
+impl Worker {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            conn: None,
+            queued: Duration::ZERO,
+        }
+    }
+
+    pub(crate) fn run(mut self, rx: &Receiver<(Job, Instant)>) {
+        for (job, queued_at) in rx {
+            self.queued = queued_at.elapsed();
+            job(&mut self);
+        }
+    }
+
+    pub(crate) fn finish<T: Send + 'static>(
+        &mut self,
+        done: Done<T>,
+        result: Result<T>,
+        started: Instant,
+    ) {
+        done.complete_timed(result, timing(self.queued, started.elapsed()));
+    }
+
+    /// Runs `body` in one transaction until it commits, fails for a reason a retry cannot
+    /// change, or [`crate::PgOptions::retry_for`] passes. `body` must only read and write
+    /// through its [`Tx`]: it may run more than once, and only the run that committed counts.
+    pub(crate) fn write<T>(
+        &mut self,
+        mut body: impl FnMut(&mut Tx<'_>) -> TxResult<T>,
+    ) -> Result<T> {
+        let shared = Arc::clone(&self.shared);
+        let deadline = Instant::now() + shared.options.retry_for;
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let conn = match self.conn.take() {
+                Some(c) if !c.is_closed() => self.conn.insert(c),
+                _ => match Conn::connect(&shared.config) {
+                    Ok(c) => self.conn.insert(c),
+                    Err(e) => {
+                        if Instant::now() >= deadline {
+                            return Err(store_error(e));
+                        }
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                        continue;
+                    }
+                },
+            };
+            match attempt(conn, &shared, &mut body) {
+                Attempt::Committed(v, wrote) => {
+                    if wrote {
+                        shared.commits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(v);
+                }
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Retry(e) => {
+                    if kind(&e) == Kind::Connection {
+                        self.conn = None;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(store_error(e));
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                Attempt::Unknown(xid, v, e) => {
+                    self.conn = None;
+                    match self.resolve(xid, deadline) {
+                        Some(true) => {
+                            shared.commits.fetch_add(1, Ordering::Relaxed);
+                            return Ok(v);
+                        }
+                        Some(false) => {}
+                        None => {
+                            return Err(StoreError::OutcomeUnknown(format!(
+                                "the connection broke while committing ({e}) and the server was not reachable again within {:?} to ask whether it committed",
+                                shared.options.retry_for
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks a new connection whether transaction `xid` committed: `Some(true)` if it did,
+    /// `Some(false)` if it did not (then the write is run again), `None` if no answer came
+    /// before `deadline`.
+    fn resolve(&mut self, xid: i64, deadline: Instant) -> Option<bool> {
+        loop {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            let Ok(mut conn) = Conn::connect(&self.shared.config) else {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            };
+            match conn.query_one(sql::XID_STATUS, &[&xid]) {
+                Ok(row) => {
+                    let status: Option<String> = row.get(0);
+                    match status.as_deref() {
+                        Some("committed") => {
+                            self.conn = Some(conn);
+                            return Some(true);
+                        }
+                        Some("in progress") => {
+                            // The server has not yet noticed the broken connection.
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        // Aborted, or too old to tell (NULL: it cannot be, seconds later).
+                        _ => {
+                            self.conn = Some(conn);
+                            return Some(false);
+                        }
+                    }
+                }
+                // An id this server never assigned (a standby promoted before the
+                // transaction reached it): it did not commit here.
+                Err(e) if e.code() == Some(&SqlState::INVALID_PARAMETER_VALUE) => {
+                    self.conn = Some(conn);
+                    return Some(false);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+fn attempt<T>(
+    conn: &mut Conn,
+    shared: &Shared,
+    body: &mut impl FnMut(&mut Tx<'_>) -> TxResult<T>,
+) -> Attempt<T> {
+    let classify = |conn: &mut Conn, e: postgres::Error| {
+        rollback(conn);
+        match kind(&e) {
+            Kind::Other => Attempt::Fail(store_error(e)),
+            Kind::Conflict | Kind::Connection => Attempt::Retry(e),
+        }
+    };
+    if let Err(e) = conn.batch("BEGIN") {
+        return classify(conn, e);
+    }
+    let version: Option<Vec<u8>> = match conn.query_one(sql::WRITE_BEGIN, &[&shared.keys_lock]) {
+        Ok(row) => row.get(1),
+        Err(e) => return classify(conn, e),
+    };
+    if version.as_deref() != Some(shared.keys_version().as_slice()) {
+        // Another replica changed the data keys: seal with the current set.
+        if let Err(e) = keys::reload(conn, shared) {
+            rollback(conn);
+            return Attempt::Fail(e);
+        }
+    }
+    let ring = shared.keys();
+    let result = body(&mut Tx {
+        conn,
+        keys: &ring,
+        shared,
+    });
+    let value = match result {
+        Ok(v) => v,
+        Err(TxError::Pg(e)) => return classify(conn, e),
+        Err(TxError::Store(e)) => {
+            rollback(conn);
+            return Attempt::Fail(e);
+        }
+    };
+    let xid: Option<i64> = match conn.query_one(sql::XID, &[]) {
+        Ok(row) => row.get(0),
+        Err(e) => return classify(conn, e),
+    };
+    match conn.batch("COMMIT") {
+        Ok(()) => Attempt::Committed(value, xid.is_some()),
+        Err(e) => match (kind(&e), xid) {
+            (Kind::Connection, Some(xid)) => Attempt::Unknown(xid, value, e),
+            (Kind::Other, _) => Attempt::Fail(store_error(e)),
+            _ => Attempt::Retry(e),
+        },
+    }
+}
