@@ -28,3 +28,5 @@ mod lifecycle;
 mod model;
 #[path = "../integration/refusals.rs"]
 mod refusals;
+
+mod replicas;

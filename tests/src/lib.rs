@@ -5,3 +5,4 @@
 
 pub mod integrity;
 pub mod place;
+pub mod proxy;

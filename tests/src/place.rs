@@ -98,6 +98,23 @@ pub fn postgres_url() -> &'static str {
         .1
 }
 
+/// The address of the test process's PostgreSQL server.
+///
+/// # Panics
+/// If the server cannot be started, or its URL does not name a port.
+#[allow(clippy::panic)] // test support
+#[must_use]
+pub fn postgres_addr() -> std::net::SocketAddr {
+    let url = postgres_url();
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"));
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// A schema name no other test of any process uses.
 #[must_use]
 pub fn fresh_schema() -> String {

@@ -444,6 +444,37 @@ impl KeyRing {
         id
     }
 
+    /// A copy of this ring holding only the sealing keys `ids`, with `current` current: how a
+    /// replica follows a key change it cannot unwrap (another replica rotated the master key
+    /// since this one opened) when the change only retired keys or moved `current` to a key
+    /// it already holds. Nothing new is learned, so nothing needs the new master key.
+    ///
+    /// # Errors
+    /// [`CoreError::UnknownKeyId`] if `current` or one of `ids` is not in this ring: the change
+    /// added a key, which only the master key can unwrap.
+    pub fn restricted_to(&self, ids: &[KeyId], current: KeyId) -> Result<Self, CoreError> {
+        for id in ids.iter().chain(std::iter::once(&current)) {
+            if !self.sealing.iter().any(|k| k.id() == *id) {
+                return Err(CoreError::UnknownKeyId(id.0));
+            }
+        }
+        if !ids.contains(&current) {
+            return Err(CoreError::BadField("current sealing key id"));
+        }
+        Ok(Self {
+            lookup: KeyBytes(self.lookup.0),
+            tag: KeyBytes(self.tag.0),
+            index: KeyBytes(self.index.0),
+            sealing: self
+                .sealing
+                .iter()
+                .filter(|k| ids.contains(&k.id()))
+                .map(SealingKey::duplicate)
+                .collect(),
+            current,
+        })
+    }
+
     /// Drops a sealing key that no record uses any more. The current key cannot be retired.
     ///
     /// # Errors
@@ -482,6 +513,58 @@ const _: () = assert!(SECRET_LEN == 32);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A replica that cannot unwrap a key change follows a retirement (and a move of
+    /// `current` to a key it holds) with exactly the keys it had, and refuses to invent one.
+    #[test]
+    fn restricted_to_keeps_only_held_keys() {
+        let mut ring = KeyRing::generate();
+        let first = ring.current_key_id();
+        let sealed_first = ring.sealing(first).unwrap().seal(b"aad", b"old");
+        let second = ring.add_sealing_key();
+        let sealed_second = ring.sealing(second).unwrap().seal(b"aad", b"new");
+
+        let retired = ring.restricted_to(&[second], second).unwrap();
+        assert_eq!(retired.sealing_key_ids(), vec![second]);
+        assert_eq!(retired.current_key_id(), second);
+        assert_eq!(
+            retired
+                .sealing(second)
+                .unwrap()
+                .open(b"aad", &sealed_second)
+                .unwrap()
+                .as_slice(),
+            b"new"
+        );
+        assert!(matches!(
+            retired.sealing(first),
+            Err(CoreError::UnknownKeyId(_))
+        ));
+        // The fixed keys are the same keys: token ids and index hashes do not change.
+        let t = crate::secret::TokenSecret::from_bytes([7; 32]);
+        assert_eq!(
+            retired.token_id(crate::TokenKind::Refresh, &t),
+            ring.token_id(crate::TokenKind::Refresh, &t)
+        );
+
+        let back = ring.restricted_to(&[first, second], first).unwrap();
+        assert_eq!(back.current_key_id(), first);
+        assert_eq!(
+            back.sealing(first)
+                .unwrap()
+                .open(b"aad", &sealed_first)
+                .unwrap()
+                .as_slice(),
+            b"old"
+        );
+
+        let unknown = KeyId(second.0 + 1);
+        assert!(matches!(
+            ring.restricted_to(&[second, unknown], unknown),
+            Err(CoreError::UnknownKeyId(id)) if id == unknown.0
+        ));
+        assert!(ring.restricted_to(&[second], first).is_err());
+    }
 
     #[test]
     fn master_key_text_forms() {

@@ -139,6 +139,16 @@ pub(crate) fn keyed_mac16(key: &[u8; 32], parts: &[&[u8]]) -> [u8; MAC_LEN] {
 }
 
 impl SealingKey {
+    /// A copy (the key material is zeroized on drop in both).
+    pub(crate) fn duplicate(&self) -> Self {
+        let [a, b, c] = &self.mac;
+        Self {
+            id: self.id,
+            aead: KeyBytes(self.aead.0),
+            mac: [KeyBytes(a.0), KeyBytes(b.0), KeyBytes(c.0)],
+        }
+    }
+
     pub(crate) fn from_key_bytes(id: KeyId, aead: KeyBytes) -> Self {
         let mac = MAC_CONTEXTS.map(|ctx| KeyBytes(blake3::derive_key(ctx, &aead.0)));
         Self { id, aead, mac }

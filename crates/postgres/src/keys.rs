@@ -6,7 +6,7 @@ use crate::conn::{Conn, corrupt, store_error};
 use crate::sql;
 use crate::{Shared, lock_id};
 use tokendb_backend::{Result, StoreError};
-use tokendb_core::{CoreError, KeyId, KeyRing, MasterKey, WrappedKey};
+use tokendb_core::{CoreError, KeyId, KeyPurpose, KeyRing, MasterKey, WrappedKey};
 
 const MAGIC: &[u8] = b"tokendb";
 
@@ -102,9 +102,29 @@ pub(crate) fn create_or_load(
     })
 }
 
+/// The stored key set, still wrapped.
+struct Stored {
+    wrapped: Vec<WrappedKey>,
+    current: KeyId,
+    version: Vec<u8>,
+}
+
 /// Reads the wrapped keys, the current key id and `keys_version` in one statement (one
 /// snapshot), and unwraps them.
 fn load(conn: &mut Conn, master: &MasterKey) -> Result<(KeyRing, Vec<u8>)> {
+    let stored = read(conn)?;
+    let ring = unwrap(master, &stored)?;
+    Ok((ring, stored.version))
+}
+
+fn unwrap(master: &MasterKey, s: &Stored) -> Result<KeyRing> {
+    KeyRing::unwrap_all(master, &s.wrapped, s.current).map_err(|e| match e {
+        CoreError::WrongMasterKey => StoreError::WrongMasterKey,
+        e => StoreError::Corrupt(e),
+    })
+}
+
+fn read(conn: &mut Conn) -> Result<Stored> {
     let rows = conn.query(sql::META_KEYS, &[]).map_err(store_error)?;
     let mut wrapped = Vec::new();
     let mut current = None;
@@ -123,11 +143,11 @@ fn load(conn: &mut Conn, master: &MasterKey) -> Result<(KeyRing, Vec<u8>)> {
         }
     }
     let current = current.ok_or(StoreError::Corrupt(CoreError::BadField("current key id")))?;
-    let ring = KeyRing::unwrap_all(master, &wrapped, current).map_err(|e| match e {
-        CoreError::WrongMasterKey => StoreError::WrongMasterKey,
-        e => StoreError::Corrupt(e),
-    })?;
-    Ok((ring, version))
+    Ok(Stored {
+        wrapped,
+        current,
+        version,
+    })
 }
 
 fn put_keys(conn: &mut Conn, master: &MasterKey, ring: &KeyRing, version: &[u8]) -> Result<()> {
@@ -140,11 +160,32 @@ fn put_keys(conn: &mut Conn, master: &MasterKey, ring: &KeyRing, version: &[u8])
     put_meta(conn, "keys_version", version)
 }
 
-/// Reloads the data keys (another replica added or retired one).
+/// Reloads the data keys (another replica added or retired one). If they no longer unwrap
+/// under this replica's master key (another replica rotated it) and the change only retired
+/// keys or moved `current` to one this replica holds, the ring follows without unwrapping;
+/// a key this replica has never seen needs the new master key: [`StoreError::WrongMasterKey`]
+/// until the replica is restarted with it (its writes are refused meanwhile, never sealed
+/// under a retired key).
 pub(crate) fn reload(conn: &mut Conn, shared: &Shared) -> Result<()> {
     let master = shared.master()?;
-    let (ring, version) = load(conn, &master)?;
-    shared.set_keys(ring, version);
+    let stored = read(conn)?;
+    let ring = match unwrap(&master, &stored) {
+        Ok(ring) => ring,
+        Err(StoreError::WrongMasterKey) => {
+            let ids: Vec<KeyId> = stored
+                .wrapped
+                .iter()
+                .filter(|w| w.purpose == KeyPurpose::Sealing)
+                .map(|w| w.id)
+                .collect();
+            shared
+                .keys()
+                .restricted_to(&ids, stored.current)
+                .map_err(|_| StoreError::WrongMasterKey)?
+        }
+        Err(e) => return Err(e),
+    };
+    shared.set_keys(ring, stored.version);
     Ok(())
 }
 

@@ -363,7 +363,12 @@ impl PgStore {
                     reloaded = true;
                     let r = keys::reload(&mut conn, shared);
                     shared.put_reader(conn);
-                    r.map_err(|_| StoreError::Corrupt(CoreError::UnknownKeyId(id)))?;
+                    match r {
+                        Ok(()) => {}
+                        // Keys this replica cannot unwrap: say so, not "damaged record".
+                        Err(StoreError::WrongMasterKey) => return Err(StoreError::WrongMasterKey),
+                        Err(_) => return Err(StoreError::Corrupt(CoreError::UnknownKeyId(id))),
+                    }
                 }
                 Err(TxError::Pg(e)) if kind(&e) != Kind::Other && Instant::now() < deadline => {
                     // The connection is dropped, not returned: the next try opens a new one.
