@@ -150,6 +150,91 @@ pub(crate) struct Contents {
 }
 
 impl Contents {
+    /// Everything under `db`, whichever its backend.
+    pub(crate) fn of(db: &TokenDb, place: &Place) -> Self {
+        match place {
+            Place::File(_) => Self::read(file(db)),
+            Place::Postgres { url, schema } => {
+                Self::read_postgres(url, schema, &db.keys_for_tests())
+            }
+        }
+    }
+
+    /// Reads every row of a PostgreSQL schema, decoding each record under `keys`, and turns
+    /// its index columns into the entries the redb backend would hold for them (a family's
+    /// `deadline` column is its `deadlines` entry, an `owners` row its subject and client
+    /// entries, a token's `family` column its `family_tokens` entry, ...), so that
+    /// [`Contents::index_problems`] checks both backends by the same rules.
+    pub(crate) fn read_postgres(url: &str, schema: &str, keys: &tokendb_core::KeyRing) -> Self {
+        use tokendb_core::IndexHash;
+        let mut sql = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        sql.batch_execute(&format!("SET search_path = {schema}"))
+            .unwrap();
+        let hash = |b: &[u8]| IndexHash::from_slice(b).expect("an index hash");
+        let mut families = BTreeMap::new();
+        let mut tokens = BTreeMap::new();
+        let mut index = Vec::new();
+        for row in sql
+            .query("SELECT id, deadline, record FROM tokendb_families", &[])
+            .unwrap()
+        {
+            let id = FamilyId::from_slice(row.get::<_, &[u8]>(0)).unwrap();
+            let rec = FamilyRecord::decode(row.get::<_, &[u8]>(2), &id, keys)
+                .unwrap_or_else(|e| panic!("family {id}: {e}"));
+            if let Some(d) = row.get::<_, Option<i64>>(1) {
+                index.push(IndexEntry::Deadline(
+                    u64::try_from(d).unwrap(),
+                    Entry::Family(id),
+                ));
+            }
+            families.insert(id, rec);
+        }
+        for row in sql
+            .query("SELECT subject, client, family FROM tokendb_owners", &[])
+            .unwrap()
+        {
+            let f = Entry::Family(FamilyId::from_slice(row.get::<_, &[u8]>(2)).unwrap());
+            index.push(IndexEntry::Subject(hash(row.get(0)), f));
+            index.push(IndexEntry::Client(hash(row.get(1)), f));
+        }
+        for row in sql
+            .query(
+                "SELECT key, family, subject, client, record FROM tokendb_tokens",
+                &[],
+            )
+            .unwrap()
+        {
+            let key = AccessKey::from_slice(row.get::<_, &[u8]>(0)).unwrap();
+            let rec = AccessRecord::decode(row.get::<_, &[u8]>(4), &key, keys)
+                .unwrap_or_else(|e| panic!("token {key:?}: {e}"));
+            match row.get::<_, Option<&[u8]>>(1) {
+                Some(f) => index.push(IndexEntry::FamilyToken(
+                    FamilyId::from_slice(f).unwrap(),
+                    key,
+                )),
+                None => {
+                    index.push(IndexEntry::Subject(hash(row.get(2)), Entry::Token(key)));
+                    index.push(IndexEntry::Client(hash(row.get(3)), Entry::Token(key)));
+                }
+            }
+            tokens.insert(key.to_bytes(), rec);
+        }
+        for row in sql
+            .query("SELECT family, generation, due FROM tokendb_grace", &[])
+            .unwrap()
+        {
+            let f = FamilyId::from_slice(row.get::<_, &[u8]>(0)).unwrap();
+            let g = u64::try_from(row.get::<_, i64>(1)).unwrap();
+            let due = u64::try_from(row.get::<_, i64>(2)).unwrap();
+            index.push(IndexEntry::Deadline(due, Entry::Grace(f, g)));
+        }
+        Self {
+            families,
+            tokens,
+            index,
+        }
+    }
+
     /// Reads everything; every record must authenticate.
     pub(crate) fn read(store: &Store) -> Self {
         let mut families = BTreeMap::new();

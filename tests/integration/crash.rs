@@ -19,8 +19,7 @@
 //! (commit before acknowledgement, one transaction per batch, repair on reopen), not the disk's
 //! flush: that is what `Durability::Immediate` asks of redb.
 
-use crate::common::file;
-use crate::common::{Contents, SplitMix, random_seed};
+use crate::common::{Backend, Contents, SplitMix, random_seed};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,27 +32,34 @@ use tokendb::{
 #[allow(unused_imports)]
 use tokendb_backend::Backend as _;
 use tokendb_core::{AccessKey, ParsedToken, RecordState, TokenFormat};
+use tokendb_tests::place::Place;
 
 /// Threads in the child.
 const CHILD_THREADS: u64 = 4;
 
 /// Starts the child on `db` (created by the caller), logging into `logs`.
 pub(crate) fn spawn_child(
-    db: &Path,
+    db: &Place,
     logs: &Path,
     master: &MasterKey,
     round: u64,
     seed: u64,
     extra: &[&str],
 ) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_crash_child"))
-        .arg(db)
-        .arg(logs)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crash_child"));
+    match db {
+        Place::File(path) => cmd.arg(path),
+        Place::Postgres { url, .. } => cmd.arg(url),
+    };
+    cmd.arg(logs)
         .arg(round.to_string())
         .arg(CHILD_THREADS.to_string())
         .arg(seed.to_string())
-        .args(extra)
-        .env("TOKENDB_CRASH_MASTER", master.to_hex().as_str())
+        .args(extra);
+    if let Place::Postgres { schema, .. } = db {
+        cmd.args(["--postgres-schema", schema]);
+    }
+    cmd.env("TOKENDB_CRASH_MASTER", master.to_hex().as_str())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -232,8 +238,8 @@ impl Model {
 /// Where the database disagrees with what the logs promise; empty if it keeps every promise.
 /// `now` is a time after the child's death (its sweeper may have deleted access tokens whose
 /// deadline passed before it; none later than `now`).
-pub(crate) fn problems(db: &TokenDb, m: &Model, now: u64) -> Vec<String> {
-    let c = Contents::read(file(db));
+pub(crate) fn problems(db: &TokenDb, place: &Place, m: &Model, now: u64) -> Vec<String> {
+    let c = Contents::of(db, place);
     let mut p = c.index_problems();
     if !c.grace_timers().is_empty() {
         p.push("grace timers, but the grace period is off".into());
@@ -298,7 +304,7 @@ pub(crate) fn problems(db: &TokenDb, m: &Model, now: u64) -> Vec<String> {
         }
     }
 
-    let keys = file(db).keys();
+    let keys = db.keys_for_tests();
     let format = TokenFormat::default();
     let mut named = std::collections::HashSet::new();
     for (token, am) in &m.access {
@@ -405,15 +411,19 @@ pub(crate) fn checking_config(now: u64) -> Config {
         .unwrap()
 }
 
-/// Reopens the file the child left, checks it against the logs and closes it. Returns how
+/// Reopens the database the child left, checks it against the logs and closes it. Returns how
 /// long the open took (information only) and the model.
-pub(crate) fn reopen_and_verify(path: &Path, master: &MasterKey, logs: &Path) -> (Duration, Model) {
+pub(crate) fn reopen_and_verify(
+    place: &Place,
+    master: &MasterKey,
+    logs: &Path,
+) -> (Duration, Model) {
     let now = SystemClock.now_ms();
     let t = Instant::now();
-    let db = TokenDb::open(path, master, checking_config(now)).unwrap();
+    let db = place.open(master, checking_config(now)).unwrap();
     let opened = t.elapsed();
     let model = Model::read(logs);
-    let found = problems(&db, &model, now);
+    let found = problems(&db, place, &model, now);
     assert!(
         found.is_empty(),
         "after a kill, the database breaks {} promises:\n{}",
@@ -434,11 +444,15 @@ fn kills_at_random_moments_lose_no_acknowledged_write_and_tear_nothing() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(25);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.tdb");
+    // On PostgreSQL the child is one replica, killed mid-write; the server keeps running.
+    let path = match crate::BACKEND {
+        Backend::File => Place::File(dir.path().join("tokens.tdb")),
+        Backend::Postgres => Place::fresh_postgres(),
+    };
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
     let master = MasterKey::generate();
-    TokenDb::create(&path, &master, checking_config(SystemClock.now_ms()))
+    path.create(&master, checking_config(SystemClock.now_ms()))
         .unwrap()
         .close()
         .unwrap();

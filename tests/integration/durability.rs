@@ -17,6 +17,7 @@ use tokendb::{
 #[allow(unused_imports)]
 use tokendb_backend::Backend as _;
 use tokendb_core::{AccessKey, AccessRecord, CoreError, IndexHash, KeyId, RecordState, TokenId};
+use tokendb_tests::place::Place;
 
 fn is_closed<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
     matches!(r, Err(Error::Store(StoreError::Closed)))
@@ -372,7 +373,14 @@ fn run_child_and_kill(
     more: usize,
 ) {
     let target = acks_logged(logs) + more;
-    let mut child = spawn_child(path, logs, master, round, random_seed(), extra);
+    let mut child = spawn_child(
+        &Place::File(path.to_owned()),
+        logs,
+        master,
+        round,
+        random_seed(),
+        extra,
+    );
     let started = Instant::now();
     while acks_logged(logs) < target
         && child.try_wait().unwrap().is_none()
@@ -434,7 +442,7 @@ fn a_killed_database_reopens_without_a_full_repair() {
         }
 
         run_child_and_kill(&path, &logs, &master, 1, extra, 40);
-        let (killed_open, model) = reopen_and_verify(&path, &master, &logs);
+        let (killed_open, model) = reopen_and_verify(&Place::File(path.clone()), &master, &logs);
         let t = Instant::now();
         TokenDb::open(&path, &master, checking_config(SystemClock.now_ms()))
             .unwrap()

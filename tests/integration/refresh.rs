@@ -10,6 +10,7 @@ use tokendb::{Clock, Error, MasterKey, RotateRefusal, Scope, SystemClock, TokenD
 #[allow(unused_imports)]
 use tokendb_backend::Backend as _;
 use tokendb_store::ScanItem;
+use tokendb_tests::place::Place;
 
 #[test]
 fn a_refresh_rotates_and_issues_its_access_token_in_one_commit() {
@@ -116,7 +117,14 @@ fn kills_never_leave_a_successor_without_its_access_token() {
         .unwrap();
     let extra = ["--refresh", "--access-ms", "3600000"];
     for round in 0..8 {
-        let child = spawn_child(&path, &logs, &master, round, rng.next_u64(), &extra);
+        let child = spawn_child(
+            &Place::File(path.clone()),
+            &logs,
+            &master,
+            round,
+            rng.next_u64(),
+            &extra,
+        );
         std::thread::sleep(Duration::from_millis(rng.range(30, 250)));
         kill_child(child);
     }

@@ -22,6 +22,9 @@ mod common;
 mod async_api;
 #[path = "../integration/concurrency.rs"]
 mod concurrency;
+#[allow(dead_code)] // `acks_logged` serves the file-only durability tests
+#[path = "../integration/crash.rs"]
+mod crash;
 #[path = "../integration/lifecycle.rs"]
 mod lifecycle;
 #[path = "../integration/model.rs"]

@@ -279,6 +279,14 @@ impl TokenDb {
     pub fn redb_file_for_tests(&self) -> Option<&Arc<Store>> {
         self.inner.file.as_ref()
     }
+
+    /// The current key ring, whichever the backend (tests decode records with it).
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    #[must_use]
+    pub fn keys_for_tests(&self) -> Arc<KeyRing> {
+        self.keys()
+    }
 }
 
 /// Submits a write through `start`, finishing `op` (its span and metrics) when the backend

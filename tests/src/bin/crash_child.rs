@@ -32,7 +32,9 @@
 //! `P Q <family>` before it.
 //!
 //! Usage: `crash_child <db path> <log dir> <round> <threads> <seed> [--max-batch N]
-//! [--no-quick-repair] [--access-ms N] [--refresh]`, with the master key in hex in `TOKENDB_CRASH_MASTER`.
+//! [--no-quick-repair] [--access-ms N] [--refresh] [--postgres-schema S]`, with the master key
+//! in hex in `TOKENDB_CRASH_MASTER`. With `--postgres-schema`, `<db path>` is a PostgreSQL URL
+//! and the child is one replica on that schema (created by the test).
 //! Exits with status 3 (and a message on stderr) if any operation fails: the test then reports
 //! it instead of mistaking it for a kill.
 
@@ -60,6 +62,7 @@ struct Args {
     quick_repair: bool,
     access_ms: u64,
     refresh: bool,
+    postgres_schema: Option<String>,
 }
 
 fn parse_args() -> AnyResult<Args> {
@@ -75,6 +78,7 @@ fn parse_args() -> AnyResult<Args> {
         quick_repair: true,
         access_ms: 1_500,
         refresh: false,
+        postgres_schema: None,
     };
     while let Ok(flag) = next("flag") {
         match flag.as_str() {
@@ -82,6 +86,7 @@ fn parse_args() -> AnyResult<Args> {
             "--no-quick-repair" => a.quick_repair = false,
             "--access-ms" => a.access_ms = next("--access-ms value")?.parse()?,
             "--refresh" => a.refresh = true,
+            "--postgres-schema" => a.postgres_schema = Some(next("--postgres-schema value")?),
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -293,7 +298,15 @@ fn run() -> AnyResult<()> {
         )
         .quick_repair(args.quick_repair)
         .build()?;
-    let db = TokenDb::open_or_create(&args.db, &master, config)?;
+    let db = match &args.postgres_schema {
+        Some(schema) => TokenDb::open_postgres_with(
+            &args.db.to_string_lossy(),
+            &master,
+            config,
+            tokendb_tests::place::Place::pg_options(schema),
+        )?,
+        None => TokenDb::open_or_create(&args.db, &master, config)?,
+    };
     std::thread::scope(|s| {
         for t in 0..args.threads {
             let (db, args) = (&db, &args);
