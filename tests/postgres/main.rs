@@ -32,4 +32,5 @@ mod model;
 #[path = "../integration/refusals.rs"]
 mod refusals;
 
+mod processes;
 mod replicas;
