@@ -1,4 +1,5 @@
-//! `tokendb demo`: the token lifecycle, told on a real database file.
+//! `tokendb demo`: the token lifecycle, told on a real database file (or, with `--postgres`,
+//! on a PostgreSQL database: the same story through the same API).
 
 use std::error::Error;
 use std::io::Write;
@@ -15,14 +16,26 @@ fn key_path(db: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Where the demo runs.
+#[derive(Debug)]
+pub(crate) enum Target<'a> {
+    /// A database file.
+    File(&'a Path),
+    /// A PostgreSQL connection URL.
+    Postgres(&'a str),
+}
+
+/// The demo key file of a PostgreSQL demo: in the working directory.
+const POSTGRES_KEY_FILE: &str = "./tokendb-demo-postgres.key";
+
 /// Loads the demo key file, or creates one (mode 0600) for a new database.
-fn demo_master_key(db: &Path) -> Result<MasterKey> {
-    let kp = key_path(db);
+fn demo_master_key(kp: &Path, db: Option<&Path>) -> Result<MasterKey> {
+    let kp = kp.to_path_buf();
     if kp.exists() {
         let text = std::fs::read_to_string(&kp)?;
         return Ok(MasterKey::from_text(&text)?);
     }
-    if db.exists() {
+    if let Some(db) = db.filter(|db| db.exists()) {
         return Err(format!(
             "{} exists but its demo key file {} does not",
             db.display(),
@@ -56,16 +69,30 @@ fn status(s: TokenStatus) -> String {
     }
 }
 
-pub(crate) fn run(path: &Path, tokens: u64) -> Result<()> {
-    let master = demo_master_key(path)?;
-    let reopened = path.exists();
-    let db = TokenDb::open_or_create(path, &master, Config::default())?;
+pub(crate) fn run(target: &Target<'_>, tokens: u64) -> Result<()> {
+    let db = match target {
+        Target::File(path) => {
+            let master = demo_master_key(&key_path(path), Some(path))?;
+            let reopened = path.exists();
+            let db = TokenDb::open_or_create(path, &master, Config::default())?;
+            println!(
+                "tokendb demo — database {} ({})",
+                path.display(),
+                if reopened { "reopened" } else { "created" }
+            );
+            db
+        }
+        Target::Postgres(url) => {
+            let master = demo_master_key(Path::new(POSTGRES_KEY_FILE), None)?;
+            let db = TokenDb::open_postgres(url, &master, Config::default())?;
+            println!(
+                "tokendb demo — PostgreSQL database {} (tables created if missing)",
+                db.location()
+            );
+            db
+        }
+    };
     let events = db.subscribe();
-    println!(
-        "tokendb demo — database {} ({})",
-        path.display(),
-        if reopened { "reopened" } else { "created" }
-    );
 
     println!("\n1. Issue a refresh token and an access token");
     let grant = Grant::new("alice@example.com", "demo-client", "openid offline_access")?
@@ -181,7 +208,7 @@ pub(crate) fn run(path: &Path, tokens: u64) -> Result<()> {
     let all: Vec<&tokendb::TokenString> = issued.iter().flatten().collect();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "   issued {} in {:.2} s ({:.0}/s, durable, group commit from {threads} threads)",
+        "   issued {} in {:.2} s ({:.0}/s, durable, from {threads} threads)",
         all.len(),
         secs,
         all.len() as f64 / secs
@@ -203,11 +230,16 @@ pub(crate) fn run(path: &Path, tokens: u64) -> Result<()> {
     );
 
     db.close()?;
-    println!(
-        "\nDatabase left in place: {}",
-        std::fs::canonicalize(path)
-            .unwrap_or_else(|_| path.to_path_buf())
-            .display()
-    );
+    match target {
+        Target::File(path) => println!(
+            "\nDatabase left in place: {}",
+            std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.to_path_buf())
+                .display()
+        ),
+        Target::Postgres(_) => println!(
+            "\nTables left in place; the master key is in {POSTGRES_KEY_FILE} (demo only!)"
+        ),
+    }
     Ok(())
 }

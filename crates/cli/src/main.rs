@@ -41,6 +41,11 @@ enum Command {
         /// How many tokens to issue for the throughput part.
         #[arg(long, default_value_t = 100_000)]
         tokens: u64,
+        /// Run the demo on PostgreSQL instead of a file: a connection URL such as
+        /// `postgres://user:password@host:5432/dbname`. tokendb's tables are created if
+        /// missing; the demo's master key is kept in `./tokendb-demo-postgres.key` (demo only!).
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
     },
     /// Count families and tokens by kind and state, what expires in the next hour, day and
     /// week, file size and bytes per token, sealing keys in use, and the sweeper's backlog.
@@ -124,16 +129,23 @@ impl Command {
 
 fn run(command: &Command) -> Result<Report, CliError> {
     match command {
-        Command::Demo { path, tokens } => demo::run(path, *tokens)
-            .map(|()| Report::ok(serde_json::Value::Null, String::new()))
-            .map_err(|e| {
-                CliError::new(
-                    Exit::Failed,
-                    "demo",
-                    e.to_string(),
-                    "remove the demo files and run it again",
-                )
-            }),
+        Command::Demo {
+            path,
+            tokens,
+            postgres,
+        } => match postgres {
+            Some(url) => demo::run(&demo::Target::Postgres(url), *tokens),
+            None => demo::run(&demo::Target::File(path), *tokens),
+        }
+        .map(|()| Report::ok(serde_json::Value::Null, String::new()))
+        .map_err(|e| {
+            CliError::new(
+                Exit::Failed,
+                "demo",
+                e.to_string(),
+                "remove the demo files and run it again",
+            )
+        }),
         Command::Stats { db } => cmd::stats::run(db),
         Command::Inspect {
             db,

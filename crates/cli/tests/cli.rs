@@ -986,3 +986,28 @@ fn help_documents_exit_codes_and_key_sources() {
     let out = run(&["stats"], &[], None);
     assert_eq!(code(&out), 2, "clap usage errors exit 2");
 }
+
+/// `tokendb demo --postgres URL` tells the whole story on PostgreSQL (a throw-away server this
+/// test starts), and a second run reopens the same tables with the demo's key file.
+#[test]
+fn the_demo_runs_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = tokendb_tests::place::postgres_url();
+    for round in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_tokendb"))
+            .args(["demo", "--postgres", url, "--tokens", "300"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "round {round}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("reuse detected"), "{stdout}");
+        assert!(stdout.contains("validated 300 (300 active)"), "{stdout}");
+        assert!(dir.path().join("tokendb-demo-postgres.key").exists());
+    }
+}

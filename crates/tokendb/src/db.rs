@@ -184,6 +184,13 @@ impl TokenDb {
         })
     }
 
+    /// Where the data lives: the file's path, or the PostgreSQL host, port, database and schema
+    /// (never a user or password).
+    #[must_use]
+    pub fn location(&self) -> String {
+        self.inner.backend.location()
+    }
+
     /// The current time: the clock's, but never earlier than a time already used. A clock that
     /// steps backwards (NTP) cannot make a rotation's time precede the previous one's.
     fn now(&self) -> u64 {
