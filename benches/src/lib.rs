@@ -49,6 +49,7 @@ pub mod engine;
 pub mod harness;
 pub mod machine;
 pub mod peers;
+pub mod pg;
 pub mod report;
 pub use tokendb_servers as servers;
 pub mod systems;

@@ -94,6 +94,8 @@ pub struct Report {
     pub bytes_per_token: Option<f64>,
     /// Time tokendb takes to open its loaded database, in milliseconds.
     pub open_ms: Option<f64>,
+    /// Named figures that are not throughputs (storage per family on PostgreSQL, say).
+    pub figures: Vec<(String, f64)>,
     /// What was configured, skipped or failed, one sentence each.
     pub notes: Vec<String>,
     /// How many of the notes report a failure (a system that could not be set up, a measurement
@@ -141,6 +143,15 @@ impl Report {
                 json!(self.bytes_per_token.map(|b| round_to(b, 1))),
             ),
             ("open_ms", json!(self.open_ms.map(|ms| round_to(ms, 3)))),
+            (
+                "figures",
+                Value::Object(
+                    self.figures
+                        .iter()
+                        .map(|(k, v)| (k.clone(), json!(round_to(*v, 1))))
+                        .collect(),
+                ),
+            ),
             ("notes", json!(self.notes)),
         ]
     }
@@ -399,6 +410,34 @@ impl Report {
                 0.7,
             ));
         }
+        let pg = crate::pg::TOKENDB_PG;
+        let plain = crate::pg::PLAIN;
+        goals.extend(ratio(
+            format!("{pg} rotate x64 / {plain} rotate x64"),
+            self.rate(pg, "rotate", None, 64),
+            self.rate(plain, "rotate", None, 64),
+            1.5,
+        ));
+        for t in [1, 2, 16] {
+            goals.extend(ratio(
+                format!("{pg} validate x{t} / {plain} validate x{t}"),
+                self.rate(pg, "validate", None, t),
+                self.rate(plain, "validate", None, t),
+                0.9,
+            ));
+        }
+        let figure = |name: String| {
+            self.figures
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| *v)
+        };
+        goals.extend(ratio(
+            format!("{pg} bytes per family after 1 rotation / after 1000 (1 = no growth)"),
+            figure(format!("{pg} bytes per family after 1 rotation(s)")),
+            figure(format!("{pg} bytes per family after 1000 rotation(s)")),
+            1.0,
+        ));
         goals
     }
 }

@@ -22,10 +22,17 @@ use crate::servers::{PostgresOptions, PostgresServer, RedisServer};
 use crate::{BenchResult, error_chain};
 
 /// The systems, in the order they are measured: the names `--only` accepts.
-pub const ALL: [&str; 5] = ["tokendb", "redb", "sqlite", "redis", "postgres"];
+pub const ALL: [&str; 6] = [
+    "tokendb",
+    "redb",
+    "sqlite",
+    "redis",
+    "postgres",
+    "tokendb-pg",
+];
 
 /// The systems that need a server process (skipped by `--no-servers`).
-pub const SERVERS: [&str; 2] = ["redis", "postgres"];
+pub const SERVERS: [&str; 3] = ["redis", "postgres", "tokendb-pg"];
 
 /// What to measure and for how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +81,7 @@ pub fn run(name: &str, ctx: &Context<'_>, report: &mut Report) {
         "sqlite" => sqlite(ctx, report),
         "redis" => redis(ctx, report),
         "postgres" => postgres(ctx, report),
+        "tokendb-pg" => crate::pg::tokendb_pg(ctx, report),
         other => report.note(format!("unknown system {other:?} skipped")),
     }
 }

@@ -32,5 +32,6 @@ mod model;
 #[path = "../integration/refusals.rs"]
 mod refusals;
 
+mod failover;
 mod processes;
 mod replicas;

@@ -36,8 +36,10 @@ OPTIONS:
   --quick               short rounds and 100,000 tokens: about 2 minutes with servers
   --smoke               tiny rounds and 2,000 tokens, for CI: a few seconds (use with --no-servers)
   --json                print one JSON object on stdout (the table goes to stderr)
-  --only LIST           comma list of systems: tokendb,redb,sqlite,redis,postgres [default: all]
-  --no-servers          skip the systems that need a server (redis, postgres)
+  --only LIST           comma list of systems: tokendb,redb,sqlite,redis,postgres,tokendb-pg
+                        [default: all]; tokendb-pg measures tokendb on PostgreSQL beside a
+                        plain token table (postgres-plain) on one server
+  --no-servers          skip the systems that need a server (redis, postgres, tokendb-pg)
   --threads LIST        reader thread counts for lookups [default: 1,2]
   --write-clients LIST  concurrent clients for durable writes [default: 1,8,64; 1,4 with --smoke];
                         tokendb also runs its async refresh row with 2,000 tasks (50 with --smoke)

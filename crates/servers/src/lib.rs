@@ -324,14 +324,19 @@ impl PostgresServer {
             .open(server.data.join("postgresql.conf"))?
             .write_all(format!("\n# tokendb-servers\n{}", server.settings).as_bytes())?;
 
-        let log = server.data.with_file_name("postgres.log");
+        server.launch()?;
+        Ok(server)
+    }
+
+    /// Starts the postmaster of the data directory and waits until it accepts connections.
+    fn launch(&mut self) -> ServerResult<()> {
+        let log = self.data.with_file_name("postgres.log");
         let log_file = File::create(&log)?;
         // Output goes to a file, never to a pipe nobody reads.
-        server.child = Some(
-            server
-                .pg_command("postgres")
+        self.child = Some(
+            self.pg_command("postgres")
                 .arg("-D")
-                .arg(&server.data)
+                .arg(&self.data)
                 .stdin(Stdio::null())
                 .stdout(log_file.try_clone()?)
                 .stderr(log_file)
@@ -339,20 +344,20 @@ impl PostgresServer {
         );
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = server
+            if let Some(status) = self
                 .child
                 .as_mut()
                 .map(Child::try_wait)
                 .transpose()?
                 .flatten()
             {
-                server.child = None;
+                self.child = None;
                 return Err(format!("postgres exited ({status}): {}", log_tail(&log)).into());
             }
-            match server.config().connect(postgres::NoTls) {
+            match self.config().connect(postgres::NoTls) {
                 Ok(_) => {
-                    server.watchdog = Some(server.start_watchdog()?);
-                    return Ok(server);
+                    self.watchdog = Some(self.start_watchdog()?);
+                    return Ok(());
                 }
                 Err(e) if Instant::now() > deadline => {
                     return Err(format!(
@@ -364,6 +369,137 @@ impl PostgresServer {
                 Err(_) => thread::sleep(Duration::from_millis(50)),
             }
         }
+    }
+
+    /// Starts a streaming standby of this server: a base backup (`pg_basebackup -R`) in a new
+    /// temporary directory under `base`, started on its own port; this server is then told to
+    /// wait for it at every commit (`synchronous_standby_names = '*'`), so a commit acknowledged
+    /// by this server is on the standby too.
+    ///
+    /// # Errors
+    /// If the backup, the start or the configuration fails.
+    pub fn start_synchronous_standby(&self, base: &Path) -> ServerResult<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("postgres-standby-")
+            .tempdir_in(base)?;
+        if let Some(user) = self.run_as {
+            let (uid, gid) = os_user_ids(user)?;
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
+        }
+        let port = free_port()?;
+        let mut standby = Self {
+            bin_dir: self.bin_dir.clone(),
+            data: dir.path().join("data"),
+            port,
+            run_as: self.run_as,
+            settings: self.settings.replace(
+                &format!("port = {}\n", self.port),
+                &format!("port = {port}\n"),
+            ),
+            child: None,
+            watchdog: None,
+            _dir: dir,
+        };
+        let out = standby
+            .pg_command("pg_basebackup")
+            .arg("-D")
+            .arg(&standby.data)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-R", "-X", "stream", "-c", "fast"])
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "pg_basebackup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .replace('\n', " | ")
+            )
+            .into());
+        }
+        OpenOptions::new()
+            .append(true)
+            .open(standby.data.join("postgresql.conf"))?
+            .write_all(format!("\n# tokendb-servers standby\nport = {port}\n").as_bytes())?;
+        standby.launch()?;
+        let mut client = self.config().connect(postgres::NoTls)?;
+        client.batch_execute("ALTER SYSTEM SET synchronous_standby_names = '*'")?;
+        client.batch_execute("SELECT pg_reload_conf()")?;
+        // Wait until the standby streams synchronously.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let sync = client
+                .query_opt(
+                    "SELECT 1 FROM pg_stat_replication WHERE sync_state = 'sync'",
+                    &[],
+                )?
+                .is_some();
+            if sync {
+                return Ok(standby);
+            }
+            if Instant::now() > deadline {
+                return Err("the standby did not become synchronous in 30 s".into());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the postmaster with `SIGKILL`, as a machine failure would stop it (its backends
+    /// exit when they notice). The directory stays until the guard is dropped.
+    ///
+    /// # Errors
+    /// If the postmaster's pid cannot be read.
+    pub fn kill_hard(&mut self) -> ServerResult<()> {
+        let pid_file = fs::read_to_string(self.data.join("postmaster.pid"))?;
+        let pid = pid_file
+            .lines()
+            .next()
+            .filter(|p| p.parse::<u32>().is_ok())
+            .ok_or("no pid in postmaster.pid")?;
+        Command::new("kill").args(["-KILL", pid]).status()?;
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
+        Ok(())
+    }
+
+    /// Promotes a standby to primary (`pg_ctl promote -w`).
+    ///
+    /// # Errors
+    /// If `pg_ctl` fails.
+    pub fn promote(&self) -> ServerResult<()> {
+        let out = self
+            .pg_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "60", "promote"])
+            .stdin(Stdio::null())
+            .output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctl promote failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+            .into())
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// A client configuration for the `postgres` database as the `postgres` superuser, over TCP.
