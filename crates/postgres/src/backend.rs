@@ -224,9 +224,7 @@ impl Backend for PgStore {
                 self.shared.fail(Failure::WriterPanicked);
             }
         }
-        if let Ok(mut readers) = self.shared.readers.lock() {
-            readers.clear();
-        }
+        self.shared.readers.close();
         Ok(())
     }
 }

@@ -45,12 +45,12 @@ impl DatabaseClock {
     }
 
     pub(crate) fn measure(&self, shared: &Shared) -> Result<()> {
-        let mut conn = shared.take_reader().map_err(store_error)?;
+        let mut conn = shared.readers.get().map_err(store_error)?;
         let before = self.local_ms();
         let row = conn.query_one(sql::NOW_MS, &[]);
         let after = self.local_ms();
         let server: i64 = row.map_err(store_error)?.get(0);
-        shared.put_reader(conn);
+        drop(conn);
         let mid = i128::from(before) + (i128::from(after) - i128::from(before)) / 2;
         let offset = i64::try_from(i128::from(server) - mid).unwrap_or(0);
         self.offset.store(offset, Ordering::Release);

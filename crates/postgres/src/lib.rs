@@ -42,6 +42,7 @@ mod clock;
 mod conn;
 mod keys;
 mod ops;
+mod pool;
 mod sql;
 mod txn;
 
@@ -66,8 +67,8 @@ pub const SCHEMA_VERSION: u32 = sql::SCHEMA_VERSION;
 pub struct PgOptions {
     /// Connections that apply writes, each on its own thread. Default 8.
     pub writers: usize,
-    /// Most idle connections kept for lookups (lookups run on the caller's thread and open
-    /// another connection when all are busy). Default 8.
+    /// Most connections open for lookups (lookups run on the caller's thread; when every one
+    /// is busy, a lookup waits for the next one free). Default 16.
     pub readers: usize,
     /// How long a write keeps retrying through conflicts and lost connections (a failover,
     /// say) before it returns the error. Default 30 s.
@@ -84,7 +85,7 @@ impl Default for PgOptions {
     fn default() -> Self {
         Self {
             writers: 8,
-            readers: 8,
+            readers: 16,
             retry_for: Duration::from_secs(30),
             schema: None,
             clock_refresh: Duration::from_secs(10),
@@ -101,10 +102,10 @@ impl PgOptions {
         self
     }
 
-    /// Sets [`PgOptions::readers`].
+    /// Sets [`PgOptions::readers`] (at least 1).
     #[must_use]
     pub fn with_readers(mut self, n: usize) -> Self {
-        self.readers = n;
+        self.readers = n.max(1);
         self
     }
 
@@ -156,7 +157,7 @@ pub(crate) struct Shared {
     commits: AtomicU64,
     failure: Mutex<Option<Failure>>,
     closed: AtomicBool,
-    readers: Mutex<Vec<Conn>>,
+    readers: pool::Pool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -237,6 +238,7 @@ impl PgStore {
         let (ring, version) =
             keys::create_or_load(&mut conn, master, schema.as_deref(), create_lock)?;
         let master = MasterKey::from_hex(&master.to_hex()).map_err(StoreError::Invalid)?;
+        let readers = pool::Pool::new(config.clone(), options.readers, conn);
         let shared = Arc::new(Shared {
             config,
             location,
@@ -247,7 +249,7 @@ impl PgStore {
             commits: AtomicU64::new(0),
             failure: Mutex::new(None),
             closed: AtomicBool::new(false),
-            readers: Mutex::new(vec![conn]),
+            readers,
         });
         let clock = Arc::new(DatabaseClock::new(options.local_clock.clone()));
         clock.measure(&shared)?;
@@ -342,7 +344,7 @@ impl PgStore {
         let deadline = Instant::now() + shared.options.retry_for;
         let mut reloaded = false;
         loop {
-            let mut conn = match shared.take_reader() {
+            let mut conn = match shared.readers.get() {
                 Ok(c) => c,
                 Err(e) if Instant::now() < deadline => {
                     drop(e);
@@ -353,16 +355,13 @@ impl PgStore {
             };
             let keys = shared.keys();
             match f(&mut conn, &keys) {
-                Ok(v) => {
-                    shared.put_reader(conn);
-                    return Ok(v);
-                }
+                Ok(v) => return Ok(v),
                 Err(TxError::Store(StoreError::Corrupt(CoreError::UnknownKeyId(id))))
                     if !reloaded =>
                 {
                     reloaded = true;
                     let r = keys::reload(&mut conn, shared);
-                    shared.put_reader(conn);
+                    drop(conn);
                     match r {
                         Ok(()) => {}
                         // Keys this replica cannot unwrap: say so, not "damaged record".
@@ -371,15 +370,12 @@ impl PgStore {
                     }
                 }
                 Err(TxError::Pg(e)) if kind(&e) != Kind::Other && Instant::now() < deadline => {
-                    // The connection is dropped, not returned: the next try opens a new one.
+                    // The connection is closed, not returned: the next try opens a new one.
+                    conn.discard();
+                    drop(conn);
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e) => {
-                    if !conn.is_closed() {
-                        shared.put_reader(conn);
-                    }
-                    return Err(e.into());
-                }
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -437,26 +433,6 @@ impl Shared {
             .map_err(|_| StoreError::Failed(Failure::LockPoisoned))?;
         *m = copy;
         Ok(())
-    }
-
-    fn take_reader(&self) -> std::result::Result<Conn, postgres::Error> {
-        if let Some(c) = self.readers.lock().ok().and_then(|mut r| r.pop())
-            && !c.is_closed()
-        {
-            return Ok(c);
-        }
-        Conn::connect(&self.config)
-    }
-
-    fn put_reader(&self, conn: Conn) {
-        if conn.is_closed() {
-            return;
-        }
-        if let Ok(mut r) = self.readers.lock()
-            && r.len() < self.options.readers
-        {
-            r.push(conn);
-        }
     }
 
     fn fail(&self, why: Failure) {
