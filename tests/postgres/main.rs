@@ -35,3 +35,4 @@ mod refusals;
 mod failover;
 mod processes;
 mod replicas;
+mod tls;

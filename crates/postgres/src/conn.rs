@@ -2,10 +2,11 @@
 
 use postgres::error::SqlState;
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row, Statement};
+use postgres::{Client, Row, Statement};
 use std::collections::HashMap;
 use tokendb_backend::{EngineError, StoreError};
 use tokendb_core::CoreError;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// An error inside a transaction: PostgreSQL's (which may call for a retry) or tokendb's own.
 #[derive(Debug)]
@@ -138,9 +139,12 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    pub(crate) fn connect(config: &postgres::Config) -> Result<Self, postgres::Error> {
+    pub(crate) fn connect(
+        config: &postgres::Config,
+        tls: &MakeRustlsConnect,
+    ) -> Result<Self, postgres::Error> {
         Ok(Self {
-            client: config.connect(NoTls)?,
+            client: config.connect(tls.clone())?,
             prepared: HashMap::new(),
         })
     }
@@ -198,6 +202,40 @@ impl Conn {
     pub(crate) fn batch(&mut self, sql: &str) -> Result<(), postgres::Error> {
         self.client.batch_execute(sql)
     }
+}
+
+/// The TLS connector: the system's root certificates, plus `extra_pem` (PEM certificates the
+/// application trusts, a private CA say). Certificates are always verified, against the host
+/// name (or IP address) the URL names; whether TLS is used is the URL's `sslmode` (`disable`,
+/// `prefer` — the default: TLS if the server offers it — or `require`).
+pub(crate) fn tls(extra_pem: &[u8], system_roots: bool) -> Result<MakeRustlsConnect, StoreError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    if system_roots {
+        // Certificates the platform store holds but rustls cannot parse are skipped, as a
+        // browser would; a store that cannot be read at all leaves only the extra ones.
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    }
+    for cert in CertificateDer::pem_slice_iter(extra_pem) {
+        let cert = cert.map_err(|_| {
+            StoreError::Invalid(CoreError::BadField("a root certificate that is not PEM"))
+        })?;
+        roots.add(cert).map_err(|_| {
+            StoreError::Invalid(CoreError::BadField("a root certificate rustls cannot use"))
+        })?;
+    }
+    // ring, not aws-lc-rs: no C library to build into every server for one database
+    // connection. rustls 0.23.48 deprecates ring's provider for its lack of post-quantum key
+    // exchange; X25519 and P-256 protect a connection inside one deployment well enough.
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| StoreError::Invalid(CoreError::BadField("TLS protocol versions")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 /// Unix milliseconds as PostgreSQL's `bigint`, saturating (no deadline reaches 2^63 ms).

@@ -202,7 +202,7 @@ pub(crate) fn change<R>(
     master: &MasterKey,
     f: impl FnOnce(&mut Conn, &mut KeyRing) -> Result<R>,
 ) -> Result<R> {
-    let mut conn = Conn::connect(&shared.config).map_err(store_error)?;
+    let mut conn = Conn::connect(&shared.config, &shared.tls).map_err(store_error)?;
     let (r, ring, version) = in_txn(&mut conn, |conn| {
         conn.query_one(sql::KEYS_LOCK, &[&shared.keys_lock])
             .map_err(store_error)?;
@@ -219,7 +219,7 @@ pub(crate) fn change<R>(
 /// Re-wraps the data keys under `new`. The key set does not change, so other replicas keep
 /// their keys; they need `new` only to reload after a later key change (restart them with it).
 pub(crate) fn rotate_master(shared: &Shared, current: &MasterKey, new: &MasterKey) -> Result<()> {
-    let mut conn = Conn::connect(&shared.config).map_err(store_error)?;
+    let mut conn = Conn::connect(&shared.config, &shared.tls).map_err(store_error)?;
     in_txn(&mut conn, |conn| {
         conn.query_one(sql::KEYS_LOCK, &[&shared.keys_lock])
             .map_err(store_error)?;

@@ -78,6 +78,11 @@ pub struct PgOptions {
     pub schema: Option<String>,
     /// How often [`DatabaseClock`] re-measures the database server's clock. Default 10 s.
     pub clock_refresh: Duration,
+    /// Trust the operating system's root certificates for TLS to the database. Default on.
+    pub system_roots: bool,
+    /// More root certificates (PEM) trusted for TLS to the database: a private CA, a cloud
+    /// provider's bundle. Default none.
+    pub root_certificates_pem: Vec<u8>,
     local_clock: Option<Arc<dyn Clock>>,
 }
 
@@ -89,6 +94,8 @@ impl Default for PgOptions {
             retry_for: Duration::from_secs(30),
             schema: None,
             clock_refresh: Duration::from_secs(10),
+            system_roots: true,
+            root_certificates_pem: Vec::new(),
             local_clock: None,
         }
     }
@@ -131,6 +138,23 @@ impl PgOptions {
         self
     }
 
+    /// Adds root certificates (PEM, one or more) trusted for TLS to the database. TLS is used
+    /// as the URL's `sslmode` says (`prefer` by default; `require` to refuse a plaintext
+    /// connection); the server's certificate is always verified against these and the system's
+    /// roots, for the host name or address the URL names.
+    #[must_use]
+    pub fn with_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates_pem.extend(pem.into());
+        self
+    }
+
+    /// Sets [`PgOptions::system_roots`].
+    #[must_use]
+    pub fn with_system_roots(mut self, on: bool) -> Self {
+        self.system_roots = on;
+        self
+    }
+
     /// The clock this replica reads before correcting it by the database server's (default:
     /// the system clock). For tests and simulations of a replica whose clock is wrong.
     #[must_use]
@@ -146,6 +170,7 @@ type Job = Box<dyn FnOnce(&mut txn::Worker) + Send>;
 /// What the writers, the readers and the clock share.
 pub(crate) struct Shared {
     config: postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     location: String,
     options: PgOptions,
     /// The master key, to reload the data keys when another replica changes them.
@@ -234,13 +259,15 @@ impl PgStore {
         let schema_name = schema.clone().unwrap_or_default();
         let keys_lock = lock_id(&[b"tokendb:keys:", schema_name.as_bytes()]);
         let create_lock = lock_id(&[b"tokendb:create:", schema_name.as_bytes()]);
-        let mut conn = Conn::connect(&config).map_err(store_error)?;
+        let tls = conn::tls(&options.root_certificates_pem, options.system_roots)?;
+        let mut conn = Conn::connect(&config, &tls).map_err(store_error)?;
         let (ring, version) =
             keys::create_or_load(&mut conn, master, schema.as_deref(), create_lock)?;
         let master = MasterKey::from_hex(&master.to_hex()).map_err(StoreError::Invalid)?;
-        let readers = pool::Pool::new(config.clone(), options.readers, conn);
+        let readers = pool::Pool::new(config.clone(), tls.clone(), options.readers, conn);
         let shared = Arc::new(Shared {
             config,
+            tls,
             location,
             options: options.clone(),
             master: RwLock::new(master),

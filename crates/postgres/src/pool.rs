@@ -12,12 +12,20 @@ struct State {
 }
 
 /// A bounded pool of connections to one database.
-#[derive(Debug)]
 pub(crate) struct Pool {
     config: postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     max: usize,
     state: Mutex<State>,
     freed: Condvar,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A connection taken from the pool; returned when dropped (or closed, if it broke or was
@@ -29,9 +37,15 @@ pub(crate) struct Lease<'a> {
 }
 
 impl Pool {
-    pub(crate) fn new(config: postgres::Config, max: usize, first: Conn) -> Self {
+    pub(crate) fn new(
+        config: postgres::Config,
+        tls: tokio_postgres_rustls::MakeRustlsConnect,
+        max: usize,
+        first: Conn,
+    ) -> Self {
         Self {
             config,
+            tls,
             max: max.max(1),
             state: Mutex::new(State {
                 idle: vec![first],
@@ -66,7 +80,7 @@ impl Pool {
             if state.open < self.max {
                 state.open += 1;
                 drop(state);
-                return match Conn::connect(&self.config) {
+                return match Conn::connect(&self.config, &self.tls) {
                     Ok(conn) => Ok(Lease {
                         pool: self,
                         conn: Some(conn),

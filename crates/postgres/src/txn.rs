@@ -78,7 +78,7 @@ impl Worker {
         loop {
             let conn = match self.conn.take() {
                 Some(c) if !c.is_closed() => self.conn.insert(c),
-                _ => match Conn::connect(&shared.config) {
+                _ => match Conn::connect(&shared.config, &shared.tls) {
                     Ok(c) => self.conn.insert(c),
                     Err(e) => {
                         if Instant::now() >= deadline {
@@ -136,7 +136,7 @@ impl Worker {
             if Instant::now() >= deadline {
                 return None;
             }
-            let Ok(mut conn) = Conn::connect(&self.shared.config) else {
+            let Ok(mut conn) = Conn::connect(&self.shared.config, &self.shared.tls) else {
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             };

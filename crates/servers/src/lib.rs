@@ -451,6 +451,51 @@ impl PostgresServer {
         }
     }
 
+    /// Turns TLS on (`ssl = on`) with this certificate chain and key (PEM), by a configuration
+    /// reload: connections may then use TLS, and `hostssl` rules could require it.
+    ///
+    /// # Errors
+    /// If the files cannot be written or the server refuses the settings.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> ServerResult<()> {
+        let cert = self.data.join("server.crt");
+        let key = self.data.join("server.key");
+        fs::write(&cert, cert_pem)?;
+        fs::write(&key, key_pem)?;
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?;
+        if let Some(user) = self.run_as {
+            let (uid, gid) = os_user_ids(user)?;
+            std::os::unix::fs::chown(&cert, Some(uid), Some(gid))?;
+            std::os::unix::fs::chown(&key, Some(uid), Some(gid))?;
+        }
+        let mut client = self.config().connect(postgres::NoTls)?;
+        // One statement per call: several in one string run as one transaction block, which
+        // ALTER SYSTEM refuses.
+        for sql in [
+            "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+            "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+            "ALTER SYSTEM SET ssl = on",
+        ] {
+            client.batch_execute(sql)?;
+        }
+        let reloaded: bool = client.query_one("SELECT pg_reload_conf()", &[])?.get(0);
+        if !reloaded {
+            return Err("pg_reload_conf() refused".into());
+        }
+        // The reload is asynchronous: wait until a new session sees ssl = on.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut c = self.config().connect(postgres::NoTls)?;
+            let on: String = c.query_one("SHOW ssl", &[])?.get(0);
+            if on == "on" {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("ssl did not turn on after a reload".into());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kills the postmaster with `SIGKILL`, as a machine failure would stop it (its backends
     /// exit when they notice). The directory stays until the guard is dropped.
     ///
