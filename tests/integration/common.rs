@@ -129,8 +129,6 @@ pub(crate) fn file(db: &TokenDb) -> &Arc<Store> {
     db.redb_file_for_tests().expect("a redb-file database")
 }
 
-pub(crate) use tokendb_backend::Backend as _;
-
 /// A grant for subject `sub-{i}` of client `client-{i % 3}`.
 pub(crate) fn grant(i: usize) -> Grant {
     Grant::new(

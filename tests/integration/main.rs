@@ -32,3 +32,4 @@ mod lifecycle;
 mod model;
 mod rotation;
 mod sweeper;
+mod sweeper_file;

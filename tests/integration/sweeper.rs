@@ -1,18 +1,17 @@
 //! The sweeper (issue 4, design §6), driven by a manual clock through `TokenDb::sweep_now`, and
-//! its background thread: deadlines are exclusive, idle and absolute expiry, re-filing of an
-//! entry whose record lives longer, nothing left behind by a long-rotated family, revoked
-//! families kept until their deadline, grace slots erased, prompt shutdown mid-pass, the failed
-//! state, and the metrics.
+//! its background thread: deadlines are exclusive, idle and absolute expiry, nothing left behind
+//! by a long-rotated family, revoked families kept until their deadline, grace slots erased,
+//! prompt shutdown mid-pass, the failed state, and the metrics. On both backends; what depends
+//! on the file's layout is in `sweeper_file.rs`.
 
-use crate::common::file;
 use crate::common::{Contents, DAY, Fixture, HOUR, MINUTE, T0, grant};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokendb::{
-    Clock, ConfigBuilder, Error, Failure, ManualClock, RevokeReason, RotateRefusal, StoreError,
-    SweeperConfig, TokenDb, TokenStatus,
+    Clock, Error, Failure, ManualClock, RevokeReason, RotateRefusal, StoreError, SweeperConfig,
+    TokenDb, TokenStatus,
 };
 #[allow(unused_imports)]
 use tokendb_backend::Backend as _;
@@ -43,7 +42,7 @@ fn a_deadline_equal_to_now_is_expired_and_swept() {
     let bound = db.issue_access_for_family(fam.family, None).unwrap();
     let alone = db.issue_access(&grant(2)).unwrap();
     assert_eq!(alone.expires.at_ms, T0 + 10 * MINUTE);
-    Contents::read(file(db)).assert_exact();
+    Contents::of(db, &fx.place).assert_exact();
 
     fx.advance(10 * MINUTE - 1);
     assert_eq!(sweep(db), (0, 0), "one millisecond early: nothing is due");
@@ -62,7 +61,7 @@ fn a_deadline_equal_to_now_is_expired_and_swept() {
     assert_eq!(sweep(db), (0, 2));
     assert_eq!(status(db, alone.token.expose()), TokenStatus::Unknown);
     assert_eq!(status(db, bound.token.expose()), TokenStatus::Unknown);
-    Contents::read(file(db)).assert_exact();
+    Contents::of(db, &fx.place).assert_exact();
 
     fx.advance(HOUR - 10 * MINUTE - 1);
     assert_eq!(sweep(db), (0, 0));
@@ -71,7 +70,7 @@ fn a_deadline_equal_to_now_is_expired_and_swept() {
     assert_eq!(status(db, fam.token.expose()), TokenStatus::ExpiredIdle);
     assert_eq!(sweep(db), (1, 0));
     assert_eq!(status(db, fam.token.expose()), TokenStatus::Unknown);
-    assert!(Contents::read(file(db)).is_empty());
+    assert!(Contents::of(db, &fx.place).is_empty());
 }
 
 #[test]
@@ -84,7 +83,7 @@ fn idle_expiry_sweeps_a_family_whose_absolute_deadline_is_far() {
     let next = db.rotate(used.token.expose(), "client-2", None).unwrap();
     assert_eq!(next.idle.at_ms, T0 + 36 * HOUR);
     assert_eq!(next.absolute.at_ms, T0 + 30 * DAY);
-    let c = Contents::read(file(db));
+    let c = Contents::of(db, &fx.place);
     c.assert_exact(); // the rotation moved the family's deadline entry to T0 + 36 h
     assert!(c.index.contains(&IndexEntry::Deadline(
         T0 + 36 * HOUR,
@@ -102,126 +101,9 @@ fn idle_expiry_sweeps_a_family_whose_absolute_deadline_is_far() {
     fx.advance(1);
     assert_eq!(sweep(db), (1, 0));
     assert_eq!(status(db, next.token.expose()), TokenStatus::Unknown);
-    assert!(Contents::read(file(db)).is_empty());
+    assert!(Contents::of(db, &fx.place).is_empty());
     let m = db.sweeper_metrics();
     assert_eq!((m.families_deleted, m.tokens_deleted, m.refiled), (2, 0, 0));
-}
-
-/// The key of a `deadlines` entry, as `tokendb-store` lays it out (deadline, kind, 40-byte id
-/// slot; family ids zero-padded).
-fn deadline_key(deadline: u64, entry: &Entry) -> [u8; 49] {
-    let mut k = [0u8; 49];
-    k[..8].copy_from_slice(&deadline.to_be_bytes());
-    match entry {
-        Entry::Family(f) => {
-            k[8] = 1;
-            k[9..25].copy_from_slice(f.as_bytes());
-        }
-        Entry::Token(t) => {
-            k[8] = 2;
-            k[9..].copy_from_slice(&t.to_bytes());
-        }
-        Entry::Grace(..) => unreachable!("not used here"),
-    }
-    k
-}
-
-const DEADLINES: redb::TableDefinition<'_, &[u8; 49], ()> = redb::TableDefinition::new("deadlines");
-
-fn reuse_config(clock: &Arc<ManualClock>) -> ConfigBuilder {
-    Fixture::base(clock)
-        .refresh_lifetime(ms(30 * DAY), ms(DAY))
-        .dangerous_non_rotating_refresh_tokens(ms(MINUTE))
-}
-
-/// The store keeps the index exact on every write, so a lagging entry cannot come from the API.
-/// It is made here the honest way: a use slides the family's idle deadline (a `ReUse` slide),
-/// then the file is edited directly to put the entry back where it was before the use — what a
-/// lazily indexed writer, or an older build, would leave. Entries whose record is gone are
-/// added too, and an access-token entry (access tokens are keyed by their deadline and never
-/// filed in `deadlines`). The sweeper must re-file the first kind, drop the others, and delete
-/// nothing before its real deadline.
-#[test]
-fn an_entry_whose_record_lives_longer_is_refiled_not_deleted() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.tdb");
-    let clock = Arc::new(ManualClock::new(T0));
-    let master = tokendb::MasterKey::generate();
-    let db = TokenDb::create(&path, &master, reuse_config(&clock).build().unwrap()).unwrap();
-
-    let fam = db.issue_refresh(&grant(1)).unwrap();
-    assert_eq!(fam.idle.at_ms, T0 + DAY);
-    clock.advance(12 * HOUR);
-    let slid = db.rotate(fam.token.expose(), "client-1", None).unwrap();
-    assert_eq!(slid.token, fam.token, "non-rotating: the same token");
-    assert_eq!(slid.idle.at_ms, T0 + 36 * HOUR);
-    let access = db.issue_access(&grant(2)).unwrap();
-    assert_eq!(access.expires.at_ms, T0 + 13 * HOUR);
-    Contents::read(file(&db)).assert_exact();
-    db.close().unwrap();
-
-    {
-        let raw = redb::Database::open(&path).unwrap();
-        let txn = raw.begin_write().unwrap();
-        {
-            let mut t = txn.open_table(DEADLINES).unwrap();
-            let f = Entry::Family(fam.family);
-            assert!(
-                t.remove(&deadline_key(T0 + 36 * HOUR, &f))
-                    .unwrap()
-                    .is_some()
-            );
-            t.insert(&deadline_key(T0 + DAY, &f), ()).unwrap();
-            let ghost_f = Entry::Family(tokendb::FamilyId::generate());
-            let ghost_t = Entry::Token(tokendb_core::AccessKey {
-                deadline: T0 + 12 * HOUR + 30 * MINUTE,
-                id: tokendb_core::TokenId::from_bytes([7; 32]),
-            });
-            t.insert(&deadline_key(T0 + 12 * HOUR + 30 * MINUTE, &ghost_f), ())
-                .unwrap();
-            t.insert(&deadline_key(T0 + 12 * HOUR + 30 * MINUTE, &ghost_t), ())
-                .unwrap();
-        }
-        txn.commit().unwrap();
-    }
-
-    let db = TokenDb::open(&path, &master, reuse_config(&clock).build().unwrap()).unwrap();
-    assert!(!Contents::read(file(&db)).index_problems().is_empty());
-    clock.advance(30 * MINUTE); // T0 + 12 h 30 min: the ghosts
-    let r = db.sweep_now(None).unwrap();
-    assert_eq!((r.families, r.tokens, r.refiled), (0, 0, 0), "{r:?}");
-    assert!(db.validate(access.token.expose()).unwrap().is_active());
-    let c = Contents::read(file(&db));
-    let problems = c.index_problems();
-    assert_eq!(
-        problems.len(),
-        1,
-        "only the family's entry lags: {problems:?}"
-    );
-
-    clock.set(T0 + DAY); // the family's stale entry; its record says T0 + 36 h
-    assert!(
-        db.validate(fam.token.expose()).unwrap().is_active(),
-        "the record, not the index, decides"
-    );
-    let r = db.sweep_now(None).unwrap();
-    assert_eq!((r.families, r.tokens, r.refiled), (0, 1, 1), "{r:?}");
-    assert!(db.validate(fam.token.expose()).unwrap().is_active());
-    let c = Contents::read(file(&db));
-    c.assert_exact();
-    assert!(c.index.contains(&IndexEntry::Deadline(
-        T0 + 36 * HOUR,
-        Entry::Family(fam.family)
-    )));
-
-    clock.set(T0 + 36 * HOUR);
-    assert_eq!(sweep(&db), (1, 0));
-    assert!(Contents::read(file(&db)).is_empty());
-    let m = db.sweeper_metrics();
-    assert_eq!(
-        (m.passes, m.families_deleted, m.tokens_deleted, m.refiled),
-        (3, 1, 1, 1)
-    );
 }
 
 #[test]
@@ -246,7 +128,7 @@ fn a_family_with_many_rotations_leaves_nothing_behind() {
             sweep(db); // grace timers fire along the way
         }
     }
-    let c = Contents::read(file(db));
+    let c = Contents::of(db, &fx.place);
     c.assert_exact();
     assert_eq!(
         c.families.len(),
@@ -259,7 +141,7 @@ fn a_family_with_many_rotations_leaves_nothing_behind() {
     let r = db.sweep_now(None).unwrap();
     assert_eq!((r.families, r.tokens), (1, 6));
     assert!(
-        Contents::read(file(db)).is_empty(),
+        Contents::of(db, &fx.place).is_empty(),
         "no record, no index entry, no grace timer"
     );
     for t in tokens.iter().chain(&access) {
@@ -287,7 +169,7 @@ fn a_grace_timer_past_the_family_deadline_is_cleared_when_it_fires() {
     );
     fx.advance(10_000);
     assert_eq!(sweep(db), (1, 0));
-    let c = Contents::read(file(db));
+    let c = Contents::of(db, &fx.place);
     assert!(c.families.is_empty() && c.tokens.is_empty());
     for (d, f, _) in c.grace_timers() {
         assert_eq!(f, fam.family);
@@ -300,7 +182,7 @@ fn a_grace_timer_past_the_family_deadline_is_cleared_when_it_fires() {
     );
     fx.advance(20_000);
     sweep(db);
-    assert!(Contents::read(file(db)).is_empty());
+    assert!(Contents::of(db, &fx.place).is_empty());
 }
 
 #[test]
@@ -332,7 +214,7 @@ fn a_revoked_family_answers_revoked_until_its_deadline_then_is_swept() {
             RevokeReason::Requested
         )))
     ));
-    Contents::read(file(db)).assert_exact();
+    Contents::of(db, &fx.place).assert_exact();
 
     fx.advance(1);
     assert_eq!(
@@ -343,7 +225,7 @@ fn a_revoked_family_answers_revoked_until_its_deadline_then_is_swept() {
     for t in [&fam.token, &a1.token, &a2.token] {
         assert_eq!(status(db, t.expose()), TokenStatus::Unknown);
     }
-    assert!(Contents::read(file(db)).is_empty());
+    assert!(Contents::of(db, &fx.place).is_empty());
 }
 
 #[test]
@@ -374,7 +256,7 @@ fn access_tokens_of_a_swept_family_go_with_it() {
         assert_eq!(status(db, a.token.expose()), TokenStatus::Unknown);
     }
     assert!(db.validate(alone.token.expose()).unwrap().is_active());
-    let c = Contents::read(file(db));
+    let c = Contents::of(db, &fx.place);
     c.assert_exact();
     assert_eq!((c.families.len(), c.tokens.len()), (1, 1));
     assert!(
@@ -391,12 +273,12 @@ fn grace_slots_are_erased_by_the_sweeper_at_the_end_of_the_window() {
     let fam = db.issue_refresh(&grant(1)).unwrap();
     fx.advance(1_000);
     let next = db.rotate(fam.token.expose(), "client-1", None).unwrap();
-    let rec = || file(db).family(&fam.family).unwrap().unwrap();
+    let rec = || Contents::of(db, &fx.place).families[&fam.family].clone();
     assert!(
         !rec().grace.is_empty(),
         "the successor is kept for the window"
     );
-    Contents::read(file(db)).assert_exact();
+    Contents::of(db, &fx.place).assert_exact();
 
     fx.advance(29_999);
     let r = db.sweep_now(None).unwrap();
@@ -412,8 +294,8 @@ fn grace_slots_are_erased_by_the_sweeper_at_the_end_of_the_window() {
     assert_eq!(rec().generation, 2);
     assert!(db.validate(next.token.expose()).unwrap().is_active());
     assert_eq!(status(db, fam.token.expose()), TokenStatus::Rotated);
-    assert!(Contents::read(file(db)).grace_timers().is_empty());
-    Contents::read(file(db)).assert_exact();
+    assert!(Contents::of(db, &fx.place).grace_timers().is_empty());
+    Contents::of(db, &fx.place).assert_exact();
 }
 
 /// A clock that notes which OS thread the sweeper runs on, and can be told to panic there.
@@ -516,8 +398,8 @@ fn shutdown_in_the_middle_of_a_pass_returns_within_one_batch() {
     ));
 
     let config = Fixture::base(&manual).build().unwrap();
-    let db = TokenDb::open(fx.path(), &fx.master, config).unwrap();
-    let c = Contents::read(file(&db));
+    let db = fx.reopen(config).unwrap();
+    let c = Contents::of(&db, &fx.place);
     println!(
         "sweeper/shutdown: {} of {TOKENS} tokens left unswept",
         c.tokens.len()
@@ -569,12 +451,7 @@ fn a_panic_in_the_sweeper_marks_the_database_failed() {
 
     db.close().unwrap();
     spy.panic_in_sweeper.store(false, Ordering::SeqCst);
-    let db = TokenDb::open(
-        fx.path(),
-        &fx.master,
-        Fixture::base(&manual).build().unwrap(),
-    )
-    .unwrap();
+    let db = fx.reopen(Fixture::base(&manual).build().unwrap()).unwrap();
     assert!(
         db.validate(fam.token.expose()).unwrap().is_active(),
         "reopened, nothing lost"
@@ -634,74 +511,6 @@ fn metrics_count_what_the_passes_did() {
         let m = db.sweeper_metrics();
         assert_eq!((m.passes, m.families_deleted, m.tokens_deleted), (3, 2, 3));
         assert_eq!(m.lag_ms, 15 * MINUTE);
-        assert!(Contents::read(file(db)).is_empty(), "thread: {thread}");
+        assert!(Contents::of(db, &fx.place).is_empty(), "thread: {thread}");
     }
-}
-
-/// Standalone access tokens are swept as a run of keys; their subject and client index entries
-/// go with their deadline bucket once it has ended (never while a token they name is alive),
-/// and revoking a subject finds tokens in every bucket.
-#[test]
-fn token_index_entries_go_with_their_bucket_and_revocation_sees_every_bucket() {
-    let bucket = 1u64 << tokendb_store::BUCKET_SHIFT;
-    let fx = Fixture::with(|b| b.access_lifetime(ms(10 * MINUTE)));
-    let db = &fx.db;
-    // Three generations of tokens of one subject, in different deadline buckets.
-    let mut tokens = Vec::new();
-    for _ in 0..3 {
-        tokens.push(db.issue_access(&grant(1)).unwrap());
-        tokens.push(db.issue_access(&grant(2)).unwrap());
-        fx.advance(3 * bucket);
-    }
-    let c = Contents::read(file(db));
-    c.assert_exact();
-    let token_entries = |c: &Contents| {
-        c.index
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e,
-                    IndexEntry::Subject(_, Entry::Token(_))
-                        | IndexEntry::Client(_, Entry::Token(_))
-                )
-            })
-            .count()
-    };
-    assert_eq!(token_entries(&c), 12);
-
-    // The first pair expired: swept; its entries stay until its bucket ends, then go.
-    fx.set(T0 + 10 * MINUTE);
-    assert_eq!(sweep(db), (0, 2));
-    let c = Contents::read(file(db));
-    c.assert_exact();
-    let first_bucket_end = (T0 + 10 * MINUTE) / bucket * bucket + bucket;
-    if first_bucket_end > T0 + 10 * MINUTE + 1 {
-        assert_eq!(token_entries(&c), 12, "the bucket has not ended");
-    }
-    fx.set(first_bucket_end);
-    db.sweep_now(None).unwrap();
-    let c = Contents::read(file(db));
-    c.assert_exact();
-    assert_eq!(
-        token_entries(&c),
-        8,
-        "the first bucket's entries were dropped"
-    );
-
-    // Revoking subject 1 revokes its live tokens in both remaining buckets, not subject 2's.
-    let r = db.revoke_subject("sub-1", None).unwrap();
-    assert_eq!((r.families, r.tokens), (0, 2));
-    for (i, t) in tokens.iter().enumerate().skip(2) {
-        let want_revoked = i % 2 == 0;
-        assert_eq!(
-            status(db, t.token.expose()) == TokenStatus::Revoked(RevokeReason::Subject),
-            want_revoked,
-            "token {i}"
-        );
-    }
-
-    // Everything expires: records and entries are gone once the last bucket ends.
-    fx.set(T0 + 100 * bucket);
-    db.sweep_now(None).unwrap();
-    assert!(Contents::read(file(db)).is_empty());
 }

@@ -14,7 +14,7 @@
 /// This binary's fixtures are PostgreSQL schemas.
 const BACKEND: common::Backend = common::Backend::Postgres;
 
-#[allow(dead_code, unused_imports)] // the file-only helpers are used by the `integration` binary
+#[allow(dead_code)] // the file-only helpers are used by the `integration` binary
 #[path = "../integration/common.rs"]
 mod common;
 
@@ -31,6 +31,10 @@ mod lifecycle;
 mod model;
 #[path = "../integration/refusals.rs"]
 mod refusals;
+#[path = "../integration/rotation.rs"]
+mod rotation;
+#[path = "../integration/sweeper.rs"]
+mod sweeper;
 
 mod failover;
 mod processes;

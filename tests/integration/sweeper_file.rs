@@ -1,0 +1,208 @@
+//! Sweeper behaviour that depends on the redb file's layout: a `deadlines` entry edited in the
+//! file behind the engine's back, and the deadline-bucketed token indexes. The rest of the
+//! sweeper's promises (`sweeper.rs`) run on both backends.
+
+use crate::common::file;
+use crate::common::{Contents, DAY, Fixture, HOUR, MINUTE, T0, grant};
+use std::sync::Arc;
+use std::time::Duration;
+use tokendb::{ConfigBuilder, ManualClock, RevokeReason, TokenDb, TokenStatus};
+use tokendb_store::{Entry, IndexEntry};
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+fn status(db: &TokenDb, token: &str) -> TokenStatus {
+    db.validate(token).unwrap().status
+}
+
+fn sweep(db: &TokenDb) -> (u64, u64) {
+    let r = db.sweep_now(None).unwrap();
+    (r.families, r.tokens)
+}
+
+/// The key of a `deadlines` entry, as `tokendb-store` lays it out (deadline, kind, 40-byte id
+/// slot; family ids zero-padded).
+fn deadline_key(deadline: u64, entry: &Entry) -> [u8; 49] {
+    let mut k = [0u8; 49];
+    k[..8].copy_from_slice(&deadline.to_be_bytes());
+    match entry {
+        Entry::Family(f) => {
+            k[8] = 1;
+            k[9..25].copy_from_slice(f.as_bytes());
+        }
+        Entry::Token(t) => {
+            k[8] = 2;
+            k[9..].copy_from_slice(&t.to_bytes());
+        }
+        Entry::Grace(..) => unreachable!("not used here"),
+    }
+    k
+}
+
+const DEADLINES: redb::TableDefinition<'_, &[u8; 49], ()> = redb::TableDefinition::new("deadlines");
+
+fn reuse_config(clock: &Arc<ManualClock>) -> ConfigBuilder {
+    Fixture::base(clock)
+        .refresh_lifetime(ms(30 * DAY), ms(DAY))
+        .dangerous_non_rotating_refresh_tokens(ms(MINUTE))
+}
+
+/// The store keeps the index exact on every write, so a lagging entry cannot come from the API.
+/// It is made here the honest way: a use slides the family's idle deadline (a `ReUse` slide),
+/// then the file is edited directly to put the entry back where it was before the use — what a
+/// lazily indexed writer, or an older build, would leave. Entries whose record is gone are
+/// added too, and an access-token entry (access tokens are keyed by their deadline and never
+/// filed in `deadlines`). The sweeper must re-file the first kind, drop the others, and delete
+/// nothing before its real deadline.
+#[test]
+fn an_entry_whose_record_lives_longer_is_refiled_not_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.tdb");
+    let clock = Arc::new(ManualClock::new(T0));
+    let master = tokendb::MasterKey::generate();
+    let db = TokenDb::create(&path, &master, reuse_config(&clock).build().unwrap()).unwrap();
+
+    let fam = db.issue_refresh(&grant(1)).unwrap();
+    assert_eq!(fam.idle.at_ms, T0 + DAY);
+    clock.advance(12 * HOUR);
+    let slid = db.rotate(fam.token.expose(), "client-1", None).unwrap();
+    assert_eq!(slid.token, fam.token, "non-rotating: the same token");
+    assert_eq!(slid.idle.at_ms, T0 + 36 * HOUR);
+    let access = db.issue_access(&grant(2)).unwrap();
+    assert_eq!(access.expires.at_ms, T0 + 13 * HOUR);
+    Contents::read(file(&db)).assert_exact();
+    db.close().unwrap();
+
+    {
+        let raw = redb::Database::open(&path).unwrap();
+        let txn = raw.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(DEADLINES).unwrap();
+            let f = Entry::Family(fam.family);
+            assert!(
+                t.remove(&deadline_key(T0 + 36 * HOUR, &f))
+                    .unwrap()
+                    .is_some()
+            );
+            t.insert(&deadline_key(T0 + DAY, &f), ()).unwrap();
+            let ghost_f = Entry::Family(tokendb::FamilyId::generate());
+            let ghost_t = Entry::Token(tokendb_core::AccessKey {
+                deadline: T0 + 12 * HOUR + 30 * MINUTE,
+                id: tokendb_core::TokenId::from_bytes([7; 32]),
+            });
+            t.insert(&deadline_key(T0 + 12 * HOUR + 30 * MINUTE, &ghost_f), ())
+                .unwrap();
+            t.insert(&deadline_key(T0 + 12 * HOUR + 30 * MINUTE, &ghost_t), ())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    let db = TokenDb::open(&path, &master, reuse_config(&clock).build().unwrap()).unwrap();
+    assert!(!Contents::read(file(&db)).index_problems().is_empty());
+    clock.advance(30 * MINUTE); // T0 + 12 h 30 min: the ghosts
+    let r = db.sweep_now(None).unwrap();
+    assert_eq!((r.families, r.tokens, r.refiled), (0, 0, 0), "{r:?}");
+    assert!(db.validate(access.token.expose()).unwrap().is_active());
+    let c = Contents::read(file(&db));
+    let problems = c.index_problems();
+    assert_eq!(
+        problems.len(),
+        1,
+        "only the family's entry lags: {problems:?}"
+    );
+
+    clock.set(T0 + DAY); // the family's stale entry; its record says T0 + 36 h
+    assert!(
+        db.validate(fam.token.expose()).unwrap().is_active(),
+        "the record, not the index, decides"
+    );
+    let r = db.sweep_now(None).unwrap();
+    assert_eq!((r.families, r.tokens, r.refiled), (0, 1, 1), "{r:?}");
+    assert!(db.validate(fam.token.expose()).unwrap().is_active());
+    let c = Contents::read(file(&db));
+    c.assert_exact();
+    assert!(c.index.contains(&IndexEntry::Deadline(
+        T0 + 36 * HOUR,
+        Entry::Family(fam.family)
+    )));
+
+    clock.set(T0 + 36 * HOUR);
+    assert_eq!(sweep(&db), (1, 0));
+    assert!(Contents::read(file(&db)).is_empty());
+    let m = db.sweeper_metrics();
+    assert_eq!(
+        (m.passes, m.families_deleted, m.tokens_deleted, m.refiled),
+        (3, 1, 1, 1)
+    );
+}
+
+/// Standalone access tokens are swept as a run of keys; their subject and client index entries
+/// go with their deadline bucket once it has ended (never while a token they name is alive),
+/// and revoking a subject finds tokens in every bucket.
+#[test]
+fn token_index_entries_go_with_their_bucket_and_revocation_sees_every_bucket() {
+    let bucket = 1u64 << tokendb_store::BUCKET_SHIFT;
+    let fx = Fixture::with(|b| b.access_lifetime(ms(10 * MINUTE)));
+    let db = &fx.db;
+    // Three generations of tokens of one subject, in different deadline buckets.
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(db.issue_access(&grant(1)).unwrap());
+        tokens.push(db.issue_access(&grant(2)).unwrap());
+        fx.advance(3 * bucket);
+    }
+    let c = Contents::read(file(db));
+    c.assert_exact();
+    let token_entries = |c: &Contents| {
+        c.index
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    IndexEntry::Subject(_, Entry::Token(_))
+                        | IndexEntry::Client(_, Entry::Token(_))
+                )
+            })
+            .count()
+    };
+    assert_eq!(token_entries(&c), 12);
+
+    // The first pair expired: swept; its entries stay until its bucket ends, then go.
+    fx.set(T0 + 10 * MINUTE);
+    assert_eq!(sweep(db), (0, 2));
+    let c = Contents::read(file(db));
+    c.assert_exact();
+    let first_bucket_end = (T0 + 10 * MINUTE) / bucket * bucket + bucket;
+    if first_bucket_end > T0 + 10 * MINUTE + 1 {
+        assert_eq!(token_entries(&c), 12, "the bucket has not ended");
+    }
+    fx.set(first_bucket_end);
+    db.sweep_now(None).unwrap();
+    let c = Contents::read(file(db));
+    c.assert_exact();
+    assert_eq!(
+        token_entries(&c),
+        8,
+        "the first bucket's entries were dropped"
+    );
+
+    // Revoking subject 1 revokes its live tokens in both remaining buckets, not subject 2's.
+    let r = db.revoke_subject("sub-1", None).unwrap();
+    assert_eq!((r.families, r.tokens), (0, 2));
+    for (i, t) in tokens.iter().enumerate().skip(2) {
+        let want_revoked = i % 2 == 0;
+        assert_eq!(
+            status(db, t.token.expose()) == TokenStatus::Revoked(RevokeReason::Subject),
+            want_revoked,
+            "token {i}"
+        );
+    }
+
+    // Everything expires: records and entries are gone once the last bucket ends.
+    fx.set(T0 + 100 * bucket);
+    db.sweep_now(None).unwrap();
+    assert!(Contents::read(file(db)).is_empty());
+}
