@@ -2,14 +2,13 @@
 //! that it costs one commit, and that a kill at any moment never leaves a family rotated
 //! without the access token of that rotation.
 
-use crate::common::{Fixture, SplitMix, file, grant, random_seed};
+use crate::common::{Backend, Contents, Fixture, SplitMix, grant, random_seed};
 use crate::crash::{checking_config, kill_child, spawn_child};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokendb::{Clock, Error, MasterKey, RotateRefusal, Scope, SystemClock, TokenDb, TokenStatus};
 #[allow(unused_imports)]
 use tokendb_backend::Backend as _;
-use tokendb_store::ScanItem;
 use tokendb_tests::place::Place;
 
 #[test]
@@ -42,13 +41,13 @@ fn a_refresh_rotates_and_issues_its_access_token_in_one_commit() {
         f.db.validate(r.access.token.expose()).unwrap().status,
         TokenStatus::Revoked(_)
     ));
-    let tokens = count_tokens(&f.db);
+    let tokens = count_tokens(&f.db, &f.place);
     assert!(
         f.db.refresh(r.refresh.token.expose(), &client, None)
             .is_err()
     );
     assert_eq!(
-        count_tokens(&f.db),
+        count_tokens(&f.db, &f.place),
         tokens,
         "a refused refresh issued a token"
     );
@@ -72,16 +71,8 @@ fn a_retry_within_the_grace_period_gets_the_same_refresh_token_and_a_new_access_
     );
 }
 
-fn count_tokens(db: &TokenDb) -> usize {
-    let mut n = 0;
-    file(db)
-        .scan(|item| {
-            if matches!(item, ScanItem::Token(..)) {
-                n += 1;
-            }
-        })
-        .unwrap();
-    n
+fn count_tokens(db: &TokenDb, place: &Place) -> usize {
+    Contents::of(db, place).tokens.len()
 }
 
 /// Acknowledged refreshes in the child's logs: family (hex) → highest generation.
@@ -107,45 +98,40 @@ fn kills_never_leave_a_successor_without_its_access_token() {
     println!("refresh crash: seed {seed} (set TOKENDB_TEST_SEED to reuse it)");
     let mut rng = SplitMix(seed);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.tdb");
+    let place = match crate::BACKEND {
+        Backend::File => Place::File(dir.path().join("tokens.tdb")),
+        Backend::Postgres => Place::fresh_postgres(),
+    };
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
     let master = MasterKey::generate();
-    TokenDb::create(&path, &master, checking_config(SystemClock.now_ms()))
+    place
+        .create(&master, checking_config(SystemClock.now_ms()))
         .unwrap()
         .close()
         .unwrap();
     let extra = ["--refresh", "--access-ms", "3600000"];
     for round in 0..8 {
-        let child = spawn_child(
-            &Place::File(path.clone()),
-            &logs,
-            &master,
-            round,
-            rng.next_u64(),
-            &extra,
-        );
+        let child = spawn_child(&place, &logs, &master, round, rng.next_u64(), &extra);
         std::thread::sleep(Duration::from_millis(rng.range(30, 250)));
         kill_child(child);
     }
 
-    let db = TokenDb::open(&path, &master, checking_config(SystemClock.now_ms())).unwrap();
-    let mut families = BTreeMap::new();
-    let mut issued_at = BTreeMap::<_, Vec<u64>>::new();
-    file(&db)
-        .scan(|item| match item {
-            ScanItem::Family(id, rec) => {
-                let rec = rec.unwrap();
-                families.insert(id, (rec.generation, rec.rotated_at));
-            }
-            ScanItem::Token(_, rec) => {
-                let rec = rec.unwrap();
-                if let Some(f) = rec.family {
-                    issued_at.entry(f).or_default().push(rec.issued_at);
-                }
-            }
-        })
+    let db = place
+        .open(&master, checking_config(SystemClock.now_ms()))
         .unwrap();
+    let stored = Contents::of(&db, &place);
+    let families: BTreeMap<_, _> = stored
+        .families
+        .iter()
+        .map(|(id, rec)| (*id, (rec.generation, rec.rotated_at)))
+        .collect();
+    let mut issued_at = BTreeMap::<_, Vec<u64>>::new();
+    for rec in stored.tokens.values() {
+        if let Some(f) = rec.family {
+            issued_at.entry(f).or_default().push(rec.issued_at);
+        }
+    }
     let mut rotated = 0;
     for (id, (generation, rotated_at)) in &families {
         if *generation > 1 {

@@ -29,12 +29,16 @@ mod crash;
 mod lifecycle;
 #[path = "../integration/model.rs"]
 mod model;
+#[path = "../integration/refresh.rs"]
+mod refresh;
 #[path = "../integration/refusals.rs"]
 mod refusals;
 #[path = "../integration/rotation.rs"]
 mod rotation;
 #[path = "../integration/sweeper.rs"]
 mod sweeper;
+#[path = "../integration/telemetry.rs"]
+mod telemetry;
 
 mod failover;
 mod processes;

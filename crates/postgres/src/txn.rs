@@ -52,6 +52,9 @@ impl Worker {
     pub(crate) fn run(mut self, rx: &Receiver<(Job, Instant)>) {
         for (job, queued_at) in rx {
             self.queued = queued_at.elapsed();
+            metrics::gauge!("tokendb_writer_queue_depth").set(rx.len() as f64);
+            // One operation per transaction: the server flushes concurrent commits together.
+            metrics::histogram!("tokendb_writer_batch_size").record(1.0);
             job(&mut self);
         }
     }
@@ -99,9 +102,14 @@ impl Worker {
                 }
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry(e) => {
-                    if kind(&e) == Kind::Connection {
+                    let reason = if kind(&e) == Kind::Connection {
                         self.conn = None;
-                    }
+                        "connection"
+                    } else {
+                        "conflict"
+                    };
+                    metrics::counter!("tokendb_postgres_retries_total", "reason" => reason)
+                        .increment(1);
                     if Instant::now() >= deadline {
                         return Err(store_error(e));
                     }
@@ -110,6 +118,8 @@ impl Worker {
                 }
                 Attempt::Unknown(xid, v, e) => {
                     self.conn = None;
+                    metrics::counter!("tokendb_postgres_retries_total", "reason" => "commit_unanswered")
+                        .increment(1);
                     match self.resolve(xid, deadline) {
                         Some(true) => {
                             shared.commits.fetch_add(1, Ordering::Relaxed);
@@ -215,8 +225,13 @@ fn attempt<T>(
         Ok(row) => row.get(0),
         Err(e) => return classify(conn, e),
     };
+    let committing = Instant::now();
     match conn.batch("COMMIT") {
-        Ok(()) => Attempt::Committed(value, xid.is_some()),
+        Ok(()) => {
+            metrics::histogram!("tokendb_writer_commit_seconds")
+                .record(committing.elapsed().as_secs_f64());
+            Attempt::Committed(value, xid.is_some())
+        }
         Err(e) => match (kind(&e), xid) {
             (Kind::Connection, Some(xid)) => Attempt::Unknown(xid, value, e),
             (Kind::Other, _) => Attempt::Fail(store_error(e)),
