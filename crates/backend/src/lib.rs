@@ -156,6 +156,9 @@ impl ResealBatch {
     }
 }
 
+/// A lookup handed to [`Backend::offload`].
+pub type Lookup = Box<dyn FnOnce() + Send + 'static>;
+
 /// The storage interface of tokendb's engine.
 ///
 /// Every method is called from the engine's threads (request handlers, the sweeper) and must be
@@ -195,6 +198,18 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// system clock.
     fn clock(&self) -> Option<Arc<dyn tokendb_core::time::Clock>> {
         None
+    }
+
+    /// Runs `job` (a lookup and what the engine does with its answer) on a thread of this
+    /// backend's own, if its lookups wait on I/O that an async caller must not block its
+    /// executor on (a network round trip): then `Ok(())`, and `job` runs soon. Backends whose
+    /// lookups are memory reads (the redb file) return `Err(job)` — the default — and the caller
+    /// runs it inline.
+    ///
+    /// # Errors
+    /// The job back, to run inline.
+    fn offload(&self, job: Lookup) -> std::result::Result<(), Lookup> {
+        Err(job)
     }
 
     // ---- lookups: one committed snapshot each ----

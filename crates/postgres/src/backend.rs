@@ -30,6 +30,19 @@ impl Backend for PgStore {
         Some(Arc::clone(&self.clock) as Arc<dyn Clock>)
     }
 
+    fn offload(
+        &self,
+        job: tokendb_backend::Lookup,
+    ) -> std::result::Result<(), tokendb_backend::Lookup> {
+        let Ok(guard) = self.lookups.lock() else {
+            return Err(job);
+        };
+        match &*guard {
+            Some(tx) => tx.send(job).map_err(|e| e.into_inner()),
+            None => Err(job),
+        }
+    }
+
     fn family(&self, id: &FamilyId) -> Result<Option<FamilyRecord>> {
         self.read(|conn, keys| {
             match conn.query_opt(sql::FAMILY_GET, &[&id.as_bytes().as_slice()])? {
@@ -210,16 +223,26 @@ impl Backend for PgStore {
     }
 
     fn close(&self) -> Result<()> {
-        // Writers finish what is queued, then stop; later calls are refused.
+        // Writers and lookup threads finish what is queued, then stop; later calls are
+        // refused.
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
+        }
+        if let Ok(mut lookups) = self.lookups.lock() {
+            lookups.take();
         }
         self.shared.closed.store(true, Ordering::Release);
         let threads = match self.threads.lock() {
             Ok(mut t) => std::mem::take(&mut *t),
             Err(_) => Vec::new(),
         };
+        let me = std::thread::current().id();
         for t in threads {
+            // The last handle can be dropped on one of these threads (a lookup job holds one):
+            // that thread finishes on its own once its channel is closed.
+            if t.thread().id() == me {
+                continue;
+            }
             if t.join().is_err() {
                 self.shared.fail(Failure::WriterPanicked);
             }

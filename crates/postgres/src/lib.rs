@@ -197,6 +197,8 @@ impl std::fmt::Debug for Shared {
 pub struct PgStore {
     shared: Arc<Shared>,
     jobs: Mutex<Option<Sender<(Job, Instant)>>>,
+    /// Lookups handed over by async callers (`Backend::offload`), run by `readers` threads.
+    lookups: Mutex<Option<Sender<tokendb_backend::Lookup>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     clock: Arc<DatabaseClock>,
 }
@@ -291,6 +293,19 @@ impl PgStore {
                     .spawn(move || txn::Worker::new(shared).run(&rx))?,
             );
         }
+        let (lookup_tx, lookup_rx) = crossbeam_channel::unbounded::<tokendb_backend::Lookup>();
+        for i in 0..options.readers.max(1) {
+            let rx = lookup_rx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("tokendb-pg-lookup-{i}"))
+                    .spawn(move || {
+                        for job in rx {
+                            job();
+                        }
+                    })?,
+            );
+        }
         {
             let shared = Arc::clone(&shared);
             let clock = Arc::clone(&clock);
@@ -303,6 +318,7 @@ impl PgStore {
         Ok(Self {
             shared,
             jobs: Mutex::new(Some(tx)),
+            lookups: Mutex::new(Some(lookup_tx)),
             threads: Mutex::new(threads),
             clock,
         })

@@ -17,10 +17,12 @@ use tokendb_core::{FamilyId, Scope};
 ///   whether or not anyone awaits the answer, and its events (reuse detected, family revoked)
 ///   are emitted either way. A write never happens half: a dropped rotation has rotated, or
 ///   (if it was refused) changed nothing.
-/// - **Lookups run inline** (`validate`, `introspect`): a point read of a cached snapshot and a
-///   MAC check, a few microseconds, that never waits for a writer or a lock held across I/O
-///   (redb readers do not block on the writer). Only a cold page read from disk can take longer,
-///   as any memory-mapped read can.
+/// - **Lookups run inline on a file** (`validate`, `introspect`): a point read of a cached
+///   snapshot and a MAC check, a few microseconds, that never waits for a writer or a lock held
+///   across I/O (redb readers do not block on the writer). Only a cold page read from disk can
+///   take longer, as any memory-mapped read can. **On PostgreSQL** a lookup is a network round
+///   trip, so it runs on one of the backend's lookup threads and the future is woken with its
+///   answer: no executor thread waits on the network.
 /// - **Any executor.** The futures need no runtime of their own: the completing thread wakes
 ///   them through the `Waker` they were polled with. Tested on tokio's multi-thread runtime and
 ///   on the hand-rolled executor behind [`Pending::wait`].
@@ -131,19 +133,46 @@ impl AsyncTokenDb {
         self.db.start_revoke_client(client_id)
     }
 
-    /// [`TokenDb::validate`], inline.
+    /// [`TokenDb::validate`]: inline on a file; on PostgreSQL on one of the backend's lookup
+    /// threads, so that the round trip does not block the executor.
     ///
     /// # Errors
     /// As [`TokenDb::validate`].
     pub async fn validate(&self, token: &str) -> Result<Validation> {
-        self.db.validate(token)
+        self.lookup(token, TokenDb::validate).await
     }
 
-    /// [`TokenDb::introspect`], inline.
+    /// [`TokenDb::introspect`], inline or on a lookup thread as [`AsyncTokenDb::validate`].
     ///
     /// # Errors
     /// As [`TokenDb::introspect`].
     pub async fn introspect(&self, token: &str) -> Result<Introspection> {
-        self.db.introspect(token)
+        self.lookup(token, TokenDb::introspect).await
+    }
+
+    /// Runs `f` inline, or on the backend's lookup threads if it offers them.
+    async fn lookup<T: Send + 'static>(
+        &self,
+        token: &str,
+        f: fn(&TokenDb, &str) -> Result<T>,
+    ) -> Result<T> {
+        let (done, pending) = Pending::<Result<T>>::channel();
+        let db = self.db.clone();
+        let token = zeroize::Zeroizing::new(token.to_owned()); // a bearer credential: wiped after use
+        let job: tokendb_backend::Lookup =
+            Box::new(move || done.complete(Ok(f(&db, token.as_str()))));
+        match self.db.offload(job) {
+            Ok(()) => match pending.await {
+                Ok(answer) => answer,
+                Err(e) => Err(Error::Store(e)),
+            },
+            Err(job) => {
+                job();
+                match pending.await {
+                    Ok(answer) => answer,
+                    Err(e) => Err(Error::Store(e)),
+                }
+            }
+        }
     }
 }

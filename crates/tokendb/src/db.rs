@@ -205,6 +205,14 @@ impl TokenDb {
         }
     }
 
+    /// Hands a lookup to the backend's own threads if it has them (see `Backend::offload`).
+    pub(crate) fn offload(
+        &self,
+        job: tokendb_backend::Lookup,
+    ) -> std::result::Result<(), tokendb_backend::Lookup> {
+        self.inner.backend.offload(job)
+    }
+
     fn backend(&self) -> &dyn Backend {
         &*self.inner.backend
     }
