@@ -6,9 +6,13 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 #[derive(Debug, Default)]
 struct State {
-    idle: Vec<Conn>,
+    /// Idle connections with the thread that last used each.
+    idle: Vec<(Conn, std::thread::ThreadId)>,
     open: usize,
     closed: bool,
+    /// Callers waiting for a connection: a returned one wakes one of them (and only then is
+    /// the condition variable signalled: a wake is a system call).
+    waiting: usize,
 }
 
 /// A bounded pool of connections to one database.
@@ -48,9 +52,10 @@ impl Pool {
             tls,
             max: max.max(1),
             state: Mutex::new(State {
-                idle: vec![first],
+                idle: vec![(first, std::thread::current().id())],
                 open: 1,
                 closed: false,
+                waiting: 0,
             }),
             freed: Condvar::new(),
         }
@@ -65,8 +70,15 @@ impl Pool {
     /// An idle connection, a new one if fewer than `max` are open, or the next one returned.
     pub(crate) fn get(&self) -> Result<Lease<'_>, postgres::Error> {
         let mut state = self.lock();
+        let me = std::thread::current().id();
         loop {
-            while let Some(conn) = state.idle.pop() {
+            // The connection this thread used last, if idle: its client's runtime and socket
+            // state are warm in this thread's cache.
+            if let Some(i) = state.idle.iter().rposition(|(_, t)| *t == me) {
+                let last = state.idle.len() - 1;
+                state.idle.swap(i, last);
+            }
+            while let Some((conn, _)) = state.idle.pop() {
                 if conn.is_closed() {
                     state.open = state.open.saturating_sub(1);
                     continue;
@@ -87,16 +99,23 @@ impl Pool {
                         discard: false,
                     }),
                     Err(e) => {
-                        self.lock().open -= 1;
-                        self.freed.notify_one();
+                        let mut state = self.lock();
+                        state.open -= 1;
+                        let wake = state.waiting > 0;
+                        drop(state);
+                        if wake {
+                            self.freed.notify_one();
+                        }
                         Err(e)
                     }
                 };
             }
+            state.waiting += 1;
             state = self
                 .freed
                 .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.waiting -= 1;
         }
     }
 
@@ -148,9 +167,12 @@ impl Drop for Lease<'_> {
         if self.discard || conn.is_closed() || state.closed {
             state.open = state.open.saturating_sub(1);
         } else {
-            state.idle.push(conn);
+            state.idle.push((conn, std::thread::current().id()));
         }
+        let wake = state.waiting > 0;
         drop(state);
-        self.pool.freed.notify_one();
+        if wake {
+            self.pool.freed.notify_one();
+        }
     }
 }
