@@ -186,6 +186,7 @@ impl Contents {
                 Entry::Grace(f, g) => {
                     out.extend([&[3][..], f.as_bytes(), &g.to_be_bytes()].concat())
                 }
+                Entry::Proof(p) => out.extend([&[4][..], p.as_bytes()].concat()),
             };
             let mut out = Vec::new();
             match e {
@@ -244,7 +245,7 @@ impl Contents {
                             // Swept, waiting for its bucket to end.
                             None => first_left.is_none_or(|d| t.deadline <= d),
                         },
-                        Entry::Grace(..) => false,
+                        Entry::Grace(..) | Entry::Proof(_) => false,
                     };
                     if !ok {
                         problems.push(format!("dangling or wrong {e:?}"));

@@ -28,4 +28,5 @@ mod fuzz_corpus;
 mod lifecycle;
 mod model;
 mod rotation;
+mod sender_constrained;
 mod sweeper;

@@ -85,6 +85,18 @@ impl Confirmation {
         URL_SAFE_NO_PAD.encode(self.thumbprint())
     }
 
+    /// Kind (1: `jkt`, 2: `x5t#S256`) ‖ thumbprint: the form records store, and a key that
+    /// tells a key's thumbprint from a certificate's with the same bytes.
+    #[must_use]
+    pub fn to_bytes(&self) -> [u8; STORED_LEN] {
+        let mut out = [0u8; STORED_LEN];
+        if let Some((kind, rest)) = out.split_first_mut() {
+            *kind = self.kind_byte();
+            rest.copy_from_slice(self.thumbprint());
+        }
+        out
+    }
+
     /// The byte a record stores for this kind (0 means none).
     pub(crate) const fn kind_byte(&self) -> u8 {
         match self {
@@ -115,12 +127,11 @@ impl fmt::Debug for Confirmation {
 }
 
 /// Bytes a confirmation takes in a record header: kind (1) ‖ thumbprint (32).
-pub(crate) const STORED_LEN: usize = 1 + THUMBPRINT_LEN;
+pub const STORED_LEN: usize = 1 + THUMBPRINT_LEN;
 
 /// Appends a (present) confirmation in its stored form.
 pub(crate) fn put(c: &Confirmation, out: &mut Vec<u8>) {
-    out.push(c.kind_byte());
-    out.extend_from_slice(c.thumbprint());
+    out.extend_from_slice(&c.to_bytes());
 }
 
 /// Reads a confirmation in its stored form.

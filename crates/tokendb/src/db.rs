@@ -1,11 +1,12 @@
 //! [`TokenDb`]: a storage backend, the sweeper, the token format and the clock, together. One
-//! file per group of verbs: `issue`, `lookup`, `rotate`, `revoke`, `operate` (the operator
-//! surface).
+//! file per group of verbs: `issue`, `lookup`, `rotate`, `revoke`, `proof` (the replay cache),
+//! `operate` (the operator surface).
 
 mod issue;
 mod lookup;
 mod operate;
 pub use operate::SealingKeys;
+mod proof;
 mod revoke;
 mod rotate;
 

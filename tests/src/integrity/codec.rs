@@ -219,6 +219,7 @@ fn blank_family() -> FamilyRecord {
         client: IndexHash::from_bytes([0; 16]),
         grace: Vec::new(),
         body: Vec::new(),
+        confirmation: None,
     }
 }
 
@@ -240,6 +241,7 @@ fn blank_access() -> AccessRecord {
         issued_at: 0,
         deadline: 0,
         body: Vec::new(),
+        confirmation: None,
     }
 }
 
@@ -585,6 +587,7 @@ pub fn check_record_codec(data: &[u8]) -> Result<(), String> {
                 client: IndexHash::from_bytes(input.array()),
                 grace: Vec::new(),
                 body: sealed,
+                confirmation: None,
             };
             let mut rec = rec;
             if input.byte() & 1 == 1 {
@@ -651,6 +654,7 @@ pub fn check_record_codec(data: &[u8]) -> Result<(), String> {
                 issued_at: input.u64(),
                 deadline: tid.deadline,
                 body: sealed,
+                confirmation: None,
             };
             if arec.family == Some(FamilyId::from_bytes([0; 16])) {
                 // The format reserves a family id of zeros for "standalone"; a real one is
