@@ -46,6 +46,7 @@
 
 mod bearer;
 mod client;
+pub mod dpop;
 mod form;
 mod introspect;
 mod response;

@@ -167,6 +167,12 @@ impl AsyncTokenDb {
         self.db.start_revoke_client(client_id)
     }
 
+    /// [`TokenDb::now_ms`].
+    #[must_use]
+    pub fn now_ms(&self) -> u64 {
+        self.db.now_ms()
+    }
+
     /// [`TokenDb::validate`], inline.
     ///
     /// # Errors
