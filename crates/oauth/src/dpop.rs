@@ -488,4 +488,4 @@ pub fn verify_proof(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -129,7 +129,16 @@ impl RotateRequest {
             // An access token is bound as its family is.
             confirmation: family.confirmation,
         };
-        Ok(Some((key, record, AccessIssued { deadline, scope })))
+        let confirmation = record.confirmation;
+        Ok(Some((
+            key,
+            record,
+            AccessIssued {
+                deadline,
+                scope,
+                confirmation,
+            },
+        )))
     }
 
     /// The presentation.
@@ -183,6 +192,8 @@ pub struct AccessIssued {
     pub deadline: u64,
     /// Its scope: the family's grant, or the narrower one asked for.
     pub scope: Scope,
+    /// Its sender constraint: the family's.
+    pub confirmation: Option<Confirmation>,
 }
 
 /// What presenting a refresh token for rotation did.

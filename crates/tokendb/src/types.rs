@@ -132,6 +132,8 @@ pub struct IssuedAccess {
     pub expires: Expiry,
     /// Its scope.
     pub scope: Scope,
+    /// Its sender constraint, if it is bound (RFC 9449: answer `token_type` `DPoP` for a `jkt`).
+    pub confirmation: Option<Confirmation>,
 }
 
 /// The answer to a rotation.

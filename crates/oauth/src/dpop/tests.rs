@@ -19,24 +19,24 @@ const RFC_PROOF: &str = "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt
 const RFC_JKT: &str = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
 const RFC_IAT_MS: u64 = 1_562_262_616_000;
 
-const NOW: u64 = 1_800_000_000_000;
+pub(crate) const NOW: u64 = 1_800_000_000_000;
 const URI: &str = "https://as.example/token";
 
 #[derive(Clone, Copy)]
-enum Key {
+pub(crate) enum Key {
     P256,
     Ed25519,
 }
 
-fn p256_key() -> p256::ecdsa::SigningKey {
+pub(crate) fn p256_key() -> p256::ecdsa::SigningKey {
     p256::ecdsa::SigningKey::from_slice(&[0x11; 32]).unwrap()
 }
 
-fn ed_key() -> ed25519_dalek::SigningKey {
+pub(crate) fn ed_key() -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[0x22; 32])
 }
 
-fn public_jwk(key: Key) -> Value {
+pub(crate) fn public_jwk(key: Key) -> Value {
     match key {
         Key::P256 => {
             let point = p256_key().verifying_key().to_sec1_point(false);
@@ -54,7 +54,7 @@ fn public_jwk(key: Key) -> Value {
     }
 }
 
-fn alg(key: Key) -> &'static str {
+pub(crate) fn alg(key: Key) -> &'static str {
     match key {
         Key::P256 => "ES256",
         Key::Ed25519 => "EdDSA",
@@ -62,7 +62,7 @@ fn alg(key: Key) -> &'static str {
 }
 
 /// Signs `header.payload` with `key` (whatever the header claims).
-fn sign(key: Key, header: &Value, payload: &Value) -> String {
+pub(crate) fn sign(key: Key, header: &Value, payload: &Value) -> String {
     let input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -82,16 +82,16 @@ fn sign(key: Key, header: &Value, payload: &Value) -> String {
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
 }
 
-fn header(key: Key) -> Value {
+pub(crate) fn header(key: Key) -> Value {
     json!({ "typ": "dpop+jwt", "alg": alg(key), "jwk": public_jwk(key) })
 }
 
-fn claims() -> Value {
+pub(crate) fn claims() -> Value {
     json!({ "jti": "e1j3V_bKic8-LAEB", "htm": "POST", "htu": URI, "iat": NOW / 1000 })
 }
 
 /// A proof of `key` with `edit` applied to its header and claims.
-fn proof_with(key: Key, edit: impl FnOnce(&mut Value, &mut Value)) -> String {
+pub(crate) fn proof_with(key: Key, edit: impl FnOnce(&mut Value, &mut Value)) -> String {
     let (mut h, mut c) = (header(key), claims());
     edit(&mut h, &mut c);
     sign(key, &h, &c)

@@ -160,6 +160,7 @@ impl TokenDb {
         };
         let deadline = record.deadline;
         let scope = body.scope.clone();
+        let confirmation = record.confirmation;
         let db = self.clone();
         submit(op, |done| {
             self.backend().issue_access(id, record, now, done)
@@ -169,6 +170,7 @@ impl TokenDb {
                 token: db.inner.config.format.encode_access(&token),
                 expires: Expiry::new(deadline, now),
                 scope,
+                confirmation,
             }),
             AccessIssue::FamilyNotFound => Err(Error::FamilyNotFound),
             AccessIssue::Refused(r) => Err(Error::Refused(refusal(r))),
@@ -267,6 +269,7 @@ impl TokenDb {
                     token: format.encode_access(&token),
                     expires: Expiry::new(record.deadline, now),
                     scope: grant.scope.clone(),
+                    confirmation: record.confirmation,
                 });
                 tokens.push((id, record));
             }

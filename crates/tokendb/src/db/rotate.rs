@@ -258,6 +258,7 @@ impl TokenDb {
                     }),
                     expires: Expiry::new(a.deadline, now),
                     scope: a.scope,
+                    confirmation: a.confirmation,
                 }),
                 _ => None,
             };
