@@ -45,13 +45,20 @@ fn dpop_headers(headers: &HeaderMap) -> Vec<Option<&str>> {
 pub fn into_axum(r: crate::Response) -> axum::response::Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut out = (status, r.body).into_response();
-    for (name, value) in r.headers {
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, value) in &r.headers {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
+            HeaderValue::from_str(value),
         ) {
-            // `append`: a resource's refusal may carry two challenges (Bearer and DPoP).
-            out.headers_mut().append(n, v);
+            // The first value of a name replaces axum's default (its `Content-Type`); later
+            // ones are appended: a resource's refusal may carry two challenges (Bearer, DPoP).
+            if seen.contains(name) {
+                out.headers_mut().append(n, v);
+            } else {
+                seen.push(name);
+                out.headers_mut().insert(n, v);
+            }
         }
     }
     out

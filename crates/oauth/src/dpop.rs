@@ -30,6 +30,9 @@ pub enum DpopAlg {
     Es256,
     /// EdDSA with Ed25519 (RFC 8037).
     EdDsa,
+    /// The same signatures under RFC 9864's fully-specified name `Ed25519` (which
+    /// openid-client 6 and other current clients send).
+    Ed25519,
 }
 
 impl DpopAlg {
@@ -39,6 +42,7 @@ impl DpopAlg {
         match self {
             Self::Es256 => "ES256",
             Self::EdDsa => "EdDSA",
+            Self::Ed25519 => "Ed25519",
         }
     }
 
@@ -46,6 +50,7 @@ impl DpopAlg {
         match name {
             "ES256" => Some(Self::Es256),
             "EdDSA" => Some(Self::EdDsa),
+            "Ed25519" => Some(Self::Ed25519),
             _ => None,
         }
     }
@@ -55,7 +60,7 @@ impl DpopAlg {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DpopConfig {
-    /// Algorithms accepted. Default ES256 and EdDSA.
+    /// Algorithms accepted. Default ES256, EdDSA and Ed25519 (an empty list means these).
     pub algs: Vec<DpopAlg>,
     /// How old a proof's `iat` may be. Default 60 s. A proof's `jti` is remembered for as long.
     pub max_age: Duration,
@@ -64,7 +69,7 @@ pub struct DpopConfig {
 }
 
 impl DpopConfig {
-    /// The defaults: ES256 and EdDSA, proofs at most 60 s old and 5 s ahead.
+    /// The defaults: ES256, EdDSA and Ed25519, proofs at most 60 s old and 5 s ahead.
     pub const DEFAULT: Self = Self {
         algs: Vec::new(),
         max_age: Duration::from_secs(60),
@@ -79,7 +84,7 @@ impl DpopConfig {
         self
     }
 
-    /// The same accepting only `algs` (an empty list means the default two).
+    /// The same accepting only `algs` (an empty list means the defaults).
     #[must_use]
     pub fn with_algs(mut self, algs: &[DpopAlg]) -> Self {
         self.algs = algs.to_vec();
@@ -90,7 +95,7 @@ impl DpopConfig {
     #[must_use]
     pub fn accepted_algs(&self) -> &[DpopAlg] {
         if self.algs.is_empty() {
-            &[DpopAlg::Es256, DpopAlg::EdDsa]
+            &[DpopAlg::Es256, DpopAlg::EdDsa, DpopAlg::Ed25519]
         } else {
             &self.algs
         }
@@ -323,7 +328,7 @@ fn public_key(
             );
             (PublicKey::P256(Box::new(key)), input)
         }
-        (DpopAlg::EdDsa, Some("OKP"), Some("Ed25519")) => {
+        (DpopAlg::EdDsa | DpopAlg::Ed25519, Some("OKP"), Some("Ed25519")) => {
             let x = coordinate(jwk, "x")?;
             let key = ed25519_dalek::VerifyingKey::from_bytes(&x).map_err(|_| DpopError::Jwk)?;
             let input = format!(

@@ -326,7 +326,7 @@ fn a_resource_takes_a_bound_token_only_with_a_proof_of_its_key() {
         assert!(challenges[0].starts_with("Bearer realm="));
         assert!(
             challenges[1].starts_with("DPoP realm=")
-                && challenges[1].contains("algs=\"ES256 EdDSA\"")
+                && challenges[1].contains("algs=\"ES256 EdDSA Ed25519\"")
         );
         // A proof for another token (wrong ath).
         let wrong = at(

@@ -245,7 +245,12 @@ fn only_accepted_asymmetric_algorithms() {
         Err(DpopError::Alg)
     );
     assert_eq!(only_ed.algs_value(), "EdDSA");
-    assert_eq!(DpopConfig::DEFAULT.algs_value(), "ES256 EdDSA");
+    assert_eq!(DpopConfig::DEFAULT.algs_value(), "ES256 EdDSA Ed25519");
+    // RFC 9864's name for the same Ed25519 signatures.
+    let p = proof_with(Key::Ed25519, |h, _| h["alg"] = json!("Ed25519"));
+    assert!(check(&p).is_ok());
+    let p = proof_with(Key::P256, |h, _| h["alg"] = json!("Ed25519"));
+    assert_eq!(check(&p), Err(DpopError::Jwk));
 }
 
 /// Check 6: the signature, by the embedded key.
