@@ -84,6 +84,7 @@ fn crypto(c: &mut Criterion) {
         issued_at: 1,
         deadline: 1_800_000_000_000,
         body: sealed,
+        confirmation: None,
     };
     let stored = record.encode(&id, &keys).unwrap();
 
