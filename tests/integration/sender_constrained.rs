@@ -264,3 +264,21 @@ fn a_replayed_proof_is_refused_also_after_reopening_and_swept_after_its_window()
     assert_eq!(db.stats(T0 + HOUR, &[]).unwrap().proofs, 0);
     assert!(db.verify(10).unwrap().problems.is_empty());
 }
+
+/// One proof presented from many threads at once (a replay racing the original): exactly one
+/// is accepted.
+#[test]
+fn concurrent_presentations_of_one_proof_accept_exactly_one() {
+    let f = Fixture::new();
+    let until = T0 + MINUTE;
+    let accepted: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| s.spawn(|| f.db.remember_proof(&key(), "raced", until).unwrap()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| usize::from(h.join().unwrap()))
+            .sum()
+    });
+    assert_eq!(accepted, 1);
+}

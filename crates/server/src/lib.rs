@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokendb::{Grant, Scope, TokenDb};
-use tokendb_oauth::dpop::DpopConfig;
+use tokendb_oauth::dpop::{DpopConfig, DpopNonces};
 use tokendb_oauth::{Client, DpopSetup, OAuth, Request, StaticClients};
 
 /// How long an authorization code may wait for its exchange (RFC 6749 §4.1.2: short).
@@ -75,6 +75,8 @@ pub struct Settings {
     pub clients: Vec<DemoClient>,
     /// The scope granted when a request names none.
     pub default_scope: String,
+    /// Whether DPoP proofs must carry a server nonce (RFC 9449 §8). Default off.
+    pub dpop_nonces: bool,
 }
 
 impl Settings {
@@ -86,7 +88,16 @@ impl Settings {
             user: "demo-user".to_owned(),
             clients,
             default_scope: "openid profile".to_owned(),
+            dpop_nonces: false,
         }
+    }
+
+    /// The same requiring server nonces in DPoP proofs: a proof without a fresh one is answered
+    /// `use_dpop_nonce` with a `DPoP-Nonce` header to retry with.
+    #[must_use]
+    pub fn with_dpop_nonces(mut self) -> Self {
+        self.dpop_nonces = true;
+        self
     }
 }
 
@@ -117,8 +128,11 @@ pub fn app(db: TokenDb, settings: Settings) -> Router {
         clients = clients.with(&c.id, client);
     }
     let token_uri = format!("{}/token", settings.issuer);
-    let oauth = OAuth::new(db.asynchronous(), clients)
-        .with_dpop(DpopSetup::new(DpopConfig::DEFAULT, &token_uri));
+    let mut dpop = DpopSetup::new(DpopConfig::DEFAULT, &token_uri);
+    if settings.dpop_nonces {
+        dpop = dpop.with_nonces(DpopNonces::generate(Duration::from_secs(300)));
+    }
+    let oauth = OAuth::new(db.asynchronous(), clients).with_dpop(dpop);
     let state = Arc::new(Inner {
         db,
         oauth,

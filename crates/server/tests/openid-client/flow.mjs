@@ -3,9 +3,12 @@
 // `.ci/openid-client-flow`, which installs the package and starts the server; the server's
 // base URL comes as the first argument. Exits non-zero, with a message, on the first failure.
 import * as client from 'openid-client';
+// openid-client's own JOSE dependency, for one proof made by hand (step 10).
+import * as jose from 'jose';
 
 const base = process.argv[2];
 const redirectUri = process.argv[3];
+const nonces = process.argv[4] === '--dpop-nonces';
 const fail = (why) => { console.error(`openid-client flow: ${why}`); process.exit(1); };
 const expect = (ok, why) => { if (!ok) fail(why); };
 
@@ -105,4 +108,29 @@ for (const alg of ['ES256', 'EdDSA']) {
   info = await client.tokenIntrospection(config, bound.access_token);
   expect(info.active === false, 'the access token survived a refresh without a proof');
 }
-console.log('openid-client flow: ok (DPoP with ES256 and EdDSA: bound code grant, resource with proof, bearer use refused, refresh, theft with another key and without one refused and the family revoked)');
+// 10. A proof made by hand without a nonce: refused with use_dpop_nonce (and a DPoP-Nonce to
+// retry with) by a server that requires nonces, which openid-client did above on its own.
+{
+  const { privateKey, publicKey } = await jose.generateKeyPair('ES256');
+  const proof = await new jose.SignJWT({ htm: 'POST', htu: new URL('/token', base).href, jti: client.randomState() })
+    .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk: await jose.exportJWK(publicKey) })
+    .setIssuedAt()
+    .sign(privateKey);
+  r = await fetch(new URL('/token', base), {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      authorization: `Basic ${Buffer.from('demo-client:demo-secret').toString('base64')}`,
+      dpop: proof,
+    },
+    body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: 'tdb_rt_x' }),
+  });
+  const error = (await r.json()).error;
+  if (nonces) {
+    expect(r.status === 400 && error === 'use_dpop_nonce' && r.headers.get('dpop-nonce'),
+      `a proof without a nonce: ${r.status} ${error}`);
+  } else {
+    expect(r.status === 400 && error === 'invalid_grant', `a proof without a nonce, none required: ${r.status} ${error}`);
+  }
+}
+console.log(`openid-client flow: ok (DPoP with ES256 and EdDSA: bound code grant, resource with proof, bearer use refused, refresh, theft with another key and without one refused and the family revoked${nonces ? ', server nonces demanded and followed' : ''})`);
