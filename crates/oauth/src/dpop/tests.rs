@@ -460,3 +460,28 @@ fn a_required_nonce_must_be_fresh_and_genuine() {
     assert!(!nonces.accepts(&fresh, NOW + 600_000));
     assert_eq!(DpopError::Signature.code(), "invalid_dpop_proof");
 }
+
+/// No altered proof is accepted: every character of a valid proof (of each algorithm), replaced
+/// by each of a few others, gives an error, and the checker never panics on the result.
+#[test]
+fn every_single_character_change_is_refused() {
+    for key in [Key::P256, Key::Ed25519] {
+        let good = proof_with(key, |_, _| {});
+        assert!(check(&good).is_ok());
+        for i in 0..good.len() {
+            for c in ['A', 'g', '_', '.', '-'] {
+                if good.as_bytes()[i] == c as u8 {
+                    continue;
+                }
+                let mut bad = good.clone().into_bytes();
+                bad[i] = c as u8;
+                let bad = String::from_utf8(bad).unwrap();
+                assert!(check(&bad).is_err(), "position {i} as {c:?}");
+            }
+        }
+        // Truncated anywhere.
+        for n in 0..good.len() {
+            assert!(check(&good[..n]).is_err(), "truncated to {n}");
+        }
+    }
+}
