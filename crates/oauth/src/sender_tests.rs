@@ -357,3 +357,51 @@ fn a_resource_takes_a_bound_token_only_with_a_proof_of_its_key() {
         );
     });
 }
+
+/// A proof accepted before a restart is a replay after it: the replay cache is in the file.
+#[test]
+fn a_replayed_proof_is_refused_after_the_server_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.tdb");
+    let master = MasterKey::generate();
+    let clock = Arc::new(ManualClock::new(NOW));
+    let open = |create: bool| {
+        let config = Config::builder().clock(clock.clone()).build().unwrap();
+        let db = if create {
+            TokenDb::create(&path, &master, config)
+        } else {
+            TokenDb::open(&path, &master, config)
+        }
+        .unwrap();
+        let oauth = OAuth::new(
+            db.asynchronous(),
+            StaticClients::new().with("spa", Client::public()),
+        )
+        .with_dpop(DpopSetup::new(DpopConfig::DEFAULT, TOKEN_URI));
+        (db, oauth)
+    };
+    let (db, oauth) = open(true);
+    let grant = Grant::new("fay", "spa", "openid")
+        .unwrap()
+        .with_confirmation(jkt(Key::P256));
+    let first = db.issue_refresh(&grant).unwrap();
+    let second = db.issue_refresh(&grant).unwrap();
+    let proof = token_proof(Key::P256, 7, None);
+    run(async {
+        let ok = refresh(&oauth, first.token.expose(), &[Some(&proof)]).await;
+        assert_eq!(ok.status, 200);
+    });
+    drop(oauth);
+    db.close().unwrap();
+    drop(db);
+    let (db, oauth) = open(false);
+    run(async {
+        // The same proof, still inside its window, on another family of the same key.
+        let again = refresh(&oauth, second.token.expose(), &[Some(&proof)]).await;
+        assert_eq!(
+            (again.status, json(&again)["error"].as_str()),
+            (400, Some("invalid_dpop_proof"))
+        );
+        assert!(db.validate(second.token.expose()).unwrap().is_active());
+    });
+}
