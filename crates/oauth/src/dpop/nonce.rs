@@ -26,7 +26,7 @@ impl std::fmt::Debug for DpopNonces {
 impl Drop for DpopNonces {
     fn drop(&mut self) {
         // Not a token secret, but whoever has it can make nonces the server accepts.
-        self.key = [0; 32];
+        zeroize::Zeroize::zeroize(&mut self.key);
     }
 }
 
