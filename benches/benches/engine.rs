@@ -84,6 +84,7 @@ fn crypto(c: &mut Criterion) {
         issued_at: 1,
         deadline: 1_800_000_000_000,
         body: sealed,
+        confirmation: None,
     };
     let stored = record.encode(&id, &keys).unwrap();
 
@@ -97,9 +98,22 @@ fn crypto(c: &mut Criterion) {
         b.iter(|| black_box(&record).open_body(&id, &keys).unwrap())
     });
     g.finish();
+    // A sender-constrained token (version 3): its status check verifies the record MAC too.
+    let bound = AccessRecord {
+        confirmation: Some(tokendb_core::Confirmation::Jkt([7; 32])),
+        ..record.clone()
+    }
+    .encode(&id, &keys)
+    .unwrap();
     let mut g = c.benchmark_group("record");
     g.bench_function("decode_access", |b| {
         b.iter(|| AccessRecord::decode(black_box(&stored), &id, &keys).unwrap())
+    });
+    g.bench_function("decode_status", |b| {
+        b.iter(|| AccessRecord::decode_status(black_box(&stored), &id, &keys).unwrap())
+    });
+    g.bench_function("decode_status_bound", |b| {
+        b.iter(|| AccessRecord::decode_status(black_box(&bound), &id, &keys).unwrap())
     });
     g.finish();
 }

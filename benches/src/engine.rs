@@ -134,6 +134,7 @@ pub fn access_record_size() -> BenchResult<usize> {
         issued_at: 0,
         deadline: 0,
         body: sealed,
+        confirmation: None,
     };
     Ok(record.encode(&id, &keys)?.len())
 }
@@ -161,6 +162,7 @@ pub fn family_record_size() -> BenchResult<usize> {
         client: keys.client_hash(&body.client_id),
         grace: Vec::new(),
         body: sealed,
+        confirmation: None,
     };
     Ok(record.encode(&family, &keys)?.len())
 }

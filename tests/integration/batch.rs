@@ -229,6 +229,7 @@ fn record(
         issued_at: T0,
         deadline,
         body: sealed,
+        confirmation: None,
     };
     (id, rec)
 }

@@ -226,6 +226,14 @@ impl Contents {
             let due = u64::try_from(row.get::<_, i64>(2)).unwrap();
             index.push(IndexEntry::Deadline(due, Entry::Grace(f, g)));
         }
+        for row in sql
+            .query("SELECT id, deadline FROM tokendb_proofs", &[])
+            .unwrap()
+        {
+            let id = tokendb_core::ProofId::from_slice(row.get::<_, &[u8]>(0)).unwrap();
+            let d = u64::try_from(row.get::<_, i64>(1)).unwrap();
+            index.push(IndexEntry::Deadline(d, Entry::Proof(id)));
+        }
         Self {
             families,
             tokens,
@@ -302,6 +310,7 @@ impl Contents {
                 Entry::Grace(f, g) => {
                     out.extend([&[3][..], f.as_bytes(), &g.to_be_bytes()].concat())
                 }
+                Entry::Proof(p) => out.extend([&[4][..], p.as_bytes()].concat()),
             };
             let mut out = Vec::new();
             match e {
@@ -360,7 +369,7 @@ impl Contents {
                             // Swept, waiting for its bucket to end.
                             None => first_left.is_none_or(|d| t.deadline <= d),
                         },
-                        Entry::Grace(..) => false,
+                        Entry::Grace(..) | Entry::Proof(_) => false,
                     };
                     if !ok {
                         problems.push(format!("dangling or wrong {e:?}"));

@@ -242,6 +242,7 @@ fn each_operation_in_a_batch_keeps_its_own_outcome() {
         issued_at: T0,
         deadline: T0 + HOUR,
         body: Vec::new(),
+        confirmation: None,
     };
     let barrier = Barrier::new(10);
     let (new_families, mismatch, widened, rotated, reuse, invalid, access) =

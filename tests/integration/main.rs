@@ -31,5 +31,6 @@ mod fuzz_corpus;
 mod lifecycle;
 mod model;
 mod rotation;
+mod sender_constrained;
 mod sweeper;
 mod sweeper_file;

@@ -36,7 +36,7 @@ fn deadline_key(deadline: u64, entry: &Entry) -> [u8; 49] {
             k[8] = 2;
             k[9..].copy_from_slice(&t.to_bytes());
         }
-        Entry::Grace(..) => unreachable!("not used here"),
+        Entry::Grace(..) | Entry::Proof(_) => unreachable!("not used here"),
     }
     k
 }

@@ -35,6 +35,8 @@ mod refresh;
 mod refusals;
 #[path = "../integration/rotation.rs"]
 mod rotation;
+#[path = "../integration/sender_constrained.rs"]
+mod sender_constrained;
 #[path = "../integration/sweeper.rs"]
 mod sweeper;
 #[path = "../integration/telemetry.rs"]

@@ -30,7 +30,7 @@ pub use pending::{Done, Pending, Timing};
 use std::sync::Arc;
 use tokendb_core::{
     AccessKey, AccessRecord, AccessStatus, FamilyId, FamilyRecord, IndexHash, KeyId, KeyRing,
-    MasterKey, RevokeReason,
+    MasterKey, ProofId, RevokeReason,
 };
 use tokendb_rotation::{FamilyCap, Refusal, RotateRequest, Rotation};
 
@@ -110,6 +110,8 @@ pub struct SweepCounts {
     pub oldest_deadline: Option<u64>,
     /// Token-index entries dropped with their ended deadline bucket.
     pub index_dropped: u64,
+    /// Proofs deleted from the replay cache ([`Backend::remember_proof`]).
+    pub proofs: u64,
     /// Whether entries with deadline ≤ now remain after this batch.
     pub more: bool,
 }
@@ -328,6 +330,27 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// Storage errors.
     fn sweep(&self, limit: usize, now: u64, done: Done<SweepCounts>);
+
+    /// The replay cache of proofs of possession (RFC 9449 §11.1: a DPoP proof's `jti` is
+    /// accepted once): answers `true` if proof `id` was new, and remembers it until `deadline`;
+    /// `false` if it was seen before and its deadline is still after `now`, changing nothing.
+    ///
+    /// - `id` is a keyed hash ([`KeyRing::proof_id`]) of the key's thumbprint and the proof's
+    ///   `jti`; the backend stores it as an opaque 32-byte key, never anything else of the proof.
+    /// - Atomic per id and serialised across every process sharing the data: of concurrent
+    ///   calls with one id, exactly one is answered `true`.
+    /// - Durable on `Ok(true)`, like every write: a proof accepted before a crash or a restart is
+    ///   refused after it.
+    /// - An entry whose deadline is at or before `now` counts as absent: it is replaced (the
+    ///   answer is `true`), and [`Backend::sweep`] deletes it (counted in
+    ///   [`SweepCounts::proofs`]). A `deadline` at or before `now` is answered `true` and need
+    ///   not be stored.
+    /// - No decision is delegated to `tokendb-rotation`: the caller (`tokendb-oauth`) has
+    ///   verified the proof and chosen `deadline`, the end of its acceptance window.
+    ///
+    /// # Errors
+    /// Storage errors (the proof must then be refused: it may or may not have been stored).
+    fn remember_proof(&self, id: ProofId, deadline: u64, now: u64, done: Done<bool>);
 
     /// Re-seals up to `limit` records still under a sealing key other than the current one,
     /// starting at `from`.

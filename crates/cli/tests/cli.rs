@@ -1011,3 +1011,33 @@ fn the_demo_runs_on_postgres() {
         assert!(dir.path().join("tokendb-demo-postgres.key").exists());
     }
 }
+
+/// `inspect` shows a sender-constrained token's `cnf`, as introspection does, and a bearer
+/// token has none.
+#[test]
+fn inspect_shows_the_sender_constraint() {
+    let fx = Fixture::new();
+    let key =
+        tokendb::Confirmation::jkt_from_base64url("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")
+            .unwrap();
+    let (bound, bearer) = fx.create(Fixture::config().build().unwrap(), |db| {
+        let g = Grant::new("alice", "spa", "openid").unwrap();
+        let bound = db.issue_refresh(&g.clone().with_confirmation(key)).unwrap();
+        let bearer = db.issue_refresh(&g).unwrap();
+        (bound.token, bearer.token)
+    });
+    let (rc, v) = fx.json(&["inspect", fx.path_str(), bound.expose()]);
+    assert_eq!(rc, 0);
+    assert_eq!(
+        v["cnf"]["jkt"],
+        "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+    );
+    let out = fx.run(&["inspect", fx.path_str(), bound.expose()]);
+    assert!(
+        stdout(&out).contains("cnf         jkt NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"),
+        "{}",
+        stdout(&out)
+    );
+    let (_, v) = fx.json(&["inspect", fx.path_str(), bearer.expose()]);
+    assert!(v.get("cnf").is_none());
+}

@@ -204,3 +204,49 @@ impl fmt::Debug for IndexHash {
         f.write_str(")")
     }
 }
+
+/// Length of a proof id in bytes.
+pub const PROOF_ID_LEN: usize = 32;
+
+/// The keyed BLAKE3 hash (lookup key) of a proof-of-possession's identity — for DPoP, the key's
+/// thumbprint and the proof's `jti`: what the replay cache stores, so that a proof is accepted
+/// once within its window. Made by [`crate::KeyRing::proof_id`]; the `jti` itself never reaches
+/// the disk. Equality is constant-time.
+#[derive(Clone, Copy)]
+pub struct ProofId([u8; PROOF_ID_LEN]);
+
+impl ProofId {
+    /// From raw bytes (a stored key).
+    #[must_use]
+    pub const fn from_bytes(bytes: [u8; PROOF_ID_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// From a stored key of any length: `None` unless it is exactly 32 bytes.
+    #[must_use]
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; PROOF_ID_LEN]>::try_from(bytes).ok().map(Self)
+    }
+
+    /// The raw bytes.
+    #[must_use]
+    pub const fn as_bytes(&self) -> &[u8; PROOF_ID_LEN] {
+        &self.0
+    }
+}
+
+impl PartialEq for ProofId {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for ProofId {}
+
+impl fmt::Debug for ProofId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProofId(")?;
+        hex(f, self.0.get(..6).unwrap_or_default())?;
+        f.write_str("…)")
+    }
+}

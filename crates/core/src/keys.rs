@@ -8,7 +8,7 @@
 //! Only wrapped (sealed under the master key) forms of these keys ever reach the file.
 
 use crate::CoreError;
-use crate::ids::{FamilyId, INDEX_HASH_LEN, IndexHash, TokenId};
+use crate::ids::{FamilyId, INDEX_HASH_LEN, IndexHash, ProofId, TokenId};
 use crate::seal::{KeyId, SealingKey, open_raw, seal_raw};
 use crate::secret::{KeyBytes, SECRET_LEN, TokenSecret};
 use crate::token::{TAG_LEN, TokenKind};
@@ -344,6 +344,20 @@ impl KeyRing {
             rest.copy_from_slice(secret.expose());
         }
         TokenId::from_bytes(*blake3::keyed_hash(&self.lookup.0, &input[..]).as_bytes())
+    }
+
+    /// `BLAKE3-keyed(lookup, "proof" ‖ len(scope) ‖ scope ‖ jti)`: the replay-cache id of a
+    /// proof whose unique identifier is `jti`, scoped by `scope` (for DPoP, the key's
+    /// thumbprint: two keys' proofs never collide, RFC 9449 §11.1). The lookup key is fixed for
+    /// the life of the data, so every process sharing it computes the same id.
+    #[must_use]
+    pub fn proof_id(&self, scope: &[u8], jti: &[u8]) -> ProofId {
+        let mut h = blake3::Hasher::new_keyed(&self.lookup.0);
+        h.update(b"proof");
+        h.update(&(scope.len() as u64).to_be_bytes());
+        h.update(scope);
+        h.update(jti);
+        ProofId::from_bytes(*h.finalize().as_bytes())
     }
 
     /// Where an access token is stored: its deadline and the id of its secret.

@@ -9,7 +9,9 @@
 //! * [`keys`]: the envelope — a caller's [`MasterKey`] wraps random data keys ([`KeyRing`]);
 //! * [`seal`]: XChaCha20-Poly1305 sealing and keyed-BLAKE3 record MACs;
 //! * [`record`]: the versioned on-disk records, authenticated on every decode;
-//! * [`scope`]: RFC 6749 scopes.
+//! * [`scope`]: RFC 6749 scopes;
+//! * [`confirm`]: sender constraints ([`Confirmation`]: a DPoP key's or a client certificate's
+//!   thumbprint) that bound records carry.
 //!
 //! It does no I/O and never reads the clock. `tokendb-rotation` decides on its types,
 //! `tokendb-store` stores them, and users normally depend on the `tokendb` crate instead.
@@ -39,6 +41,7 @@
 mod b64;
 mod checksum;
 mod codec;
+pub mod confirm;
 mod error;
 pub mod ids;
 pub mod keys;
@@ -49,8 +52,9 @@ pub mod secret;
 pub mod time;
 pub mod token;
 
+pub use confirm::{BadThumbprint, Confirmation};
 pub use error::{CoreError, ParseError};
-pub use ids::{AccessKey, FamilyId, IndexHash, TokenId};
+pub use ids::{AccessKey, FamilyId, IndexHash, ProofId, TokenId};
 pub use keys::{KeyPurpose, KeyRing, MasterKey, WrappedKey};
 pub use record::{AccessRecord, AccessStatus, FamilyRecord, RecordBody, RecordState, RevokeReason};
 pub use scope::Scope;

@@ -1,5 +1,6 @@
-//! The versioned on-disk record codec: family records (version 1) and access records (version
-//! 2; version 1 is still read).
+//! The versioned on-disk record codec: family records (version 1, and 2 with a sender
+//! constraint) and access records (version 2, and 3 with a sender constraint; version 1 is still
+//! read).
 //!
 //! Every record is `version ‖ key id ‖ plaintext header ‖ MAC ‖ sealed parts`:
 //!
@@ -33,10 +34,16 @@ pub use body::{MAX_CLAIMS_LEN, MAX_CLIENT_ID_LEN, MAX_SUBJECT_LEN, RecordBody, s
 pub use family::FamilyRecord;
 pub use state::{RecordState, RevokeReason};
 
-/// The format version of family records.
-pub const FAMILY_RECORD_VERSION: u8 = 1;
-/// The format version of the access records this build writes. It reads versions 1 and 2.
+/// The newest format version of family records: 2, a family with a sender constraint. An
+/// unbound family is still written as version 1, the layout of every earlier build.
+pub const FAMILY_RECORD_VERSION: u8 = 2;
+/// The format version of the (unbound) access records this build writes. It reads versions 1
+/// to 3; version 3 is an access record with a sender constraint
+/// ([`BOUND_ACCESS_RECORD_VERSION`]).
 pub const ACCESS_RECORD_VERSION: u8 = 2;
+/// The format version of access records with a sender constraint: version 2 with the
+/// confirmation after the client hash, under the record MAC.
+pub const BOUND_ACCESS_RECORD_VERSION: u8 = 3;
 
 /// Which table a record lives in; bound into its MAC and AAD.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

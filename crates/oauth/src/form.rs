@@ -13,6 +13,19 @@ pub struct Request<'a> {
     pub content_type: Option<&'a str>,
     /// The body.
     pub body: &'a [u8],
+    /// The `DPoP` header (RFC 9449 §4.1): none, one, or more than one (always refused).
+    dpop: DpopHeader<'a>,
+}
+
+/// The `DPoP` headers of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DpopHeader<'a> {
+    /// None.
+    Absent,
+    /// Exactly one.
+    One(&'a str),
+    /// More than one, or one that is not text (RFC 9449 §4.3 check 1).
+    Invalid,
 }
 
 impl<'a> Request<'a> {
@@ -27,7 +40,29 @@ impl<'a> Request<'a> {
             authorization,
             content_type,
             body,
+            dpop: DpopHeader::Absent,
         }
+    }
+
+    /// The same request with the values of its `DPoP` headers, as many as it had: a request
+    /// with more than one is refused (RFC 9449 §4.3), so pass them all. A header whose value is
+    /// not visible ASCII should be passed as `None`.
+    #[must_use]
+    pub fn with_dpop<I>(mut self, headers: I) -> Self
+    where
+        I: IntoIterator<Item = Option<&'a str>>,
+    {
+        let mut it = headers.into_iter();
+        self.dpop = match (it.next(), it.next()) {
+            (None, _) => DpopHeader::Absent,
+            (Some(Some(v)), None) => DpopHeader::One(v),
+            _ => DpopHeader::Invalid,
+        };
+        self
+    }
+
+    pub(crate) fn dpop(&self) -> DpopHeader<'a> {
+        self.dpop
     }
 }
 

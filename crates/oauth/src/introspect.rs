@@ -50,9 +50,23 @@ impl OAuth {
         body.insert("sub".into(), Value::String(c.sub));
         body.insert("exp".into(), Value::from(c.exp));
         body.insert("iat".into(), Value::from(c.iat));
+        // RFC 7662 §2.2 / RFC 7800 `cnf`: a resource server checks its request's proof
+        // against it (RFC 9449 §6.2, RFC 8705 §3.2).
+        match &c.cnf {
+            Some(cnf) => {
+                let mut m = Map::new();
+                m.insert(cnf.member().into(), Value::String(cnf.to_base64url()));
+                body.insert("cnf".into(), Value::Object(m));
+            }
+            None => {
+                body.remove("cnf");
+            }
+        }
+        let dpop = matches!(c.cnf, Some(tokendb::Confirmation::Jkt(_)));
         match c.token_type {
             TokenKind::Access => {
-                body.insert("token_type".into(), Value::String("Bearer".into()));
+                let kind = if dpop { "DPoP" } else { "Bearer" };
+                body.insert("token_type".into(), Value::String(kind.into()));
             }
             _ => {
                 body.remove("token_type");

@@ -46,10 +46,12 @@
 
 mod bearer;
 mod client;
+pub mod dpop;
 mod form;
 mod introspect;
 mod response;
 mod revoke;
+mod sender;
 mod token;
 
 #[cfg(feature = "axum")]
@@ -59,6 +61,7 @@ pub use bearer::Bearer;
 pub use client::{Authenticated, Client, ClientSecret, ClientStore, StaticClients};
 pub use form::Request;
 pub use response::Response;
+pub use sender::DpopSetup;
 
 use std::sync::Arc;
 use tokendb::AsyncTokenDb;
@@ -69,6 +72,7 @@ pub struct OAuth {
     db: AsyncTokenDb,
     clients: Arc<dyn ClientStore>,
     realm: String,
+    dpop: Option<Arc<DpopSetup>>,
 }
 
 impl std::fmt::Debug for OAuth {
@@ -87,6 +91,7 @@ impl OAuth {
             db,
             clients: Arc::new(clients),
             realm: "tokendb".to_owned(),
+            dpop: None,
         }
     }
 
@@ -126,5 +131,7 @@ impl OAuth {
     }
 }
 
+#[cfg(test)]
+mod sender_tests;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@ use crate::OAuth;
 use crate::form::Request;
 use crate::response::{Response, error};
 use serde::Serialize;
-use tokendb::{Error, Scope};
+use tokendb::{Confirmation, Error, Scope};
 
 /// The RFC 6749 §5.1 body.
 #[derive(Serialize)]
@@ -65,20 +65,30 @@ impl OAuth {
             ),
             None => None,
         };
+        // RFC 9449 §5: a proof, when there is one, must be valid before anything else; its key
+        // is what a sender-constrained family's refresh must prove. Without a proof, a
+        // sender-constrained family refuses (and, by default, is revoked).
+        let proof = self.check_token_request_proof(req).await?;
+        let proven = proof.as_ref().map(|p| p.jkt);
         let r = self
             .db
-            .refresh(token, &client.client_id, scope.as_ref())
+            .refresh_confirmed(token, &client.client_id, scope.as_ref(), proven.as_ref())
             .await
             .map_err(|e| engine_error(&e))?;
-        Ok(Response::json(
+        let dpop_bound = matches!(r.access.confirmation, Some(Confirmation::Jkt(_)));
+        let response = Response::json(
             200,
             &Issued {
                 access_token: r.access.token.expose(),
-                token_type: "Bearer",
+                token_type: if dpop_bound { "DPoP" } else { "Bearer" },
                 expires_in: r.access.expires.expires_in,
                 refresh_token: r.refresh.token.expose(),
                 scope: r.access.scope.to_string(),
             },
-        ))
+        );
+        Ok(match self.dpop_nonce() {
+            Some(n) => response.with_header("DPoP-Nonce", n),
+            None => response,
+        })
     }
 }

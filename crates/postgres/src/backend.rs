@@ -13,7 +13,7 @@ use tokendb_backend::{
 use tokendb_core::time::Clock;
 use tokendb_core::{
     AccessKey, AccessRecord, AccessStatus, CoreError, FamilyId, FamilyRecord, IndexHash, KeyId,
-    KeyRing, MasterKey, RevokeReason,
+    KeyRing, MasterKey, ProofId, RevokeReason,
 };
 use tokendb_rotation::{FamilyCap, RotateRequest, Rotation};
 
@@ -87,10 +87,12 @@ impl Backend for PgStore {
             let family: Option<i64> = row.get(0);
             let grace: Option<i64> = row.get(1);
             let token: Option<Vec<u8>> = row.get(2);
+            let proof: Option<i64> = row.get(3);
             Ok([
                 family.map(from_ms),
                 grace.map(from_ms),
                 token.as_deref().and_then(key_deadline),
+                proof.map(from_ms),
             ]
             .into_iter()
             .flatten()
@@ -167,6 +169,12 @@ impl Backend for PgStore {
     fn revoke_client(&self, client: IndexHash, now: u64, done: Done<Revocation>) {
         self.submit(done, move |w| {
             w.write(|tx| tx.revoke_indexed(false, &client, None, now))
+        });
+    }
+
+    fn remember_proof(&self, id: ProofId, deadline: u64, now: u64, done: Done<bool>) {
+        self.submit(done, move |w| {
+            w.write(|tx| tx.remember_proof(&id, deadline, now))
         });
     }
 

@@ -15,7 +15,7 @@ use tokendb_backend::{
 };
 use tokendb_core::ids::ACCESS_KEY_LEN;
 use tokendb_core::{
-    AccessKey, AccessRecord, CoreError, FamilyId, FamilyRecord, IndexHash, RecordState,
+    AccessKey, AccessRecord, CoreError, FamilyId, FamilyRecord, IndexHash, ProofId, RecordState,
     RevokeReason,
 };
 use tokendb_rotation::{
@@ -327,6 +327,12 @@ impl Tx<'_> {
                 }
                 Ok(answer)
             }
+            Plan::RevokeForMismatch => {
+                let tokens_revoked = self
+                    .revoke_family(&family, RevokeReason::ConfirmationMismatch, now)?
+                    .map_or(0, |r| r.tokens);
+                Ok(Rotation::ConfirmationMismatch { tokens_revoked })
+            }
             Plan::RevokeForReuse {
                 presented,
                 newest,
@@ -464,6 +470,30 @@ impl Tx<'_> {
         Ok(done)
     }
 
+    // ---- the replay cache ----
+
+    /// Remembers proof `id` until `deadline`: `true` if it was not live (and now is), `false`
+    /// if a live entry was there. A deadline at or before `now` is answered without storing,
+    /// as the redb backend does: such a proof is outside its window for whoever presents it.
+    pub(crate) fn remember_proof(
+        &mut self,
+        id: &ProofId,
+        deadline: u64,
+        now: u64,
+    ) -> TxResult<bool> {
+        let key = id.as_bytes().as_slice();
+        if deadline <= now {
+            return Ok(self
+                .conn
+                .query_opt(sql::PROOF_LIVE, &[&key, &ms(now)])?
+                .is_none());
+        }
+        Ok(self
+            .conn
+            .query_opt(sql::PROOF_REMEMBER, &[&key, &ms(deadline), &ms(now)])?
+            .is_some())
+    }
+
     // ---- sweep ----
 
     fn delete_family(&mut self, id: &[u8]) -> TxResult<u64> {
@@ -565,6 +595,23 @@ impl Tx<'_> {
                 }
             }
         }
+        // Proofs whose window ended.
+        let room = limit.saturating_sub(usize::try_from(c.examined).unwrap_or(usize::MAX));
+        if room == 0 {
+            c.more = true;
+            return Ok(c);
+        }
+        let rows = self
+            .conn
+            .query(sql::DUE_PROOFS_DELETE, &[&ms(now), &lim(room)])?;
+        if rows.len() >= room {
+            c.more = true;
+        }
+        for row in &rows {
+            oldest(&mut c, from_ms(row.get::<_, i64>(0)));
+        }
+        c.examined += rows.len() as u64;
+        c.proofs += rows.len() as u64;
         // Access tokens due: the first run of the table in key order.
         let room = limit.saturating_sub(usize::try_from(c.examined).unwrap_or(usize::MAX));
         if room == 0 {

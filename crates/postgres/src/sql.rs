@@ -14,6 +14,8 @@
 //!   deadline ‖ token id, so the key order is the expiry order; subject and client only for
 //!   standalone tokens.
 //! - `tokendb_grace(family, generation, due)`: when a family's kept successor is erased.
+//! - `tokendb_proofs(id, deadline)`: the replay cache of proofs of possession (DPoP `jti`s, as
+//!   keyed hashes), each remembered until its deadline.
 //!
 //! Identifiers and hashes are `bytea`; times are `bigint` Unix milliseconds.
 
@@ -56,6 +58,11 @@ CREATE TABLE tokendb_grace (
     PRIMARY KEY (family, generation)
 );
 CREATE INDEX tokendb_grace_due ON tokendb_grace (due);
+CREATE TABLE tokendb_proofs (
+    id bytea PRIMARY KEY,
+    deadline bigint NOT NULL
+);
+CREATE INDEX tokendb_proofs_deadline ON tokendb_proofs (deadline);
 ";
 
 /// Whether the meta table exists in the connection's schema.
@@ -129,7 +136,17 @@ pub(crate) const FAMILY_LOCK_NOWAIT: &str =
     "SELECT record FROM tokendb_families WHERE id = $1 FOR UPDATE SKIP LOCKED";
 /// Due access tokens: the first run of the table in key (deadline) order.
 pub(crate) const DUE_TOKENS_DELETE: &str = "DELETE FROM tokendb_tokens WHERE key IN (SELECT key FROM tokendb_tokens WHERE key < $1 ORDER BY key LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING key";
-pub(crate) const EARLIEST: &str = "SELECT (SELECT min(deadline) FROM tokendb_families), (SELECT min(due) FROM tokendb_grace), (SELECT key FROM tokendb_tokens ORDER BY key LIMIT 1)";
+pub(crate) const EARLIEST: &str = "SELECT (SELECT min(deadline) FROM tokendb_families), (SELECT min(due) FROM tokendb_grace), (SELECT key FROM tokendb_tokens ORDER BY key LIMIT 1), (SELECT min(deadline) FROM tokendb_proofs)";
+
+/// Remembers a proof unless a live entry for it is there: a row comes back if it was stored
+/// (new, or replacing one whose deadline passed), none if a live one was there. The primary key
+/// serialises concurrent calls with one id, across replicas: one of them inserts, the others
+/// meet its row.
+pub(crate) const PROOF_REMEMBER: &str = "INSERT INTO tokendb_proofs (id, deadline) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET deadline = EXCLUDED.deadline WHERE tokendb_proofs.deadline <= $3 RETURNING 1";
+/// Whether a live entry for a proof is there (for a proof already outside its window).
+pub(crate) const PROOF_LIVE: &str = "SELECT 1 FROM tokendb_proofs WHERE id = $1 AND deadline > $2";
+/// Due proofs, deleted.
+pub(crate) const DUE_PROOFS_DELETE: &str = "DELETE FROM tokendb_proofs WHERE id IN (SELECT id FROM tokendb_proofs WHERE deadline <= $1 ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING deadline";
 
 pub(crate) const RESEAL_FAMILIES: &str = "SELECT id FROM tokendb_families WHERE id > $1 AND key_id <> $2 ORDER BY id LIMIT $3 FOR UPDATE";
 pub(crate) const RESEAL_TOKENS: &str = "SELECT key FROM tokendb_tokens WHERE key > $1 AND key_id <> $2 ORDER BY key LIMIT $3 FOR UPDATE";

@@ -15,11 +15,38 @@ pub(crate) struct Presented {
     pub(crate) matches_current: bool,
 }
 
+/// Whether the presenter proved the family's sender constraint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Binding {
+    /// The family has none: a bearer family, whatever was presented.
+    Unbound,
+    /// The family has one, and the presentation proved it.
+    Proven,
+    /// The family has one, and the presentation proved another or none.
+    NotProven,
+}
+
+impl Binding {
+    /// How a presentation that proved `presented` stands to a family bound to `family`.
+    pub(crate) fn of(
+        family: Option<&tokendb_core::Confirmation>,
+        presented: Option<&tokendb_core::Confirmation>,
+    ) -> Self {
+        match (family, presented) {
+            (None, _) => Self::Unbound,
+            (Some(f), Some(p)) if f == p => Self::Proven,
+            (Some(_), _) => Self::NotProven,
+        }
+    }
+}
+
 /// The request around the presentation.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Request<'a> {
     /// Whether the presenting client is the one the family was issued to.
     pub(crate) client_matches: bool,
+    /// Whether it proved the family's sender constraint.
+    pub(crate) binding: Binding,
     /// Scope asked for (RFC 6749 §6), or `None` for the full grant.
     pub(crate) requested_scope: Option<&'a Scope>,
     /// The family's granted scope (from its sealed body).
@@ -68,6 +95,11 @@ pub enum Refusal {
     ClientMismatch,
     /// The requested scope is not a subset of the grant.
     ScopeWidened,
+    /// The family is sender-constrained (DPoP key, client certificate) and the presentation
+    /// did not prove it: no proof, or another key's. Refused without a write when the policy
+    /// keeps the family ([`crate::Policy::revoke_on_confirmation_mismatch`] off); by default it
+    /// is revoked instead ([`crate::Rotation::ConfirmationMismatch`]).
+    ConfirmationMismatch,
 }
 
 /// The outcome of presenting a refresh token.
@@ -106,6 +138,9 @@ pub(crate) enum Decision {
         /// Milliseconds since the newest generation was minted.
         ms_since_rotation: u64,
     },
+    /// A sender-constrained family's token without proof of its key: revoke the family (the
+    /// policy's [`Policy::revoke_on_confirmation_mismatch`]).
+    RevokeForMismatch,
     /// Refuse, changing nothing.
     Refuse(Refusal),
 }
@@ -117,11 +152,16 @@ pub(crate) enum Decision {
 /// 2. a revoked family answers [`Refusal::Revoked`]; an expired one, `Expired*` — even before the
 ///    sweeper deleted it;
 /// 3. another client is [`Refusal::ClientMismatch`], for any generation;
-/// 4. the current generation (secret must match) rotates or slides, if the requested scope is
-///    within the grant ([`Refusal::ScopeWidened`] otherwise);
-/// 5. the immediate predecessor inside the grace window, with the successor unused, is a
-///    [`Decision::GraceReplay`];
-/// 6. any other earlier generation is [`Decision::ReuseDetected`].
+/// 4. the current generation (secret must match) of a sender-constrained family presented
+///    without proof of its key is a mismatch ([`Decision::RevokeForMismatch`], or
+///    [`Refusal::ConfirmationMismatch`] when the policy keeps the family);
+/// 5. otherwise the current generation rotates or slides, if the requested scope is within the
+///    grant ([`Refusal::ScopeWidened`] otherwise);
+/// 6. the immediate predecessor inside the grace window, with the successor unused, is a
+///    mismatch as in 4 without proof of the key, else a [`Decision::GraceReplay`] — the
+///    successor is handed only to the key's holder;
+/// 7. any other earlier generation is [`Decision::ReuseDetected`], with or without the key:
+///    reuse always revokes.
 ///
 /// Generations, not timestamps, decide which token is newest.
 #[must_use]
@@ -147,11 +187,21 @@ pub(crate) fn decide_presented(
     let scope_ok = req
         .requested_scope
         .is_none_or(|s| s.is_subset_of(req.granted_scope));
+    let mismatch = || {
+        if policy.revoke_on_confirmation_mismatch {
+            Decision::RevokeForMismatch
+        } else {
+            Decision::Refuse(Refusal::ConfirmationMismatch)
+        }
+    };
     if presented.generation == f.generation {
         if !presented.matches_current {
             // A valid tag with the wrong secret for the newest generation cannot be minted
             // without the tag key; treat it as unknown rather than trust it.
             return Decision::Refuse(Refusal::Unknown);
+        }
+        if req.binding == Binding::NotProven {
+            return mismatch();
         }
         if !scope_ok {
             return Decision::Refuse(Refusal::ScopeWidened);
@@ -178,6 +228,9 @@ pub(crate) fn decide_presented(
         && !f.grace.is_empty()
         && now < f.rotated_at.saturating_add(policy.grace_ms);
     if in_grace {
+        if req.binding == Binding::NotProven {
+            return mismatch();
+        }
         if !scope_ok {
             return Decision::Refuse(Refusal::ScopeWidened);
         }

@@ -25,7 +25,7 @@
 //!     absolute_deadline: absolute, idle_deadline: idle, generation: 1, rotated_at: now,
 //!     current: keys.token_id(TokenKind::Refresh, &token.secret),
 //!     subject: keys.subject_hash("alice"), client: keys.client_hash("web"),
-//!     grace: vec![], body: vec![],
+//!     grace: vec![], body: vec![], confirmation: None,
 //! };
 //! let presented = Presentation::verify(&token, &keys).ok_or("forged")?;
 //! let request = RotateRequest::new(presented, keys.client_hash("web"), None, policy, &keys);

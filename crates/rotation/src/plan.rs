@@ -2,12 +2,12 @@
 //! entries to add and drop, and the answer to give. Backends apply a [`Plan`] mechanically,
 //! inside the transaction in which they read the family; they never decide anything.
 
-use crate::decide::{Decision, Refusal, Request};
+use crate::decide::{Binding, Decision, Refusal, Request};
 use crate::policy::Policy;
 use crate::present::Presentation;
 use tokendb_core::{
-    AccessKey, AccessRecord, AccessToken, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing,
-    RecordBody, RecordState, Scope, TokenId, TokenKind, TokenSecret,
+    AccessKey, AccessRecord, AccessToken, Confirmation, CoreError, FamilyId, FamilyRecord,
+    IndexHash, KeyRing, RecordBody, RecordState, Scope, TokenId, TokenKind, TokenSecret,
 };
 
 /// A presentation of a refresh token for rotation, with everything the decision needs and the
@@ -21,6 +21,7 @@ pub struct RotateRequest {
     successor: TokenSecret,
     successor_id: TokenId,
     access: Option<AccessRequest>,
+    confirmation: Option<Confirmation>,
 }
 
 /// The access token a refresh issues with its rotation: its secret, minted in advance like the
@@ -52,7 +53,24 @@ impl RotateRequest {
             successor,
             successor_id,
             access: None,
+            confirmation: None,
         }
+    }
+
+    /// The same request with the sender constraint the presenter proved: the thumbprint of the
+    /// key that signed its DPoP proof (`jkt`), or of its TLS client certificate (`x5t#S256`),
+    /// checked by the caller. A sender-constrained family rotates only for a presentation that
+    /// proved its own; an unbound family ignores it.
+    #[must_use]
+    pub fn with_confirmation(mut self, proven: Option<Confirmation>) -> Self {
+        self.confirmation = proven;
+        self
+    }
+
+    /// The sender constraint the presenter proved, if any.
+    #[must_use]
+    pub fn confirmation(&self) -> Option<&Confirmation> {
+        self.confirmation.as_ref()
     }
 
     /// The same request as a whole refresh grant: whatever hands out a refresh token (a
@@ -108,8 +126,19 @@ impl RotateRequest {
             issued_at: now,
             deadline,
             body: sealed,
+            // An access token is bound as its family is.
+            confirmation: family.confirmation,
         };
-        Ok(Some((key, record, AccessIssued { deadline, scope })))
+        let confirmation = record.confirmation;
+        Ok(Some((
+            key,
+            record,
+            AccessIssued {
+                deadline,
+                scope,
+                confirmation,
+            },
+        )))
     }
 
     /// The presentation.
@@ -140,6 +169,7 @@ impl RotateRequest {
         };
         let req = Request {
             client_matches: f.client == self.client,
+            binding: Binding::of(f.confirmation.as_ref(), self.confirmation.as_ref()),
             requested_scope: self.requested_scope.as_ref(),
             granted_scope: &granted,
         };
@@ -162,6 +192,8 @@ pub struct AccessIssued {
     pub deadline: u64,
     /// Its scope: the family's grant, or the narrower one asked for.
     pub scope: Scope,
+    /// Its sender constraint: the family's.
+    pub confirmation: Option<Confirmation>,
 }
 
 /// What presenting a refresh token for rotation did.
@@ -212,6 +244,14 @@ pub enum Rotation {
         /// Access tokens revoked with the family.
         tokens_revoked: u64,
     },
+    /// A sender-constrained family's token presented without proof of its key or certificate:
+    /// the family was revoked (reason `ConfirmationMismatch`), with its access tokens, in the
+    /// same transaction ([`Policy::revoke_on_confirmation_mismatch`]; when it is off, the
+    /// answer is [`Rotation::Refused`] with [`Refusal::ConfirmationMismatch`] instead).
+    ConfirmationMismatch {
+        /// Access tokens revoked with the family.
+        tokens_revoked: u64,
+    },
     /// Refused; nothing changed.
     Refused(Refusal),
 }
@@ -253,6 +293,11 @@ pub enum Plan {
         /// Milliseconds since the newest generation was minted.
         ms_since_rotation: u64,
     },
+    /// A sender-constrained family's token presented without proof of its key: revoke the
+    /// family (reason [`tokendb_core::RevokeReason::ConfirmationMismatch`]) with every access
+    /// token tied to it, and answer [`Rotation::ConfirmationMismatch`] with the number of
+    /// tokens revoked. Applied exactly as [`Plan::RevokeForReuse`] is, with the other reason.
+    RevokeForMismatch,
 }
 
 /// The grace-window sweeper entries a write drops and adds: `(deadline, generation)` each.
@@ -372,6 +417,7 @@ pub fn plan(
             newest,
             ms_since_rotation,
         },
+        Decision::RevokeForMismatch => Plan::RevokeForMismatch,
     })
 }
 
@@ -445,6 +491,7 @@ mod tests {
             client: keys.client_hash("web"),
             grace: Vec::new(),
             body,
+            confirmation: None,
         };
         Fixture {
             keys,
@@ -633,6 +680,75 @@ mod tests {
             plan(&record, &late, &fx.keys, now + 60_000).unwrap(),
             Plan::RevokeForReuse { .. }
         ));
+    }
+
+    /// A bound family keeps its confirmation through rotation, its refresh grant's access token
+    /// is bound alike, and a presentation without the key plans a revocation (or, with the
+    /// policy off, a refusal that writes nothing).
+    #[test]
+    fn a_bound_family_keeps_its_confirmation_and_plans_a_mismatch() {
+        let key = Confirmation::Jkt([7; 32]);
+        let policy = Policy::default();
+        let mut fx = fixture(&policy);
+        fx.family.confirmation = Some(key);
+        let now = T0 + 1_000;
+        let hour = 3_600_000;
+        let proven = request(&fx, &fx.token, "web", None, policy)
+            .with_access(hour)
+            .with_confirmation(Some(key));
+        let Plan::Write {
+            record: Some(record),
+            access: Some(access),
+            answer: Rotation::Rotated { generation: 2, .. },
+            ..
+        } = plan(&fx.family, &proven, &fx.keys, now).unwrap()
+        else {
+            panic!("the key's holder rotates")
+        };
+        assert_eq!(record.confirmation, Some(key), "survives rotation");
+        assert_eq!(
+            access.1.confirmation,
+            Some(key),
+            "the access token is bound"
+        );
+        // The next generation, still bound: no proof, or another key's, is a mismatch.
+        let next = RefreshToken::with_secret(
+            &fx.keys,
+            fx.id,
+            2,
+            TokenSecret::from_bytes(*proven.successor().expose()),
+        );
+        for presented in [None, Some(Confirmation::Jkt([8; 32]))] {
+            let thief = request(&fx, &next, "web", None, policy)
+                .with_access(hour)
+                .with_confirmation(presented);
+            assert!(matches!(
+                plan(&record, &thief, &fx.keys, now + 1).unwrap(),
+                Plan::RevokeForMismatch
+            ));
+            let keep = Policy {
+                revoke_on_confirmation_mismatch: false,
+                ..policy
+            };
+            let thief = request(&fx, &next, "web", None, keep).with_confirmation(presented);
+            assert!(matches!(
+                plan(&record, &thief, &fx.keys, now + 1).unwrap(),
+                Plan::Answer(Rotation::Refused(Refusal::ConfirmationMismatch))
+            ));
+        }
+        // An unbound family ignores a presented key, and its tokens stay unbound.
+        let unbound = fixture(&policy);
+        let req = request(&unbound, &unbound.token, "web", None, policy)
+            .with_access(hour)
+            .with_confirmation(Some(key));
+        match plan(&unbound.family, &req, &unbound.keys, now).unwrap() {
+            Plan::Write {
+                record: Some(r),
+                access: Some(a),
+                ..
+            } => assert_eq!((r.confirmation, a.1.confirmation), (None, None)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -38,6 +38,11 @@ pub struct Policy {
     /// Grace period in which the immediate predecessor, presented again, returns the same
     /// successor (a retry after a lost response). Default 0 (off); at most [`MAX_GRACE_MS`].
     pub grace_ms: u64,
+    /// Whether a refresh token of a sender-constrained family presented without proof of its
+    /// key or certificate (no proof, or another key's) revokes the family, as a theft signal.
+    /// Either way the presentation is refused. Default `true`: the legitimate client holds the
+    /// key, so whoever presents the token without it has the token but not the key.
+    pub revoke_on_confirmation_mismatch: bool,
 }
 
 impl Default for Policy {
@@ -47,6 +52,7 @@ impl Default for Policy {
             absolute_ms: 90 * DAY_MS,
             idle_ms: 14 * DAY_MS,
             grace_ms: 0,
+            revoke_on_confirmation_mismatch: true,
         }
     }
 }

@@ -110,6 +110,7 @@ mod tests {
             client: keys.client_hash("web"),
             grace: Vec::new(),
             body: Vec::new(),
+            confirmation: None,
         }
     }
 

@@ -6,6 +6,12 @@
 //! introspection (`tokendb-oauth`), RFC 8414 metadata, and a protected demo resource. Small,
 //! not a product; what it does, it does as the RFCs say.
 //!
+//! DPoP (RFC 9449): a token request that carries a valid `DPoP` proof gets a sender-constrained
+//! family (`token_type` `DPoP`): its refresh token rotates only with a proof of the same key (a
+//! stolen one presented without it is refused, and its family revoked), and the demo resource
+//! takes its access tokens only with such a proof. Requests without a proof get bearer tokens,
+//! as before.
+//!
 //! Routes: `GET /.well-known/oauth-authorization-server`, `GET /authorize`, `POST /token`,
 //! `POST /revoke`, `POST /introspect`, `GET /resource`.
 
@@ -27,7 +33,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokendb::{Grant, Scope, TokenDb};
-use tokendb_oauth::{Client, OAuth, Request, StaticClients};
+use tokendb_oauth::dpop::{DpopConfig, DpopNonces};
+use tokendb_oauth::{Client, DpopSetup, OAuth, Request, StaticClients};
 
 /// How long an authorization code may wait for its exchange (RFC 6749 §4.1.2: short).
 const CODE_LIFETIME: Duration = Duration::from_secs(60);
@@ -68,6 +75,8 @@ pub struct Settings {
     pub clients: Vec<DemoClient>,
     /// The scope granted when a request names none.
     pub default_scope: String,
+    /// Whether DPoP proofs must carry a server nonce (RFC 9449 §8). Default off.
+    pub dpop_nonces: bool,
 }
 
 impl Settings {
@@ -79,7 +88,16 @@ impl Settings {
             user: "demo-user".to_owned(),
             clients,
             default_scope: "openid profile".to_owned(),
+            dpop_nonces: false,
         }
+    }
+
+    /// The same requiring server nonces in DPoP proofs: a proof without a fresh one is answered
+    /// `use_dpop_nonce` with a `DPoP-Nonce` header to retry with.
+    #[must_use]
+    pub fn with_dpop_nonces(mut self) -> Self {
+        self.dpop_nonces = true;
+        self
     }
 }
 
@@ -109,7 +127,12 @@ pub fn app(db: TokenDb, settings: Settings) -> Router {
         };
         clients = clients.with(&c.id, client);
     }
-    let oauth = OAuth::new(db.asynchronous(), clients);
+    let token_uri = format!("{}/token", settings.issuer);
+    let mut dpop = DpopSetup::new(DpopConfig::DEFAULT, &token_uri);
+    if settings.dpop_nonces {
+        dpop = dpop.with_nonces(DpopNonces::generate(Duration::from_secs(300)));
+    }
+    let oauth = OAuth::new(db.asynchronous(), clients).with_dpop(dpop);
     let state = Arc::new(Inner {
         db,
         oauth,
@@ -137,6 +160,7 @@ fn form_request<'a>(headers: &'a HeaderMap, body: &'a Bytes) -> Request<'a> {
         text(header::CONTENT_TYPE),
         body,
     )
+    .with_dpop(headers.get_all("dpop").iter().map(|v| v.to_str().ok()))
 }
 
 async fn revoke(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -162,6 +186,11 @@ async fn metadata(State(s): State<Arc<Inner>>) -> Response {
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": s.settings.default_scope.split(' ').collect::<Vec<_>>(),
+        "dpop_signing_alg_values_supported": DpopConfig::DEFAULT
+            .accepted_algs()
+            .iter()
+            .map(|a| a.name())
+            .collect::<Vec<_>>(),
     }))
     .into_response()
 }
@@ -270,6 +299,12 @@ async fn token(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> 
         Ok(c) => c,
         Err(r) => return tokendb_oauth::axum::into_axum(r),
     };
+    // RFC 9449 §5: a proof with the code exchange binds the new family to its key; a proof
+    // that fails any check refuses the request before the code is used.
+    let proof = match s.oauth.check_token_request_proof(&request).await {
+        Ok(p) => p,
+        Err(r) => return tokendb_oauth::axum::into_axum(r),
+    };
     // RFC 6749 §4.1.3: the code is single-use, bound to its client and redirect URI, and
     // (RFC 7636 §4.6) to the verifier of its challenge.
     let code = form
@@ -296,10 +331,13 @@ async fn token(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> 
     {
         return invalid();
     }
-    let grant = match Grant::new(s.settings.user.clone(), client.client_id.clone(), "") {
+    let mut grant = match Grant::new(s.settings.user.clone(), client.client_id.clone(), "") {
         Ok(g) => Grant::with_scope(g.subject, g.client_id, code.scope.clone()),
         Err(_) => return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "grant"),
     };
+    if let Some(p) = &proof {
+        grant = grant.with_confirmation(p.jkt);
+    }
     let db = s.db.asynchronous();
     let issued = async {
         let refresh = db.issue_refresh(&grant).await?;
@@ -316,7 +354,7 @@ async fn token(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> 
             ],
             axum::Json(serde_json::json!({
                 "access_token": access.token.expose(),
-                "token_type": "Bearer",
+                "token_type": if proof.is_some() { "DPoP" } else { "Bearer" },
                 "expires_in": access.expires.expires_in,
                 "refresh_token": refresh.token.expose(),
                 "scope": access.scope.to_string(),
@@ -331,8 +369,11 @@ async fn token(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> 
     }
 }
 
+/// The demo resource: a bearer token, or a DPoP-bound token with a proof of its key for
+/// `GET {issuer}/resource` (a bound token presented as a bearer token is refused).
 async fn resource(State(s): State<Arc<Inner>>, headers: HeaderMap) -> Response {
-    match tokendb_oauth::axum::bearer(&s.oauth, &headers, None).await {
+    let uri = format!("{}/resource", s.settings.issuer);
+    match tokendb_oauth::axum::resource(&s.oauth, &headers, ("GET", &uri), None).await {
         Ok(b) => axum::Json(serde_json::json!({
             "message": "hello from the protected demo resource",
             "sub": b.sub,

@@ -2,7 +2,10 @@
 //!
 //! ```text
 //! tokendb-server [--addr 127.0.0.1:8080] [--db ./tokendb-server.tdb] [--redirect-uri URI]
+//!                [--dpop-nonces]
 //! ```
+//!
+//! `--dpop-nonces` makes DPoP proofs carry a server nonce (RFC 9449 §8).
 //!
 //! It serves the demo user `demo-user` and two clients: `demo-client` (confidential, secret
 //! `demo-secret`) and `demo-spa` (public), both with the one redirect URI given (default
@@ -39,6 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut addr = "127.0.0.1:8080".to_owned();
     let mut db_path = PathBuf::from("tokendb-server.tdb");
     let mut redirect = "http://127.0.0.1:8081/callback".to_owned();
+    let mut dpop_nonces = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
@@ -46,6 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--addr" => addr = value()?,
             "--db" => db_path = value()?.into(),
             "--redirect-uri" => redirect = value()?,
+            "--dpop-nonces" => dpop_nonces = true,
             other => return Err(format!("unknown argument {other}; see the file's header").into()),
         }
     }
@@ -56,13 +61,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = TokenDb::open_or_create(&db_path, &master, Config::default())?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let issuer = format!("http://{}", listener.local_addr()?);
-    let settings = Settings::new(
+    let mut settings = Settings::new(
         &issuer,
         vec![
             DemoClient::new("demo-client", Some("demo-secret"), &redirect),
             DemoClient::new("demo-spa", None, &redirect),
         ],
     );
+    if dpop_nonces {
+        settings = settings.with_dpop_nonces();
+    }
     eprintln!(
         "tokendb-server: {issuer} (metadata at {issuer}/.well-known/oauth-authorization-server)"
     );

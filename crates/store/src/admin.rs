@@ -9,10 +9,10 @@ use crate::error::RedbResult;
 use crate::error::{Result, StoreError};
 use crate::tables::{
     BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, DL_KEY_LEN, FAMILIES, FAMILY_TOKENS,
-    FT_KEY_LEN, IX_KEY_LEN, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN,
+    FT_KEY_LEN, IX_KEY_LEN, PROOFS, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN,
 };
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase};
-use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN};
+use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN, PROOF_ID_LEN};
 use tokendb_core::{AccessKey, AccessRecord, FamilyId, FamilyRecord, KeyRing};
 
 mod maintenance;
@@ -32,6 +32,8 @@ struct Snap {
     by_client: ReadOnlyTable<&'static [u8; IX_KEY_LEN], ()>,
     subject_tokens: ReadOnlyTable<&'static [u8; TX_KEY_LEN], ()>,
     client_tokens: ReadOnlyTable<&'static [u8; TX_KEY_LEN], ()>,
+    /// The replay cache; `None` in a file no build with it has written to yet.
+    proofs: Option<ReadOnlyTable<&'static [u8; PROOF_ID_LEN], u64>>,
 }
 
 impl Snap {
@@ -45,6 +47,11 @@ impl Snap {
             by_client: txn.open_table(BY_CLIENT).db()?,
             subject_tokens: txn.open_table(SUBJECT_TOKENS).db()?,
             client_tokens: txn.open_table(CLIENT_TOKENS).db()?,
+            proofs: match txn.open_table(PROOFS) {
+                Ok(t) => Some(t),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e).db(),
+            },
         })
     }
 
@@ -59,6 +66,14 @@ impl Snap {
             .get(id.as_bytes())
             .db()?
             .map(|v| FamilyRecord::decode(v.value(), id, keys)))
+    }
+
+    /// The deadline a proof is remembered until, if it is in the replay cache.
+    fn proof(&self, id: &tokendb_core::ProofId) -> Result<Option<u64>> {
+        match &self.proofs {
+            None => Ok(None),
+            Some(t) => Ok(t.get(id.as_bytes()).db()?.map(|v| v.value())),
+        }
     }
 
     fn token(

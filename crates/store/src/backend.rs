@@ -10,7 +10,7 @@ use tokendb_backend::{
 };
 use tokendb_core::{
     AccessKey, AccessRecord, AccessStatus, FamilyId, FamilyRecord, IndexHash, KeyId, KeyRing,
-    MasterKey, RevokeReason,
+    MasterKey, ProofId, RevokeReason,
 };
 use tokendb_rotation::{FamilyCap, RotateRequest, Rotation};
 
@@ -121,6 +121,17 @@ impl Backend for Store {
             now,
             done.adapt(|r| match r? {
                 Outcome::Rotation(r) => Ok(r),
+                _ => Err(mismatch()),
+            }),
+        );
+    }
+
+    fn remember_proof(&self, id: ProofId, deadline: u64, now: u64, done: Done<bool>) {
+        self.submit(
+            Op::RememberProof { id, deadline },
+            now,
+            done.adapt(|r| match r? {
+                Outcome::Remembered(new) => Ok(new),
                 _ => Err(mismatch()),
             }),
         );

@@ -4,8 +4,8 @@ use crate::StoreOptions;
 use crate::error::RedbResult;
 use crate::error::{Failure, Result, StoreError};
 use crate::tables::{
-    BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, FAMILIES, FAMILY_TOKENS, META, SUBJECT_TOKENS,
-    TOKENS,
+    BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, FAMILIES, FAMILY_TOKENS, META, PROOFS,
+    SUBJECT_TOKENS, TOKENS,
 };
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableError};
 use std::io::Read;
@@ -54,6 +54,7 @@ pub(crate) fn create(
         txn.open_table(BY_CLIENT).db()?;
         txn.open_table(SUBJECT_TOKENS).db()?;
         txn.open_table(CLIENT_TOKENS).db()?;
+        txn.open_table(PROOFS).db()?;
     }
     txn.commit().db()?;
     Ok((db, keys))

@@ -1,5 +1,5 @@
 //! Write operations, applied inside one redb write transaction. One file per kind of
-//! operation (`issue`, `rotate`, `revoke`, `sweep`, `reseal`); this one holds what they share:
+//! operation (`issue`, `rotate`, `revoke`, `sweep`, `reseal`, `proof`); this one holds what they share:
 //! the operation and outcome types, the open tables and record access.
 //!
 //! Every operation reads and decides first, and mutates only once nothing can refuse any more;
@@ -9,16 +9,16 @@
 use crate::error::{Failure, RedbResult, Result, StoreError};
 use crate::tables::{
     BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, DL_KEY_LEN, Entry, FAMILIES, FAMILY_TOKENS,
-    FT_KEY_LEN, IX_KEY_LEN, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN, bucket, dl_key, dl_parse, dl_upto,
-    ft_key, ft_range, ft_token, ix_key, ix_parse, ix_range, tokens_after, tx_bucket_start, tx_key,
-    tx_parse, tx_range,
+    FT_KEY_LEN, IX_KEY_LEN, PROOFS, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN, bucket, dl_key, dl_parse,
+    dl_upto, ft_key, ft_range, ft_token, ix_key, ix_parse, ix_range, tokens_after, tx_bucket_start,
+    tx_key, tx_parse, tx_range,
 };
 use redb::{ReadableTable, Table, WriteTransaction};
 use tokendb_backend::{MAX_ACCESS_BATCH, ResealBatch, ResealCursor, Revocation, SweepCounts};
-use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN};
+use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN, PROOF_ID_LEN};
 use tokendb_core::{
-    AccessKey, AccessRecord, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing, RecordState,
-    RevokeReason,
+    AccessKey, AccessRecord, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing, ProofId,
+    RecordState, RevokeReason,
 };
 use tokendb_rotation::{
     Admission, CapAction, FamilyCap, Plan, Refusal, RotateRequest, Rotation, admit_access,
@@ -26,6 +26,7 @@ use tokendb_rotation::{
 };
 
 mod issue;
+mod proof;
 mod reseal;
 mod revoke;
 mod rotate;
@@ -94,6 +95,13 @@ pub(crate) enum Op {
         /// Most deadline entries to process.
         limit: usize,
     },
+    /// Remember a proof in the replay cache until `deadline`, unless it is there already.
+    RememberProof {
+        /// Its id.
+        id: ProofId,
+        /// When it may be forgotten, Unix ms.
+        deadline: u64,
+    },
     /// Re-seal up to `limit` records still under a key other than the current sealing key.
     Reseal {
         /// Most records to re-seal.
@@ -134,6 +142,8 @@ pub(crate) enum Outcome {
     Swept(SweepCounts),
     /// A re-seal batch.
     Resealed(ResealBatch),
+    /// Whether a proof was new (and is now remembered).
+    Remembered(bool),
 }
 
 type FamT<'t> = Table<'t, &'static [u8; FAMILY_ID_LEN], &'static [u8]>;
@@ -142,6 +152,7 @@ type FtT<'t> = Table<'t, &'static [u8; FT_KEY_LEN], ()>;
 type DlT<'t> = Table<'t, &'static [u8; DL_KEY_LEN], ()>;
 type IxT<'t> = Table<'t, &'static [u8; IX_KEY_LEN], ()>;
 type TxT<'t> = Table<'t, &'static [u8; TX_KEY_LEN], ()>;
+type PrT<'t> = Table<'t, &'static [u8; PROOF_ID_LEN], u64>;
 
 /// The tables of one write transaction, opened once per batch.
 pub(crate) struct Tx<'t> {
@@ -153,6 +164,7 @@ pub(crate) struct Tx<'t> {
     by_client: IxT<'t>,
     subject_tokens: TxT<'t>,
     client_tokens: TxT<'t>,
+    proofs: PrT<'t>,
     keys: &'t KeyRing,
 }
 
@@ -184,6 +196,7 @@ impl<'t> Tx<'t> {
         let by_client = LeakOnUnwind::new(txn.open_table(BY_CLIENT).db()?);
         let subject_tokens = LeakOnUnwind::new(txn.open_table(SUBJECT_TOKENS).db()?);
         let client_tokens = LeakOnUnwind::new(txn.open_table(CLIENT_TOKENS).db()?);
+        let proofs = LeakOnUnwind::new(txn.open_table(PROOFS).db()?);
         let (
             Some(families),
             Some(tokens),
@@ -193,6 +206,7 @@ impl<'t> Tx<'t> {
             Some(by_client),
             Some(subject_tokens),
             Some(client_tokens),
+            Some(proofs),
         ) = (
             families.take(),
             tokens.take(),
@@ -202,6 +216,7 @@ impl<'t> Tx<'t> {
             by_client.take(),
             subject_tokens.take(),
             client_tokens.take(),
+            proofs.take(),
         )
         else {
             return Err(StoreError::Failed(Failure::Internal(
@@ -217,6 +232,7 @@ impl<'t> Tx<'t> {
             by_client,
             subject_tokens,
             client_tokens,
+            proofs,
             keys,
         })
     }
@@ -239,6 +255,9 @@ impl<'t> Tx<'t> {
             Op::RevokeClient { client } => self.revoke_indexed(false, client, None, now),
             Op::Sweep { limit } => self.sweep(*limit, now).map(Outcome::Swept),
             Op::Reseal { limit, from } => self.reseal(*limit, from).map(Outcome::Resealed),
+            Op::RememberProof { id, deadline } => self
+                .remember_proof(id, *deadline, now)
+                .map(Outcome::Remembered),
         }
     }
 

@@ -1,8 +1,8 @@
 //! Table definitions and the fixed-width keys of the indexes.
 
 use redb::TableDefinition;
-use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN, INDEX_HASH_LEN};
-use tokendb_core::{AccessKey, FamilyId, IndexHash};
+use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN, INDEX_HASH_LEN, PROOF_ID_LEN};
+use tokendb_core::{AccessKey, FamilyId, IndexHash, ProofId};
 
 /// family id → encoded [`tokendb_core::FamilyRecord`].
 pub(crate) const FAMILIES: TableDefinition<'_, &[u8; FAMILY_ID_LEN], &[u8]> =
@@ -32,6 +32,12 @@ pub(crate) const SUBJECT_TOKENS: TableDefinition<'_, &[u8; TX_KEY_LEN], ()> =
 /// deadline bucket (u32 BE) ‖ client hash ‖ access key → (): standalone access tokens by client.
 pub(crate) const CLIENT_TOKENS: TableDefinition<'_, &[u8; TX_KEY_LEN], ()> =
     TableDefinition::new("client_tokens");
+/// proof id (a keyed hash of a DPoP key's thumbprint and a proof's `jti`) → deadline (u64):
+/// the replay cache. Each entry is also filed in `deadlines` (kind [`Entry::Proof`]), so the
+/// sweeper deletes it once its proof could no longer be accepted anyway. Created by the first
+/// write transaction of a build that has it; files of earlier builds gain it empty.
+pub(crate) const PROOFS: TableDefinition<'_, &[u8; PROOF_ID_LEN], u64> =
+    TableDefinition::new("proofs");
 /// name → value: format version, wrapped data keys, current key id.
 pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 
@@ -56,6 +62,8 @@ pub enum Entry {
     /// The end of a family's grace window for one generation: its kept successor secret is
     /// erased then, if the family is still at that generation.
     Grace(FamilyId, u64),
+    /// A proof in the replay cache (`proofs`): deleted once due.
+    Proof(ProofId),
 }
 
 impl Entry {
@@ -64,6 +72,7 @@ impl Entry {
             Self::Family(_) => 1,
             Self::Token(_) => 2,
             Self::Grace(..) => 3,
+            Self::Proof(_) => 4,
         }
     }
 
@@ -77,6 +86,7 @@ impl Entry {
             }
             Self::Token(t) => out = t.to_bytes(),
             Self::Grace(f, generation) => out = concat(&[f.as_bytes(), &generation.to_be_bytes()]),
+            Self::Proof(p) => out = concat(&[p.as_bytes()]),
         }
         out
     }
@@ -97,6 +107,11 @@ impl Entry {
                     FamilyId::from_slice(f)?,
                     u64::from_be_bytes(g.try_into().ok()?),
                 ))
+            }
+            4 => {
+                let (p, pad) = id.split_at_checked(PROOF_ID_LEN)?;
+                pad.iter().all(|b| *b == 0).then_some(())?;
+                ProofId::from_slice(p).map(Self::Proof)
             }
             _ => None,
         }
@@ -250,6 +265,11 @@ mod tests {
         assert_eq!(dl_parse(&dl_key(u64::MAX, &t)), Some((u64::MAX, t)));
         let g = Entry::Grace(FamilyId::from_bytes([7; 16]), 42);
         assert_eq!(dl_parse(&dl_key(9, &g)), Some((9, g)));
+        let p = Entry::Proof(ProofId::from_bytes([5; 32]));
+        assert_eq!(dl_parse(&dl_key(9, &p)), Some((9, p)));
+        let mut bad = dl_key(9, &p);
+        bad[DL_KEY_LEN - 1] = 1;
+        assert_eq!(dl_parse(&bad), None, "a proof entry's pad is zeros");
         assert!(dl_key(5, &t) < dl_key(6, &f));
         assert!(dl_key(6, &t) <= dl_upto(6));
         assert!(dl_key(7, &f) > dl_upto(6));

@@ -143,3 +143,74 @@ fn master_key_rotation_rewraps_only() {
     ));
     Store::open(&path, &new, StoreOptions::default()).unwrap();
 }
+
+/// The replay cache: a proof is new once until its deadline, also after a reopen; a due entry is
+/// replaced, and the sweep deletes it; `stats` counts and `verify` accepts what it keeps. A file
+/// written before the cache existed has no `proofs` table until its first write.
+#[test]
+fn proofs_are_remembered_until_their_deadline_and_swept() {
+    use tokendb_backend::{Backend, Pending};
+    use tokendb_core::ProofId;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.tdb");
+    let master = MasterKey::generate();
+    Store::create(&path, &master, StoreOptions::default())
+        .unwrap()
+        .close()
+        .unwrap();
+    // As a file of an earlier build: no `proofs` table.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(tables::PROOFS).unwrap());
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path, &master, StoreOptions::default()).unwrap();
+    assert_eq!(store.stats(0, &[]).unwrap().proofs, 0);
+    assert_eq!(store.verify(10).unwrap().problems, vec![]);
+    let remember = |store: &Store, id: ProofId, deadline: u64, now: u64| {
+        Pending::start(|done| store.remember_proof(id, deadline, now, done))
+            .wait()
+            .unwrap()
+    };
+    let a = ProofId::from_bytes([1; 32]);
+    let b = ProofId::from_bytes([2; 32]);
+    assert!(remember(&store, a, 1_000, 100), "new");
+    assert!(!remember(&store, a, 1_000, 200), "seen");
+    assert!(
+        !remember(&store, a, 5_000, 999),
+        "seen, whatever deadline it comes with"
+    );
+    assert!(remember(&store, b, 1_000, 100), "another proof");
+    let c = ProofId::from_bytes([3; 32]);
+    assert!(
+        remember(&store, c, 50, 100),
+        "already outside its window: not stored"
+    );
+    store.close().unwrap();
+
+    let store = Store::open(&path, &master, StoreOptions::default()).unwrap();
+    assert!(
+        !remember(&store, a, 1_000, 300),
+        "still seen after a reopen"
+    );
+    assert_eq!(store.stats(300, &[]).unwrap().proofs, 2);
+    assert_eq!(store.verify(10).unwrap().problems, vec![]);
+    // Due but not swept: it counts as gone, and is remembered again with the new deadline.
+    assert!(remember(&store, a, 2_000, 1_000));
+    assert!(!remember(&store, a, 2_000, 1_500));
+    assert_eq!(store.verify(10).unwrap().problems, vec![]);
+    let swept = Pending::start(|done| store.sweep(100, 1_500, done))
+        .wait()
+        .unwrap();
+    assert_eq!(swept.proofs, 1, "b is due at 1,000; a lives until 2,000");
+    assert_eq!(store.stats(1_500, &[]).unwrap().proofs, 1);
+    assert!(!remember(&store, a, 2_000, 1_600));
+    let swept = Pending::start(|done| store.sweep(100, 2_000, done))
+        .wait()
+        .unwrap();
+    assert_eq!(swept.proofs, 1);
+    assert_eq!(store.stats(2_000, &[]).unwrap().proofs, 0);
+    assert_eq!(store.verify(10).unwrap().problems, vec![]);
+    store.close().unwrap();
+}

@@ -128,6 +128,8 @@ pub struct PassReport {
     pub grace_erased: u64,
     /// Entries dropped because their record failed authentication (see `tokendb verify`).
     pub corrupt: u64,
+    /// Proofs deleted from the replay cache once their window ended.
+    pub proofs: u64,
     /// Whether expired entries remain (the pass hit its budget or limit).
     pub more: bool,
     /// Age in ms of the oldest overdue entry seen, 0 if none.
@@ -144,6 +146,7 @@ impl PassReport {
         self.tokens += c.tokens;
         self.refiled += c.refiled;
         self.grace_erased += c.grace_erased;
+        self.proofs += c.proofs;
         self.corrupt += c.corrupt;
         self.more = c.more;
         if let Some(d) = c.oldest_deadline {

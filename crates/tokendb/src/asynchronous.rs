@@ -6,7 +6,7 @@ use crate::types::{
     Grant, Introspection, IssuedAccess, IssuedRefresh, Refreshed, Revoked, Rotated, Validation,
 };
 use tokendb_backend::Pending;
-use tokendb_core::{FamilyId, Scope};
+use tokendb_core::{Confirmation, FamilyId, Scope};
 
 /// A [`TokenDb`] for async code (axum, tonic, actix): every write returns a [`Pending`] future
 /// that the backend completes when the write is durable — the redb backend from its writer
@@ -96,7 +96,20 @@ impl AsyncTokenDb {
         client_id: &str,
         requested_scope: Option<&Scope>,
     ) -> Pending<Rotated, Error> {
-        self.db.start_rotate(token, client_id, requested_scope)
+        self.db
+            .start_rotate(token, client_id, requested_scope, None)
+    }
+
+    /// [`TokenDb::rotate_confirmed`].
+    pub fn rotate_confirmed(
+        &self,
+        token: &str,
+        client_id: &str,
+        requested_scope: Option<&Scope>,
+        proven: Option<&Confirmation>,
+    ) -> Pending<Rotated, Error> {
+        self.db
+            .start_rotate(token, client_id, requested_scope, proven)
     }
 
     /// [`TokenDb::refresh`]: the whole `refresh_token` grant in one durable write.
@@ -106,7 +119,30 @@ impl AsyncTokenDb {
         client_id: &str,
         requested_scope: Option<&Scope>,
     ) -> Pending<Refreshed, Error> {
-        self.db.start_refresh(token, client_id, requested_scope)
+        self.db
+            .start_refresh(token, client_id, requested_scope, None)
+    }
+
+    /// [`TokenDb::refresh_confirmed`]: the refresh grant of a sender-constrained client.
+    pub fn refresh_confirmed(
+        &self,
+        token: &str,
+        client_id: &str,
+        requested_scope: Option<&Scope>,
+        proven: Option<&Confirmation>,
+    ) -> Pending<Refreshed, Error> {
+        self.db
+            .start_refresh(token, client_id, requested_scope, proven)
+    }
+
+    /// [`TokenDb::remember_proof`]: the replay cache of DPoP proofs.
+    pub fn remember_proof(
+        &self,
+        key: &Confirmation,
+        jti: &str,
+        until_ms: u64,
+    ) -> Pending<bool, Error> {
+        self.db.start_remember_proof(key, jti, until_ms)
     }
 
     /// [`TokenDb::revoke`] (an unknown or revoked token is answered inline, without a write).
@@ -131,6 +167,12 @@ impl AsyncTokenDb {
     /// [`TokenDb::revoke_client`].
     pub fn revoke_client(&self, client_id: &str) -> Pending<Revoked, Error> {
         self.db.start_revoke_client(client_id)
+    }
+
+    /// [`TokenDb::now_ms`].
+    #[must_use]
+    pub fn now_ms(&self) -> u64 {
+        self.db.now_ms()
     }
 
     /// [`TokenDb::validate`]: inline on a file; on PostgreSQL on one of the backend's lookup

@@ -117,6 +117,17 @@ impl ConfigBuilder {
         self
     }
 
+    /// Keep a sender-constrained family when one of its refresh tokens is presented without
+    /// proof of its key or certificate: the presentation is still refused (and reported as
+    /// [`crate::Event::ConfirmationMismatch`]), but the family stays usable by the key's holder.
+    /// Default: such a presentation revokes the family and its access tokens, because the
+    /// legitimate client always has the key, so whoever lacks it holds a stolen token. Keeping
+    /// the family suits only clients that may lose their key and retry without it.
+    pub fn dangerous_keep_family_on_confirmation_mismatch(mut self) -> Self {
+        self.config.policy.revoke_on_confirmation_mismatch = false;
+        self
+    }
+
     /// Cap on live families per (subject, client): past it, issuing evicts the oldest family
     /// ([`FamilyCap::EvictOldest`]) or is refused ([`FamilyCap::Refuse`]). Default: no cap.
     pub fn family_cap(mut self, cap: Option<FamilyCap>) -> Self {

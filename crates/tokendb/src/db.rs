@@ -1,11 +1,12 @@
 //! [`TokenDb`]: a storage backend, the sweeper, the token format and the clock, together. One
-//! file per group of verbs: `issue`, `lookup`, `rotate`, `revoke`, `operate` (the operator
-//! surface).
+//! file per group of verbs: `issue`, `lookup`, `rotate`, `revoke`, `proof` (the replay cache),
+//! `operate` (the operator surface).
 
 mod issue;
 mod lookup;
 mod operate;
 pub use operate::SealingKeys;
+mod proof;
 mod revoke;
 mod rotate;
 
@@ -193,6 +194,14 @@ impl TokenDb {
 
     /// The current time: the clock's, but never earlier than a time already used. A clock that
     /// steps backwards (NTP) cannot make a rotation's time precede the previous one's.
+    /// The database's time, Unix milliseconds: its clock ([`crate::ConfigBuilder::clock`]),
+    /// never earlier than a time it already used. For checks that belong with the database's
+    /// decisions (a DPoP proof's `iat` window, say), so that a test's manual clock drives them
+    /// too.
+    pub fn now_ms(&self) -> u64 {
+        self.now()
+    }
+
     fn now(&self) -> u64 {
         let t = self.inner.config.clock.now_ms();
         // Read first: in the common case time has not gone back and, within a millisecond,

@@ -22,6 +22,16 @@ pub enum RotateRefusal {
     ClientMismatch,
     /// The requested scope is wider than the grant. `invalid_scope`.
     ScopeWidened,
+    /// The family is sender-constrained and the presentation did not prove its key or
+    /// certificate (no proof, or another key's): whoever presented it holds the token but not
+    /// the key. `invalid_grant`.
+    ConfirmationMismatch {
+        /// The family.
+        family: FamilyId,
+        /// Whether it was revoked for it (the default; see
+        /// [`crate::ConfigBuilder::dangerous_keep_family_on_confirmation_mismatch`]).
+        revoked: bool,
+    },
     /// An already-rotated token came back: the family was revoked. `invalid_grant`.
     ReuseDetected {
         /// The family, now revoked.
@@ -110,6 +120,15 @@ impl fmt::Display for Error {
                     f.write_str("refresh token was issued to another client")
                 }
                 RotateRefusal::ScopeWidened => f.write_str("requested scope exceeds the grant"),
+                RotateRefusal::ConfirmationMismatch { family, revoked } => write!(
+                    f,
+                    "refresh token of sender-constrained family {family} presented without proof of its key{}",
+                    if *revoked {
+                        "; the family is revoked"
+                    } else {
+                        ""
+                    }
+                ),
                 RotateRefusal::ReuseDetected {
                     family,
                     presented,

@@ -34,6 +34,10 @@ impl EventBus {
             Event::ClientMismatch { .. } => {
                 metrics::counter!("tokendb_client_mismatch_total").increment(1);
             }
+            Event::ConfirmationMismatch { tokens_revoked, .. } => {
+                metrics::counter!("tokendb_confirmation_mismatch_total").increment(1);
+                metrics::counter!("tokendb_access_tokens_revoked_total").increment(*tokens_revoked);
+            }
             Event::Expired { .. } => {}
         }
         let Ok(mut subs) = self.subscribers.lock() else {

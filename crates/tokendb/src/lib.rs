@@ -74,7 +74,8 @@ pub use tokendb_backend::{
     EngineError, Failure, MAX_ACCESS_BATCH, Pending, ResealBatch, ResealCursor, StoreError,
 };
 pub use tokendb_core::{
-    CoreError, FamilyId, KeyId, MasterKey, ParseError, RevokeReason, Scope, TokenKind, TokenString,
+    BadThumbprint, Confirmation, CoreError, FamilyId, KeyId, MasterKey, ParseError, RevokeReason,
+    Scope, TokenKind, TokenString,
 };
 #[cfg(feature = "postgres")]
 pub use tokendb_postgres::{DatabaseClock, PgOptions};

@@ -169,6 +169,7 @@ fn refusal_label(r: RotateRefusal) -> &'static str {
         RotateRefusal::ClientMismatch => "refused_client_mismatch",
         RotateRefusal::ScopeWidened => "refused_scope_widened",
         RotateRefusal::ReuseDetected { .. } => "reuse_detected",
+        RotateRefusal::ConfirmationMismatch { .. } => "refused_confirmation_mismatch",
     }
 }
 
@@ -236,7 +237,9 @@ impl Label for Rotation {
             Rotation::GraceReplay { .. } => "grace_replay",
             Rotation::Slid { .. } => "slid",
             Rotation::ReuseDetected { .. } => "reuse_detected",
+            Rotation::ConfirmationMismatch { .. } => "refused_confirmation_mismatch",
             Rotation::Refused(r) => match r {
+                Refusal::ConfirmationMismatch => "refused_confirmation_mismatch",
                 Refusal::ClientMismatch => "refused_client_mismatch",
                 Refusal::Revoked(_) => "refused_revoked",
                 Refusal::ExpiredAbsolute => "refused_expired_absolute",
@@ -246,6 +249,12 @@ impl Label for Rotation {
             },
             _ => "other",
         }
+    }
+}
+
+impl Label for bool {
+    fn label(&self) -> &'static str {
+        if *self { "new" } else { "replayed" }
     }
 }
 

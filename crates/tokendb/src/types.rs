@@ -1,6 +1,6 @@
 //! What the API takes and returns.
 
-use tokendb_core::{FamilyId, RevokeReason, Scope, TokenKind, TokenString};
+use tokendb_core::{Confirmation, FamilyId, RevokeReason, Scope, TokenKind, TokenString};
 
 /// What a refresh or access token is issued for. Made with [`Grant::new`] or
 /// [`Grant::with_scope`]; its limits are checked when a token is issued for it.
@@ -16,6 +16,10 @@ pub struct Grant {
     /// Opaque caller claims (at most 16 KiB), sealed with the record and returned by
     /// introspection.
     pub claims: Vec<u8>,
+    /// The sender constraint its tokens carry (a DPoP key's or a client certificate's
+    /// thumbprint), or `None` for bearer tokens. Fixed at issue: a family keeps it through
+    /// every rotation.
+    pub confirmation: Option<Confirmation>,
 }
 
 impl Grant {
@@ -33,6 +37,7 @@ impl Grant {
             client_id: client_id.into(),
             scope: Scope::parse(scope)?,
             claims: Vec::new(),
+            confirmation: None,
         })
     }
 
@@ -48,6 +53,7 @@ impl Grant {
             client_id: client_id.into(),
             scope,
             claims: Vec::new(),
+            confirmation: None,
         }
     }
 
@@ -55,6 +61,16 @@ impl Grant {
     #[must_use]
     pub fn with_claims(mut self, claims: impl Into<Vec<u8>>) -> Self {
         self.claims = claims.into();
+        self
+    }
+
+    /// The same grant, sender-constrained: its tokens are bound to `confirmation` (for DPoP,
+    /// the thumbprint of the key that signed the token request's proof, RFC 9449 §5; for mutual
+    /// TLS, the client certificate's, RFC 8705 §3). A refresh token of it rotates only for a
+    /// presentation that proves the same ([`crate::TokenDb::refresh_confirmed`]).
+    #[must_use]
+    pub fn with_confirmation(mut self, confirmation: Confirmation) -> Self {
+        self.confirmation = Some(confirmation);
         self
     }
 }
@@ -116,6 +132,8 @@ pub struct IssuedAccess {
     pub expires: Expiry,
     /// Its scope.
     pub scope: Scope,
+    /// Its sender constraint, if it is bound (RFC 9449: answer `token_type` `DPoP` for a `jkt`).
+    pub confirmation: Option<Confirmation>,
 }
 
 /// The answer to a rotation.
@@ -187,6 +205,9 @@ pub struct Validation {
     pub idle: Option<Expiry>,
     /// The family, for refresh tokens and family-bound access tokens.
     pub family: Option<FamilyId>,
+    /// The sender constraint (RFC 7662 / RFC 7800 `cnf`), when known: a resource server
+    /// accepts a bound access token only with a proof of this key or certificate.
+    pub confirmation: Option<Confirmation>,
 }
 
 impl Validation {
@@ -198,6 +219,7 @@ impl Validation {
             absolute: None,
             idle: None,
             family: None,
+            confirmation: None,
         }
     }
 
@@ -281,6 +303,12 @@ impl Introspection {
     pub fn family(&self) -> Option<FamilyId> {
         self.claims.as_ref().and_then(|c| c.family)
     }
+
+    /// `cnf` (RFC 7662 §2.2, RFC 7800): the sender constraint, when active and bound.
+    #[must_use]
+    pub fn cnf(&self) -> Option<&Confirmation> {
+        self.claims.as_ref().and_then(|c| c.cnf.as_ref())
+    }
 }
 
 /// The members of an active token's RFC 7662 introspection response, in the RFC's units
@@ -315,6 +343,9 @@ pub struct TokenClaims {
     pub extra: Vec<u8>,
     /// The family: a refresh token's, or a family-bound access token's.
     pub family: Option<FamilyId>,
+    /// `cnf`: the sender constraint (RFC 9449 §6.2 `jkt`, RFC 8705 §3.2 `x5t#S256`), or `None`
+    /// for a bearer token.
+    pub cnf: Option<Confirmation>,
 }
 
 /// How much a revocation changed.
@@ -356,6 +387,18 @@ pub enum Event {
     ClientMismatch {
         /// The family.
         family: FamilyId,
+    },
+    /// A refresh token of a sender-constrained family was presented without proof of its key
+    /// or certificate: someone holds the token but not the key (likely theft). Refused; the
+    /// family is revoked too unless the configuration keeps it
+    /// ([`crate::ConfigBuilder::dangerous_keep_family_on_confirmation_mismatch`]).
+    ConfirmationMismatch {
+        /// The family.
+        family: FamilyId,
+        /// Whether the family (and its access tokens) was revoked for it.
+        revoked: bool,
+        /// Access tokens revoked with it.
+        tokens_revoked: u64,
     },
     /// A sweep deleted expired records.
     Expired {

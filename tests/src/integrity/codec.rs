@@ -204,6 +204,15 @@ fn seal(keys: &KeyRing, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, String>
         .seal(aad, plaintext))
 }
 
+/// No sender constraint, a DPoP key's or a certificate's thumbprint, from the input.
+fn confirmation_from(input: &mut Input<'_>) -> Option<tokendb_core::Confirmation> {
+    match input.byte() % 3 {
+        0 => None,
+        1 => Some(tokendb_core::Confirmation::Jkt(input.array())),
+        _ => Some(tokendb_core::Confirmation::X5tS256(input.array())),
+    }
+}
+
 /// A family record with every field zero or empty.
 fn blank_family() -> FamilyRecord {
     FamilyRecord {
@@ -219,6 +228,7 @@ fn blank_family() -> FamilyRecord {
         client: IndexHash::from_bytes([0; 16]),
         grace: Vec::new(),
         body: Vec::new(),
+        confirmation: None,
     }
 }
 
@@ -240,6 +250,7 @@ fn blank_access() -> AccessRecord {
         issued_at: 0,
         deadline: 0,
         body: Vec::new(),
+        confirmation: None,
     }
 }
 
@@ -585,6 +596,7 @@ pub fn check_record_codec(data: &[u8]) -> Result<(), String> {
                 client: IndexHash::from_bytes(input.array()),
                 grace: Vec::new(),
                 body: sealed,
+                confirmation: confirmation_from(&mut input),
             };
             let mut rec = rec;
             if input.byte() & 1 == 1 {
@@ -651,6 +663,7 @@ pub fn check_record_codec(data: &[u8]) -> Result<(), String> {
                 issued_at: input.u64(),
                 deadline: tid.deadline,
                 body: sealed,
+                confirmation: confirmation_from(&mut input),
             };
             if arec.family == Some(FamilyId::from_bytes([0; 16])) {
                 // The format reserves a family id of zeros for "standalone"; a real one is

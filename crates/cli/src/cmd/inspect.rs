@@ -64,6 +64,10 @@ pub(crate) fn run(args: &DbArgs, token: &str, prefix: &str) -> Result<Report, Cl
         if let Some(f) = &family {
             obj.insert("family".into(), f.clone().into());
         }
+        // The sender constraint (RFC 7662 `cnf`), known from the header even when inactive.
+        if let Some(c) = &v.confirmation {
+            obj.insert("cnf".into(), json!({ c.member(): c.to_base64url() }));
+        }
         if let Some(c) = &i.claims {
             obj.insert("scope".into(), i.scope().map(ToString::to_string).into());
             obj.insert("client_id".into(), c.client_id.clone().into());
@@ -85,6 +89,9 @@ pub(crate) fn run(args: &DbArgs, token: &str, prefix: &str) -> Result<Report, Cl
     let _ = writeln!(t);
     if let Some(f) = &family {
         let _ = writeln!(t, "  family      {f}");
+    }
+    if let Some(c) = &v.confirmation {
+        let _ = writeln!(t, "  cnf         {} {}", c.member(), c.to_base64url());
     }
     if let Some(c) = &i.claims {
         let _ = writeln!(t, "  sub         {}", c.sub);

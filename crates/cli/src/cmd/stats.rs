@@ -72,6 +72,7 @@ pub(crate) fn run(args: &DbArgs) -> Result<Report, CliError> {
             "records_by_key": by_key_json(&s.records_by_key),
         },
         "unreadable_records": s.unreadable,
+        "dpop_proofs_remembered": s.proofs,
         "sweeper": {
             "due": s.due,
             "oldest_due_ms": s.oldest_due,
@@ -166,6 +167,11 @@ pub(crate) fn run(args: &DbArgs) -> Result<Report, CliError> {
             ", the oldest overdue by {}",
             ms(l)
         ))
+    );
+    let _ = writeln!(
+        t,
+        "  replay cache    {} DPoP proofs remembered",
+        num(s.proofs)
     );
     let ix = &s.index_entries;
     let _ = writeln!(

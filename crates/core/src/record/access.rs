@@ -4,6 +4,7 @@
 use super::body::{open_body, seal_body};
 use super::{RecordBody, RecordState, RecordTable, RevokeReason};
 use crate::CoreError;
+use crate::confirm::Confirmation;
 use crate::ids::{AccessKey, FamilyId, IndexHash};
 use crate::keys::KeyRing;
 use crate::seal::KeyId;
@@ -15,7 +16,8 @@ pub(super) mod v2;
 
 /// An access token record.
 ///
-/// Stored as version 2 (version 1 records, written before it, are still read):
+/// Stored as version 2, or as version 3 when it carries a [`Confirmation`] (version 1 records,
+/// written before version 2, are still read):
 ///
 /// ```text
 /// version 2 (1) ‖ key id (4)
@@ -24,13 +26,16 @@ pub(super) mod v2;
 /// ‖ status MAC (16): BLAKE3-keyed(token-status key, access key without its last byte (39)
 ///   ‖ status block (25))
 /// ‖ revoked at (8) ‖ subject hash (16) ‖ client hash (16)
+/// [version 3: ‖ confirmation kind (1: 1 jkt, 2 x5t#S256) ‖ thumbprint (32)]
 /// ‖ record MAC (16): BLAKE3-keyed(tokens key, access key ‖ everything above)
 /// ‖ sealed body (u32 length ‖ XChaCha20-Poly1305)
 /// ```
 ///
 /// The status MAC's input is exactly one BLAKE3 block, so a status check
 /// ([`AccessRecord::decode_status`]) costs one compression; everything else checks the record
-/// MAC, which covers the whole header. The deadline is not stored: it is the access key's.
+/// MAC, which covers the whole header. The deadline is not stored: it is the access key's. A
+/// version 3 status check verifies both MACs (the confirmation it returns is under the record
+/// MAC): bound tokens pay that, unbound ones do not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessRecord {
     /// Sealing key of `body` and of the MACs.
@@ -49,6 +54,9 @@ pub struct AccessRecord {
     pub deadline: u64,
     /// The sealed [`RecordBody`].
     pub body: Vec<u8>,
+    /// The sender constraint (its family's, or its own for a standalone token). `None`: a
+    /// bearer token.
+    pub confirmation: Option<Confirmation>,
 }
 
 /// What a status check or an introspection reads of an access record: the fields its status MAC
@@ -70,6 +78,9 @@ pub struct AccessStatus {
     /// The sealed [`RecordBody`] if decoded by [`AccessRecord::decode_status_and_body`]; empty
     /// otherwise.
     pub body: Vec<u8>,
+    /// The sender constraint, authenticated (a version 3 record's status check verifies the
+    /// record MAC too). `None`: a bearer token.
+    pub confirmation: Option<Confirmation>,
 }
 
 impl AccessStatus {
@@ -145,6 +156,7 @@ impl AccessRecord {
             issued_at: self.issued_at,
             deadline: self.deadline,
             body: Vec::new(),
+            confirmation: self.confirmation,
         }
     }
 
@@ -176,7 +188,8 @@ impl AccessRecord {
                 let (flag, id) = bytes.get(15..32)?.split_first()?;
                 (*flag == 1).then(|| FamilyId::from_slice(id)).flatten()
             }
-            // version (1) ‖ key id (4) ‖ state (1) ‖ family id (16, zeros when standalone)
+            // versions 2 and 3: version (1) ‖ key id (4) ‖ state (1) ‖ family id (16, zeros
+            // when standalone)
             _ => bytes
                 .get(STATUS_AT + 1..STATUS_AT + 17)
                 .filter(|id| id.iter().any(|&b| b != 0))

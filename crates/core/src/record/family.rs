@@ -1,4 +1,5 @@
-//! The family record (version 1): one refresh-token lineage, with its grace slot.
+//! The family record: one refresh-token lineage, with its grace slot. Version 1 is an unbound
+//! family; version 2, the same with a sender constraint ([`Confirmation`]) in the header.
 
 use super::body::{open_body, seal_body};
 use super::header::{append_mac, verify};
@@ -6,13 +7,16 @@ use super::state::STATE_LEN;
 use super::{FAMILY_RECORD_VERSION, RecordBody, RecordState, RecordTable};
 use crate::CoreError;
 use crate::codec::{put_bytes16, put_bytes32};
+use crate::confirm::{self, Confirmation};
 use crate::ids::{FamilyId, IndexHash, TokenId};
 use crate::keys::KeyRing;
 use crate::seal::KeyId;
 use crate::secret::{SECRET_LEN, TokenSecret};
 
-/// Bytes of a family record's authenticated header, version and key id included.
-const FAMILY_HEADER_LEN: usize = 1 + 4 + STATE_LEN + 5 * 8 + 32 + 16 + 16;
+/// Bytes of a version 1 family record's authenticated header, version and key id included.
+const FAMILY_V1_HEADER_LEN: usize = 1 + 4 + STATE_LEN + 5 * 8 + 32 + 16 + 16;
+/// Version 2 (a bound family): the version 1 header, then the confirmation.
+const FAMILY_V2_HEADER_LEN: usize = FAMILY_V1_HEADER_LEN + confirm::STORED_LEN;
 
 fn grace_aad(family: &FamilyId, generation: u64) -> Vec<u8> {
     let mut aad = Vec::with_capacity(48);
@@ -23,6 +27,16 @@ fn grace_aad(family: &FamilyId, generation: u64) -> Vec<u8> {
 }
 
 /// A family: one login's grant lineage, and its single current refresh token.
+///
+/// Stored as version 1 when unbound (the layout every earlier build wrote, byte for byte) and as
+/// version 2 when it carries a [`Confirmation`]:
+///
+/// ```text
+/// version (1) ‖ key id (4) ‖ state (10) ‖ created at, absolute, idle, generation, rotated at
+/// (5 × 8) ‖ current token id (32) ‖ subject hash (16) ‖ client hash (16)
+/// [version 2: ‖ confirmation kind (1: 1 jkt, 2 x5t#S256) ‖ thumbprint (32)]
+/// ‖ record MAC (16) ‖ grace slot (u16 length ‖ sealed) ‖ body (u32 length ‖ sealed)
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FamilyRecord {
     /// Sealing key of `body` and `grace`, and of the MAC.
@@ -50,6 +64,9 @@ pub struct FamilyRecord {
     pub grace: Vec<u8>,
     /// The sealed [`RecordBody`].
     pub body: Vec<u8>,
+    /// The sender constraint, fixed at issue: a rotation must prove it. `None`: a bearer
+    /// family, as before sender constraints existed.
+    pub confirmation: Option<Confirmation>,
 }
 
 impl FamilyRecord {
@@ -64,8 +81,11 @@ impl FamilyRecord {
     /// # Errors
     /// [`CoreError::UnknownKeyId`] if `key_id` is not in the ring; size errors for huge fields.
     pub fn encode(&self, id: &FamilyId, keys: &KeyRing) -> Result<Vec<u8>, CoreError> {
-        let mut out = Vec::with_capacity(160 + self.grace.len() + self.body.len());
-        out.push(FAMILY_RECORD_VERSION);
+        let mut out = Vec::with_capacity(200 + self.grace.len() + self.body.len());
+        out.push(match self.confirmation {
+            None => 1,
+            Some(_) => FAMILY_RECORD_VERSION,
+        });
         out.extend_from_slice(&self.key_id.0.to_be_bytes());
         self.state.put(&mut out);
         for v in [
@@ -80,6 +100,9 @@ impl FamilyRecord {
         out.extend_from_slice(self.current.as_bytes());
         out.extend_from_slice(self.subject.as_bytes());
         out.extend_from_slice(self.client.as_bytes());
+        if let Some(c) = &self.confirmation {
+            confirm::put(c, &mut out);
+        }
         append_mac(
             keys,
             RecordTable::Families,
@@ -98,13 +121,12 @@ impl FamilyRecord {
     /// [`CoreError::Unauthentic`] if any byte was altered or the record belongs to another key;
     /// other variants for truncation, unknown versions or key ids.
     pub fn decode(bytes: &[u8], id: &FamilyId, keys: &KeyRing) -> Result<Self, CoreError> {
-        let (key_id, mut r, mut tail) = verify(
-            keys,
-            RecordTable::Families,
-            id.as_bytes(),
-            bytes,
-            (FAMILY_RECORD_VERSION, FAMILY_HEADER_LEN),
-        )?;
+        let version = match bytes.first() {
+            Some(1) => (1, FAMILY_V1_HEADER_LEN),
+            _ => (FAMILY_RECORD_VERSION, FAMILY_V2_HEADER_LEN),
+        };
+        let (key_id, mut r, mut tail) =
+            verify(keys, RecordTable::Families, id.as_bytes(), bytes, version)?;
         let state = RecordState::read(&mut r)?;
         let rec = Self {
             key_id,
@@ -117,6 +139,10 @@ impl FamilyRecord {
             current: TokenId::from_bytes(r.array()?),
             subject: IndexHash::from_bytes(r.array()?),
             client: IndexHash::from_bytes(r.array()?),
+            confirmation: match version.0 {
+                1 => None,
+                _ => Some(confirm::read(&mut r)?),
+            },
             grace: tail.bytes16()?.to_vec(),
             body: tail.bytes32()?.to_vec(),
         };

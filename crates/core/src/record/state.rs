@@ -21,6 +21,9 @@ pub enum RevokeReason {
     Evicted,
     /// Revoked because its family was revoked.
     Family,
+    /// A refresh token of a sender-constrained family was presented without proof of its key
+    /// or certificate (a theft signal; revoking is the rotation policy's default).
+    ConfirmationMismatch,
 }
 
 impl RevokeReason {
@@ -32,6 +35,7 @@ impl RevokeReason {
             Self::ReuseDetected => 4,
             Self::Evicted => 5,
             Self::Family => 6,
+            Self::ConfirmationMismatch => 7,
         }
     }
 
@@ -43,6 +47,7 @@ impl RevokeReason {
             4 => Self::ReuseDetected,
             5 => Self::Evicted,
             6 => Self::Family,
+            7 => Self::ConfirmationMismatch,
             _ => return None,
         })
     }
@@ -57,6 +62,7 @@ impl RevokeReason {
             Self::ReuseDetected => "reuse_detected",
             Self::Evicted => "evicted",
             Self::Family => "family",
+            Self::ConfirmationMismatch => "confirmation_mismatch",
         }
     }
 }

@@ -1,6 +1,7 @@
 use super::access::v2::{ACCESS_V2_HEADER_LEN, STATUS_AT, STATUS_LEN};
 use super::*;
 use crate::CoreError;
+use crate::confirm::Confirmation;
 use crate::ids::{ACCESS_KEY_LEN, AccessKey, FamilyId, TokenId};
 use crate::keys::KeyRing;
 use crate::scope::Scope;
@@ -35,6 +36,7 @@ fn family(keys: &KeyRing, id: &FamilyId) -> FamilyRecord {
         client: keys.client_hash("demo-client"),
         grace: Vec::new(),
         body: sealed,
+        confirmation: None,
     };
     rec.set_grace(id, keys, &TokenSecret::from_bytes([5; 32]))
         .unwrap();
@@ -62,6 +64,26 @@ fn access(keys: &KeyRing, id: &AccessKey) -> AccessRecord {
         issued_at: 10,
         deadline: 3_600_010,
         body: sealed,
+        confirmation: None,
+    }
+}
+
+/// A DPoP key thumbprint (RFC 7638 §3.1's example).
+fn jkt() -> Confirmation {
+    Confirmation::jkt_from_base64url("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs").unwrap()
+}
+
+fn bound_family(keys: &KeyRing, id: &FamilyId) -> FamilyRecord {
+    FamilyRecord {
+        confirmation: Some(jkt()),
+        ..family(keys, id)
+    }
+}
+
+fn bound_access(keys: &KeyRing, id: &AccessKey) -> AccessRecord {
+    AccessRecord {
+        confirmation: Some(Confirmation::X5tS256([0xc5; 32])),
+        ..access(keys, id)
     }
 }
 
@@ -159,14 +181,14 @@ fn unknown_version_and_key_are_named() {
     let keys = ring();
     let id = akey(9);
     let mut bytes = access(&keys, &id).encode(&id, &keys).unwrap();
-    bytes[0] = 3;
+    bytes[0] = 4;
     assert_eq!(
         AccessRecord::decode(&bytes, &id, &keys),
-        Err(CoreError::UnsupportedVersion(3))
+        Err(CoreError::UnsupportedVersion(4))
     );
     assert_eq!(
         AccessRecord::decode_status(&bytes, &id, &keys),
-        Err(CoreError::UnsupportedVersion(3))
+        Err(CoreError::UnsupportedVersion(4))
     );
     bytes[0] = ACCESS_RECORD_VERSION;
     bytes[4] = 9;
@@ -181,11 +203,18 @@ fn unknown_version_and_key_are_named() {
     let mut fam = family(&keys, &FamilyId::from_bytes([7; 16]))
         .encode(&FamilyId::from_bytes([7; 16]), &keys)
         .unwrap();
-    fam[0] = 2;
+    fam[0] = 3;
     assert_eq!(
         FamilyRecord::decode(&fam, &FamilyId::from_bytes([7; 16]), &keys),
-        Err(CoreError::UnsupportedVersion(2))
+        Err(CoreError::UnsupportedVersion(3))
     );
+    // A version 1 record relabelled as version 2 (or back) does not authenticate.
+    fam[0] = 2;
+    assert!(FamilyRecord::decode(&fam, &FamilyId::from_bytes([7; 16]), &keys).is_err());
+    let mut tok = access(&keys, &id).encode(&id, &keys).unwrap();
+    tok[0] = BOUND_ACCESS_RECORD_VERSION;
+    assert!(AccessRecord::decode(&tok, &id, &keys).is_err());
+    assert!(AccessRecord::decode_status(&tok, &id, &keys).is_err());
 }
 
 #[test]
@@ -239,9 +268,10 @@ fn reseal_moves_records_to_the_new_key() {
 }
 
 /// Format fixtures, written once and committed: every later build must still read them. Family
-/// records and the first access records are version 1; access records are written as version 2
-/// since the one-block status MAC. Regenerate only the current version's files, for a new format
-/// version (`TOKENDB_WRITE_FIXTURES=1` writes `family_v1.bin` and `access_v2.bin`).
+/// records are version 1 (unbound) or 2 (bound); access records were version 1, are version 2
+/// since the one-block status MAC, and version 3 when bound. Write only a new format version's
+/// files, once (`TOKENDB_WRITE_FIXTURES=1` writes `family_v2.bin` and `access_v3.bin`, the
+/// newest); the older ones are history and stay as committed.
 #[test]
 fn format_fixtures_still_decode() {
     let keys = ring();
@@ -249,27 +279,45 @@ fn format_fixtures_still_decode() {
     let tid = akey(9);
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
     if std::env::var_os("TOKENDB_WRITE_FIXTURES").is_some() {
-        std::fs::write(
-            format!("{dir}/family_v1.bin"),
-            family(&keys, &fid).encode(&fid, &keys).unwrap(),
+        let write = |file: &str, bytes: Vec<u8>| std::fs::write(format!("{dir}/{file}"), bytes);
+        write(
+            "family_v2.bin",
+            bound_family(&keys, &fid).encode(&fid, &keys).unwrap(),
         )
         .unwrap();
-        std::fs::write(
-            format!("{dir}/access_v2.bin"),
-            access(&keys, &tid).encode(&tid, &keys).unwrap(),
+        write(
+            "access_v3.bin",
+            bound_access(&keys, &tid).encode(&tid, &keys).unwrap(),
         )
         .unwrap();
     }
-    let fam = std::fs::read(format!("{dir}/family_v1.bin")).unwrap();
-    let rec = FamilyRecord::decode(&fam, &fid, &keys).unwrap();
-    assert_eq!(rec.generation, 3);
-    assert_eq!(rec.absolute_deadline, 90_000);
-    assert_eq!(rec.open_body(&fid, &keys).unwrap(), body());
-    for (version, file) in [(1u8, "access_v1.bin"), (2, "access_v2.bin")] {
+    for (version, file, confirmation) in [
+        (1u8, "family_v1.bin", None),
+        (2, "family_v2.bin", Some(jkt())),
+    ] {
+        let fam = std::fs::read(format!("{dir}/{file}")).unwrap();
+        assert_eq!(fam[0], version, "{file}");
+        let rec = FamilyRecord::decode(&fam, &fid, &keys).unwrap();
+        assert_eq!(rec.generation, 3);
+        assert_eq!(rec.absolute_deadline, 90_000);
+        assert_eq!(rec.confirmation, confirmation, "{file}");
+        assert_eq!(rec.open_body(&fid, &keys).unwrap(), body());
+        // Rewritten, a family keeps its version and its bytes: an unbound family written
+        // before sender constraints existed is stored exactly as it was.
+        assert_eq!(rec.encode(&fid, &keys).unwrap(), fam, "{file}");
+    }
+    for (version, file, confirmation) in [
+        (1u8, "access_v1.bin", None),
+        (2, "access_v2.bin", None),
+        (3, "access_v3.bin", Some(Confirmation::X5tS256([0xc5; 32]))),
+    ] {
         let tok = std::fs::read(format!("{dir}/{file}")).unwrap();
         assert_eq!(tok[0], version, "{file}");
         let rec = AccessRecord::decode(&tok, &tid, &keys).unwrap();
-        let want = access(&keys, &tid);
+        let want = AccessRecord {
+            confirmation,
+            ..access(&keys, &tid)
+        };
         assert_eq!(
             AccessRecord {
                 body: Vec::new(),
@@ -285,12 +333,65 @@ fn format_fixtures_still_decode() {
         let status = AccessRecord::decode_status_and_body(&tok, &tid, &keys).unwrap();
         assert_eq!(status.revoked, Some(RevokeReason::Family), "{file}");
         assert_eq!(status.issued_at, 10, "{file}");
+        assert_eq!(status.confirmation, confirmation, "{file}");
         assert_eq!(status.open_body(&tid, &keys).unwrap(), body(), "{file}");
         // Rewriting an old record writes the current version, which reads back the same.
         let again = rec.encode(&tid, &keys).unwrap();
-        assert_eq!(again[0], ACCESS_RECORD_VERSION);
+        let current = match confirmation {
+            None => ACCESS_RECORD_VERSION,
+            Some(_) => BOUND_ACCESS_RECORD_VERSION,
+        };
+        assert_eq!(again[0], current);
         assert_eq!(AccessRecord::decode(&again, &tid, &keys).unwrap(), rec);
     }
+}
+
+/// A bound record keeps its confirmation through encode and decode, and no damaged byte of its
+/// header decodes: in particular not a changed thumbprint or kind.
+#[test]
+fn bound_records_authenticate_their_confirmation() {
+    let keys = ring();
+    let fid = FamilyId::from_bytes([7; 16]);
+    let fam = bound_family(&keys, &fid);
+    let bytes = fam.encode(&fid, &keys).unwrap();
+    assert_eq!(bytes[0], FAMILY_RECORD_VERSION);
+    assert_eq!(FamilyRecord::decode(&bytes, &fid, &keys).unwrap(), fam);
+    let header = bytes.len() - fam.body.len() - 4 - fam.grace.len() - 2;
+    for i in 0..header * 8 {
+        let mut bad = bytes.clone();
+        bad[i / 8] ^= 1 << (i % 8);
+        assert!(
+            FamilyRecord::decode(&bad, &fid, &keys).is_err(),
+            "family bit {i}"
+        );
+    }
+    let tid = akey(9);
+    let tok = bound_access(&keys, &tid);
+    let bytes = tok.encode(&tid, &keys).unwrap();
+    assert_eq!(bytes[0], BOUND_ACCESS_RECORD_VERSION);
+    assert_eq!(AccessRecord::decode(&bytes, &tid, &keys).unwrap(), tok);
+    let status = AccessRecord::decode_status(&bytes, &tid, &keys).unwrap();
+    assert_eq!(status, tok.status());
+    assert_eq!(status.confirmation, tok.confirmation);
+    let header = bytes.len() - tok.body.len() - 4;
+    for i in 0..header * 8 {
+        let mut bad = bytes.clone();
+        bad[i / 8] ^= 1 << (i % 8);
+        assert!(
+            AccessRecord::decode_status(&bad, &tid, &keys).is_err(),
+            "status of token bit {i}"
+        );
+        assert!(
+            AccessRecord::decode(&bad, &tid, &keys).is_err(),
+            "token bit {i}"
+        );
+    }
+    // The confirmation's kind byte is checked: an unknown kind is a bad field, not a guess.
+    let mut unknown = bytes.clone();
+    let at = ACCESS_V2_HEADER_LEN;
+    unknown[at] = 9;
+    assert!(AccessRecord::decode(&unknown, &tid, &keys).is_err());
+    assert_eq!(AccessRecord::family_link(&bytes), tok.family);
 }
 
 #[test]

@@ -21,6 +21,7 @@ fn family(generation: u64) -> FamilyRecord {
         client: IndexHash::from_bytes([0; 16]),
         grace: Vec::new(),
         body: Vec::new(),
+        confirmation: None,
     }
 }
 
@@ -47,6 +48,7 @@ fn grant() -> Scope {
 fn req(granted: &Scope) -> Request<'_> {
     Request {
         client_matches: true,
+        binding: Binding::Unbound,
         requested_scope: None,
         granted_scope: granted,
     }
@@ -245,6 +247,120 @@ fn grace_replays_only_the_immediate_predecessor_inside_the_window() {
     ));
 }
 
+/// The binding of a presentation to a family's confirmation, as `Binding::of` computes it.
+#[test]
+fn binding_compares_kind_and_thumbprint() {
+    use tokendb_core::Confirmation;
+    let key = Confirmation::Jkt([1; 32]);
+    let other = Confirmation::Jkt([2; 32]);
+    let cert = Confirmation::X5tS256([1; 32]);
+    assert_eq!(Binding::of(None, None), Binding::Unbound);
+    assert_eq!(Binding::of(None, Some(&key)), Binding::Unbound);
+    assert_eq!(Binding::of(Some(&key), Some(&key)), Binding::Proven);
+    assert_eq!(Binding::of(Some(&key), None), Binding::NotProven);
+    assert_eq!(Binding::of(Some(&key), Some(&other)), Binding::NotProven);
+    assert_eq!(
+        Binding::of(Some(&key), Some(&cert)),
+        Binding::NotProven,
+        "a certificate with the same bytes is not the key"
+    );
+}
+
+/// Known answers for a sender-constrained family: the key's holder rotates as before; the
+/// token without the key is a mismatch that revokes (default) or is refused (policy off), for
+/// the current token and for a grace retry alike; an older generation is reuse either way.
+#[test]
+fn a_bound_family_rotates_only_for_the_key_holder() {
+    let g = grant();
+    let grace = Policy {
+        grace_ms: 10_000,
+        ..Policy::default()
+    };
+    let keep = Policy {
+        revoke_on_confirmation_mismatch: false,
+        ..grace
+    };
+    let mut f = family(3);
+    f.rotated_at = T0 + 1_000;
+    f.grace = vec![1; 56];
+    let with = |binding| Request { binding, ..req(&g) };
+    let now = T0 + 2_000;
+    // The key's holder: rotation, and the grace retry.
+    assert!(matches!(
+        decide(&f, &current(3), &with(Binding::Proven), &grace, now),
+        Decision::Rotate { generation: 4, .. }
+    ));
+    assert_eq!(
+        decide(&f, &old(2), &with(Binding::Proven), &grace, now),
+        Decision::GraceReplay { generation: 3 }
+    );
+    // Without the key: revoked by default, refused when the policy keeps the family.
+    for p in [current(3), old(2)] {
+        assert_eq!(
+            decide(&f, &p, &with(Binding::NotProven), &grace, now),
+            Decision::RevokeForMismatch,
+            "{p:?}"
+        );
+        assert_eq!(
+            decide(&f, &p, &with(Binding::NotProven), &keep, now),
+            Decision::Refuse(Refusal::ConfirmationMismatch),
+            "{p:?}"
+        );
+    }
+    // An older generation is reuse, key or no key, policy or no policy.
+    for b in [Binding::Proven, Binding::NotProven] {
+        for p in [&grace, &keep] {
+            assert!(matches!(
+                decide(&f, &old(1), &with(b), p, now),
+                Decision::ReuseDetected {
+                    presented: 1,
+                    newest: 3,
+                    ..
+                }
+            ));
+        }
+    }
+    // The checks before it still come first: another client, a revoked or expired family.
+    let other = Request {
+        client_matches: false,
+        ..with(Binding::NotProven)
+    };
+    assert_eq!(
+        decide(&f, &current(3), &other, &grace, now),
+        Decision::Refuse(Refusal::ClientMismatch)
+    );
+    assert_eq!(
+        decide(
+            &f,
+            &current(3),
+            &with(Binding::NotProven),
+            &grace,
+            f.idle_deadline
+        ),
+        Decision::Refuse(Refusal::ExpiredIdle)
+    );
+    // A wrong secret for the newest generation is unknown, not a mismatch: nothing revoked.
+    assert_eq!(
+        decide(&f, &old(3), &with(Binding::NotProven), &grace, now),
+        Decision::Refuse(Refusal::Unknown)
+    );
+    // Non-rotating families slide only for the key's holder too.
+    let reuse = Policy {
+        mode: crate::RotationMode::ReUse {
+            touch_granularity_ms: 1,
+        },
+        ..Policy::default()
+    };
+    assert!(matches!(
+        decide(&f, &current(3), &with(Binding::Proven), &reuse, now),
+        Decision::Slide { .. }
+    ));
+    assert_eq!(
+        decide(&f, &current(3), &with(Binding::NotProven), &reuse, now),
+        Decision::RevokeForMismatch
+    );
+}
+
 #[test]
 fn revoked_and_expired_families_refuse_even_old_generations() {
     let g = grant();
@@ -332,6 +448,7 @@ proptest! {
         tag_valid: bool,
         matches_current: bool,
         client_matches: bool,
+        binding in 0u8..3,
         grace_ms in 0u64..60_000,
         dt in 0u64..(100 * DAY_MS),
         idle_left in 0u64..(20 * DAY_MS),
@@ -342,7 +459,12 @@ proptest! {
         f.grace = if grace_ms > 0 { vec![1] } else { vec![] };
         let p = Policy { grace_ms, ..Policy::default() };
         let pres = Presented { generation: presented_gen, tag_valid, matches_current };
-        let r = Request { client_matches, ..req(&g) };
+        let binding = match binding {
+            0 => Binding::Unbound,
+            1 => Binding::Proven,
+            _ => Binding::NotProven,
+        };
+        let r = Request { client_matches, binding, ..req(&g) };
         let now = T0 + dt;
         match decide(&f, &pres, &r, &p, now) {
             Decision::Rotate { generation: g2, absolute_deadline, idle_deadline, .. } => {
@@ -350,6 +472,7 @@ proptest! {
                 prop_assert_eq!(absolute_deadline, f.absolute_deadline);
                 prop_assert!(idle_deadline <= absolute_deadline);
                 prop_assert!(now < f.idle_deadline && tag_valid && matches_current && client_matches);
+                prop_assert!(binding != Binding::NotProven, "only the key's holder rotates");
             }
             Decision::ReuseDetected { presented, newest, .. } => {
                 prop_assert!(tag_valid && client_matches);
@@ -359,8 +482,14 @@ proptest! {
                 prop_assert_eq!(g2, generation);
                 prop_assert_eq!(presented_gen + 1, generation);
                 prop_assert!(grace_ms > 0);
+                prop_assert!(binding != Binding::NotProven, "only the key's holder replays");
             }
             Decision::Slide { .. } => prop_assert!(false, "one-time-only never slides"),
+            Decision::RevokeForMismatch => {
+                prop_assert_eq!(binding, Binding::NotProven);
+                prop_assert!(tag_valid && client_matches && now < f.idle_deadline);
+                prop_assert!(presented_gen == generation || presented_gen + 1 == generation);
+            }
             Decision::Refuse(_) => {}
         }
     }

@@ -121,6 +121,8 @@ pub struct StoreStats {
     /// The deadline of the earliest due entry or token, if any: `now` minus it is the
     /// sweeper's lag.
     pub oldest_due: Option<u64>,
+    /// Proofs in the replay cache (DPoP `jti`s remembered until their window ends), due or not.
+    pub proofs: u64,
 }
 
 impl Store {
@@ -231,6 +233,9 @@ impl Store {
                 s.index_entries.by_client = count(t.by_client.iter().db()?)?;
                 s.index_entries.subject_tokens = count(t.subject_tokens.iter().db()?)?;
                 s.index_entries.client_tokens = count(t.client_tokens.iter().db()?)?;
+                if let Some(proofs) = &t.proofs {
+                    s.proofs = count(proofs.iter().db()?)?;
+                }
                 Ok(s)
             })
         })

@@ -12,7 +12,9 @@ use crate::tables::{
 use redb::ReadableTable;
 use std::collections::{BTreeMap, HashSet};
 use tokendb_core::ids::{FAMILY_ID_LEN, INDEX_HASH_LEN};
-use tokendb_core::{AccessKey, AccessRecord, FamilyId, FamilyRecord, IndexHash, KeyId, KeyRing};
+use tokendb_core::{
+    AccessKey, AccessRecord, FamilyId, FamilyRecord, IndexHash, KeyId, KeyRing, ProofId,
+};
 
 /// One inconsistency found by [`Store::verify`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +91,7 @@ fn entry_name(e: &Entry) -> String {
         Entry::Family(f) => family_name(f),
         Entry::Token(t) => token_name(t),
         Entry::Grace(f, g) => format!("grace window of family {f} generation {g}"),
+        Entry::Proof(p) => format!("proof {}…", hex(p.as_bytes().get(..8).unwrap_or_default())),
     }
 }
 
@@ -118,10 +121,36 @@ impl Store {
                 let grace = verify_indexes(t, &keys, &mut r, max_problems)?;
                 verify_families(t, &keys, &grace, &mut r, max_problems)?;
                 verify_tokens(t, &keys, &mut r, max_problems)?;
+                verify_proofs(t, &mut r, max_problems)?;
                 Ok(r)
             })
         })
     }
+}
+
+/// Every proof of the replay cache has its `deadlines` entry (the sweeper finds it there); the
+/// entries were checked against the proofs with the rest of `deadlines`.
+fn verify_proofs(t: &Snap, r: &mut VerifyReport, max: usize) -> Result<()> {
+    let Some(proofs) = &t.proofs else {
+        return Ok(());
+    };
+    for item in proofs.iter().db()? {
+        let (k, v) = item.db()?;
+        let id = ProofId::from_bytes(*k.value());
+        let entry = Entry::Proof(id);
+        if t.deadlines.get(&dl_key(v.value(), &entry)).db()?.is_none() {
+            r.problem(
+                max,
+                "proofs",
+                entry_name(&entry),
+                format!(
+                    "no `deadlines` entry at {}: the sweeper would never delete it",
+                    v.value()
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Index entries against records. Returns the grace entries seen, (family, generation).
@@ -179,6 +208,7 @@ fn verify_indexes(
                 }
                 continue;
             }
+            Entry::Proof(p) => t.proof(&p)?.map(Some),
         };
         match actual {
             None => r.problem(
@@ -256,6 +286,7 @@ fn verify_indexes(
                     Some("access tokens are indexed in `subject_tokens`/`client_tokens`, not here")
                 }
                 Entry::Grace(..) => Some("grace entries belong in `deadlines` only"),
+                Entry::Proof(_) => Some("proof entries belong in `deadlines` only"),
             };
             if let Some(w) = what {
                 r.problem(max, name, label, w.into());

@@ -114,7 +114,7 @@ impl Tx<'_> {
                     }
                     self.revoke_token(&t, reason, now)?
                 }
-                Entry::Grace(..) => continue,
+                Entry::Grace(..) | Entry::Proof(_) => continue,
             };
             if let Some(r) = revoked {
                 done.absorb(r);

@@ -55,6 +55,14 @@ impl Tx<'_> {
                     tokens_revoked,
                 }))
             }
+            Plan::RevokeForMismatch => {
+                let tokens_revoked = self
+                    .revoke_family(&family, RevokeReason::ConfirmationMismatch, now)?
+                    .map_or(0, |r| r.tokens);
+                Ok(Outcome::Rotation(Rotation::ConfirmationMismatch {
+                    tokens_revoked,
+                }))
+            }
             _ => Err(StoreError::Failed(tokendb_backend::Failure::Internal(
                 "a rotation plan this build does not apply",
             ))),

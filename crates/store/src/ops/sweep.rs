@@ -129,6 +129,7 @@ impl Tx<'_> {
                     self.deadlines.remove(&key).db()?;
                     c.corrupt += 1;
                 }
+                Entry::Proof(id) => self.sweep_proof(&key, &id, now, c)?,
                 Entry::Grace(f, generation) => {
                     self.deadlines.remove(&key).db()?;
                     match self.family(&f) {

@@ -7,8 +7,8 @@ use crate::telemetry::Op;
 use crate::types::{Event, Expiry, Grant, IssuedAccess, IssuedRefresh};
 use tokendb_backend::{AccessIssue, Failure, FamilyIssue, MAX_ACCESS_BATCH, Pending, StoreError};
 use tokendb_core::{
-    AccessKey, AccessRecord, AccessToken, FamilyId, FamilyRecord, RecordBody, RecordState,
-    RefreshToken, RevokeReason, Scope, TokenKind,
+    AccessKey, AccessRecord, AccessToken, Confirmation, FamilyId, FamilyRecord, RecordBody,
+    RecordState, RefreshToken, RevokeReason, Scope, TokenKind,
 };
 use tokendb_rotation::{Admission, admit_access};
 
@@ -37,7 +37,10 @@ fn body(grant: &Grant) -> RecordBody {
 }
 
 impl TokenDb {
-    /// Issues the first refresh token of a new family for `grant`.
+    /// Issues the first refresh token of a new family for `grant`. A grant with a
+    /// confirmation ([`Grant::with_confirmation`]) makes a sender-constrained family: every
+    /// rotation must prove it ([`TokenDb::refresh_confirmed`]), and every access token issued
+    /// for the family carries it.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for limits, [`Error::CapReached`] if the family cap refuses.
@@ -70,6 +73,7 @@ impl TokenDb {
                 client: hashing.client_hash(&grant.client_id),
                 grace: Vec::new(),
                 body: sealed,
+                confirmation: grant.confirmation,
             };
             Ok::<_, Error>((now, family, token, record))
         })();
@@ -113,6 +117,7 @@ impl TokenDb {
         &self,
         body: &RecordBody,
         family: Option<(FamilyId, u64)>,
+        confirmation: Option<Confirmation>,
         now: u64,
     ) -> Result<MintedAccess> {
         let keys = self.keys();
@@ -135,6 +140,7 @@ impl TokenDb {
             issued_at: now,
             deadline,
             body: sealed,
+            confirmation,
         };
         Ok(MintedAccess { token, id, record })
     }
@@ -144,14 +150,17 @@ impl TokenDb {
         op: Op,
         body: &RecordBody,
         family: Option<(FamilyId, u64)>,
+        confirmation: Option<Confirmation>,
         now: u64,
     ) -> Pending<IssuedAccess, Error> {
-        let MintedAccess { token, id, record } = match self.mint_access(body, family, now) {
+        let minted = self.mint_access(body, family, confirmation, now);
+        let MintedAccess { token, id, record } = match minted {
             Ok(m) => m,
             Err(e) => return refuse(op, e),
         };
         let deadline = record.deadline;
         let scope = body.scope.clone();
+        let confirmation = record.confirmation;
         let db = self.clone();
         submit(op, |done| {
             self.backend().issue_access(id, record, now, done)
@@ -161,6 +170,7 @@ impl TokenDb {
                 token: db.inner.config.format.encode_access(&token),
                 expires: Expiry::new(deadline, now),
                 scope,
+                confirmation,
             }),
             AccessIssue::FamilyNotFound => Err(Error::FamilyNotFound),
             AccessIssue::Refused(r) => Err(Error::Refused(refusal(r))),
@@ -168,7 +178,8 @@ impl TokenDb {
         })
     }
 
-    /// Issues a standalone access token (client credentials, say) for `grant`.
+    /// Issues a standalone access token (client credentials, say) for `grant`, bound to the
+    /// grant's confirmation if it has one.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for limits.
@@ -182,7 +193,7 @@ impl TokenDb {
             return refuse(op, e);
         }
         let now = self.now();
-        self.start_issue_access_record(op, &body(grant), None, now)
+        self.start_issue_access_record(op, &body(grant), None, grant.confirmation, now)
     }
 
     /// Issues standalone access tokens for many grants at once — imports, migrations, bulk
@@ -249,7 +260,7 @@ impl TokenDb {
             let mut issued = Vec::with_capacity(grants.len());
             for (index, grant) in grants.iter().enumerate() {
                 let MintedAccess { token, id, record } = self
-                    .mint_access(&body(grant), None, now)
+                    .mint_access(&body(grant), None, grant.confirmation, now)
                     .map_err(|e| Error::BatchItem {
                         index,
                         error: Box::new(e),
@@ -258,6 +269,7 @@ impl TokenDb {
                     token: format.encode_access(&token),
                     expires: Expiry::new(record.deadline, now),
                     scope: grant.scope.clone(),
+                    confirmation: record.confirmation,
                 });
                 tokens.push((id, record));
             }
@@ -287,7 +299,8 @@ impl TokenDb {
     /// Issues an access token tied to a family: revoked with it, and never outliving it (its
     /// deadline is capped at the family's deadline, the earlier of absolute and idle). `scope`
     /// may narrow the family's grant (never widen it). A family that refuses (revoked,
-    /// expired) is refused from a read, without a write.
+    /// expired) is refused from a read, without a write. The token carries the family's
+    /// confirmation, if it is sender-constrained.
     ///
     /// # Errors
     /// [`Error::FamilyNotFound`], [`Error::Refused`] if the family is revoked or expired or the
@@ -307,8 +320,8 @@ impl TokenDb {
     ) -> Pending<IssuedAccess, Error> {
         let op = Op::write("issue_access_for_family");
         match self.prepare_access_for_family(family, scope) {
-            Ok((body, cap, now)) => {
-                self.start_issue_access_record(op, &body, Some((family, cap)), now)
+            Ok((body, cap, confirmation, now)) => {
+                self.start_issue_access_record(op, &body, Some((family, cap)), confirmation, now)
             }
             Err(e) => refuse(op, e),
         }
@@ -320,7 +333,7 @@ impl TokenDb {
         &self,
         family: FamilyId,
         scope: Option<&Scope>,
-    ) -> Result<(RecordBody, u64, u64)> {
+    ) -> Result<(RecordBody, u64, Option<Confirmation>, u64)> {
         self.check_open()?;
         let now = self.now();
         let keys = self.keys();
@@ -338,6 +351,6 @@ impl TokenDb {
         if let Admission::Refuse(r) = admit_access(&rec, now, rec.deadline()) {
             return Err(Error::Refused(refusal(r)));
         }
-        Ok((body, rec.deadline(), now))
+        Ok((body, rec.deadline(), rec.confirmation, now))
     }
 }

@@ -6,7 +6,8 @@ use crate::telemetry::{Label, Lookup, LookupOp, status_label};
 use crate::types::{Expiry, Introspection, TokenClaims, TokenStatus, Validation};
 use tokendb_backend::StoreError;
 use tokendb_core::{
-    AccessStatus, FamilyId, FamilyRecord, ParsedToken, RecordBody, RefreshToken, TokenKind,
+    AccessStatus, Confirmation, FamilyId, FamilyRecord, ParsedToken, RecordBody, RefreshToken,
+    TokenKind,
 };
 use tokendb_rotation::{Presentation, Standing, Status, classify};
 
@@ -35,7 +36,7 @@ fn active(
     issued_ms: u64,
     absolute: Expiry,
     idle: Option<Expiry>,
-    family: Option<FamilyId>,
+    (family, cnf): (Option<FamilyId>, Option<Confirmation>),
     now: u64,
 ) -> Introspection {
     let exp_ms = idle.map_or(absolute.at_ms, |i| i.at_ms.min(absolute.at_ms));
@@ -55,6 +56,7 @@ fn active(
             idle,
             extra: body.claims,
             family,
+            cnf,
         }),
     }
 }
@@ -129,6 +131,7 @@ impl TokenDb {
                         absolute: Some(Expiry::new(rec.deadline, now)),
                         idle: None,
                         family: rec.family,
+                        confirmation: rec.confirmation,
                     },
                 }
             }
@@ -143,6 +146,7 @@ impl TokenDb {
                         absolute: Some(Expiry::new(rec.absolute_deadline, now)),
                         idle: Some(Expiry::new(rec.idle_deadline, now)),
                         family: Some(t.family),
+                        confirmation: rec.confirmation,
                     }
                 }
             },
@@ -190,7 +194,7 @@ impl TokenDb {
                     rec.issued_at,
                     Expiry::new(rec.deadline, now),
                     None,
-                    rec.family,
+                    (rec.family, rec.confirmation),
                     now,
                 ))
             }
@@ -211,7 +215,7 @@ impl TokenDb {
                     rec.rotated_at,
                     Expiry::new(rec.absolute_deadline, now),
                     Some(Expiry::new(rec.idle_deadline, now)),
-                    Some(t.family),
+                    (Some(t.family), rec.confirmation),
                     now,
                 ))
             }

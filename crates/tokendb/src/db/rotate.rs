@@ -6,7 +6,9 @@ use crate::error::{Error, Result, RotateRefusal, refusal};
 use crate::telemetry::Op;
 use crate::types::{Event, Expiry, IssuedAccess, Refreshed, Rotated};
 use tokendb_backend::Pending;
-use tokendb_core::{AccessToken, ParsedToken, RefreshToken, RevokeReason, Scope, TokenSecret};
+use tokendb_core::{
+    AccessToken, Confirmation, ParsedToken, RefreshToken, RevokeReason, Scope, TokenSecret,
+};
 use tokendb_rotation::{AccessIssued, Presentation, Refusal, RotateRequest, Rotation};
 
 impl TokenDb {
@@ -30,7 +32,28 @@ impl TokenDb {
         client_id: &str,
         requested_scope: Option<&Scope>,
     ) -> Result<Rotated> {
-        self.start_rotate(token, client_id, requested_scope).wait()
+        self.start_rotate(token, client_id, requested_scope, None)
+            .wait()
+    }
+
+    /// [`TokenDb::rotate`] by a presenter that proved a sender constraint: `proven` is the
+    /// thumbprint of the key that signed its DPoP proof, or of its TLS client certificate,
+    /// checked by the caller (`tokendb-oauth` checks DPoP proofs). A sender-constrained family
+    /// rotates only when `proven` is its own; otherwise the presentation is refused with
+    /// [`RotateRefusal::ConfirmationMismatch`], reported as [`Event::ConfirmationMismatch`], and
+    /// (by default) the family is revoked. An unbound family ignores `proven`.
+    ///
+    /// # Errors
+    /// As [`TokenDb::rotate`].
+    pub fn rotate_confirmed(
+        &self,
+        token: &str,
+        client_id: &str,
+        requested_scope: Option<&Scope>,
+        proven: Option<&Confirmation>,
+    ) -> Result<Rotated> {
+        self.start_rotate(token, client_id, requested_scope, proven)
+            .wait()
     }
 
     pub(crate) fn start_rotate(
@@ -38,13 +61,14 @@ impl TokenDb {
         token: &str,
         client_id: &str,
         requested_scope: Option<&Scope>,
+        proven: Option<&Confirmation>,
     ) -> Pending<Rotated, Error> {
         self.start_presenting(
             Op::write("rotate"),
             token,
             client_id,
             requested_scope,
-            false,
+            (false, proven.copied()),
         )
         .map(|r| r.map(|(rotated, _)| rotated))
     }
@@ -66,7 +90,45 @@ impl TokenDb {
         client_id: &str,
         requested_scope: Option<&Scope>,
     ) -> Result<Refreshed> {
-        self.start_refresh(token, client_id, requested_scope).wait()
+        self.start_refresh(token, client_id, requested_scope, None)
+            .wait()
+    }
+
+    /// [`TokenDb::refresh`] by a presenter that proved a sender constraint (see
+    /// [`TokenDb::rotate_confirmed`]): the whole refresh grant for a sender-constrained family,
+    /// whose new access token is bound like the family. This is the call for a token endpoint
+    /// that accepts DPoP proofs (RFC 9449 §5) or mutual-TLS clients (RFC 8705 §3).
+    ///
+    /// ```
+    /// use tokendb::{Config, Confirmation, Grant, MasterKey, RotateRefusal, TokenDb, Error};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let db = TokenDb::create(dir.path().join("t.tdb"), &MasterKey::generate(), Config::default())?;
+    /// let key = Confirmation::jkt_from_base64url("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")?;
+    /// let issued = db.issue_refresh(&Grant::new("alice", "app", "openid")?.with_confirmation(key))?;
+    /// let next = db.refresh_confirmed(issued.token.expose(), "app", None, Some(&key))?;
+    /// assert_eq!(db.validate(next.access.token.expose())?.confirmation, Some(key));
+    /// // The token without the key: refused, and by default the family is revoked.
+    /// let stolen = db.refresh_confirmed(next.refresh.token.expose(), "app", None, None);
+    /// assert!(matches!(
+    ///     stolen,
+    ///     Err(Error::Refused(RotateRefusal::ConfirmationMismatch { revoked: true, .. }))
+    /// ));
+    /// assert!(!db.validate(next.access.token.expose())?.is_active());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`TokenDb::rotate_confirmed`].
+    pub fn refresh_confirmed(
+        &self,
+        token: &str,
+        client_id: &str,
+        requested_scope: Option<&Scope>,
+        proven: Option<&Confirmation>,
+    ) -> Result<Refreshed> {
+        self.start_refresh(token, client_id, requested_scope, proven)
+            .wait()
     }
 
     pub(crate) fn start_refresh(
@@ -74,13 +136,14 @@ impl TokenDb {
         token: &str,
         client_id: &str,
         requested_scope: Option<&Scope>,
+        proven: Option<&Confirmation>,
     ) -> Pending<Refreshed, Error> {
         self.start_presenting(
             Op::write("refresh"),
             token,
             client_id,
             requested_scope,
-            true,
+            (true, proven.copied()),
         )
         .map(|r| match r? {
             (refresh, Some(access)) => Ok(Refreshed { refresh, access }),
@@ -89,14 +152,14 @@ impl TokenDb {
     }
 
     /// A presentation of a refresh token: a rotation, and with `with_access` the access token
-    /// of a whole refresh grant.
+    /// of a whole refresh grant; `proven`, the sender constraint the presenter proved.
     fn start_presenting(
         &self,
         op: Op,
         token: &str,
         client_id: &str,
         requested_scope: Option<&Scope>,
-        with_access: bool,
+        (with_access, proven): (bool, Option<Confirmation>),
     ) -> Pending<(Rotated, Option<IssuedAccess>), Error> {
         let prepared = (|| {
             let ParsedToken::Refresh(t) = self.parse(token)? else {
@@ -123,7 +186,8 @@ impl TokenDb {
             requested_scope.cloned(),
             self.inner.config.policy,
             keys,
-        );
+        )
+        .with_confirmation(proven);
         if with_access {
             request = request.with_access(self.inner.config.access_ms);
         }
@@ -159,6 +223,24 @@ impl TokenDb {
                 Ok(Rotation::Refused(Refusal::ClientMismatch)) => {
                     events.emit(Event::ClientMismatch { family });
                 }
+                Ok(Rotation::Refused(Refusal::ConfirmationMismatch)) => {
+                    events.emit(Event::ConfirmationMismatch {
+                        family,
+                        revoked: false,
+                        tokens_revoked: 0,
+                    });
+                }
+                Ok(Rotation::ConfirmationMismatch { tokens_revoked }) => {
+                    events.emit(Event::ConfirmationMismatch {
+                        family,
+                        revoked: true,
+                        tokens_revoked: *tokens_revoked,
+                    });
+                    events.emit(Event::FamilyRevoked {
+                        family,
+                        reason: RevokeReason::ConfirmationMismatch,
+                    });
+                }
                 _ => {}
             });
             self.backend().rotate(request, now, done);
@@ -176,6 +258,7 @@ impl TokenDb {
                     }),
                     expires: Expiry::new(a.deadline, now),
                     scope: a.scope,
+                    confirmation: a.confirmation,
                 }),
                 _ => None,
             };
@@ -240,6 +323,18 @@ impl TokenDb {
                     presented,
                     newest,
                 })),
+                Rotation::ConfirmationMismatch { .. } => {
+                    Err(Error::Refused(RotateRefusal::ConfirmationMismatch {
+                        family,
+                        revoked: true,
+                    }))
+                }
+                Rotation::Refused(Refusal::ConfirmationMismatch) => {
+                    Err(Error::Refused(RotateRefusal::ConfirmationMismatch {
+                        family,
+                        revoked: false,
+                    }))
+                }
                 Rotation::Refused(r) => Err(Error::Refused(refusal(r))),
                 _ => Err(unknown_outcome()),
             }

@@ -42,6 +42,7 @@ impl AccessRecord {
             issued_at: r.u64()?,
             deadline: r.u64()?,
             body: tail.bytes32()?.to_vec(),
+            confirmation: None,
         };
         r.finish()?;
         tail.finish()?;

@@ -1,13 +1,20 @@
-//! Version 2 of the access record, the one this build writes: a status block under its own
-//! one-block MAC, then the rest of the header under the record MAC.
+//! Version 2 of the access record, the one this build writes for unbound tokens: a status
+//! block under its own one-block MAC, then the rest of the header under the record MAC. Version 3
+//! (a bound token) is the same with the confirmation after the client hash, under the record
+//! MAC; a status check of a version 3 record checks both MACs, so that the confirmation it
+//! returns is authenticated.
 
 use super::AccessStatus;
 use crate::CoreError;
 use crate::codec::{Reader, put_bytes32};
+use crate::confirm;
 use crate::ids::{ACCESS_KEY_LEN, AccessKey, FamilyId, IndexHash};
 use crate::keys::KeyRing;
 use crate::record::header::{append_mac, verify};
-use crate::record::{ACCESS_RECORD_VERSION, AccessRecord, RecordState, RecordTable, RevokeReason};
+use crate::record::{
+    ACCESS_RECORD_VERSION, AccessRecord, BOUND_ACCESS_RECORD_VERSION, RecordState, RecordTable,
+    RevokeReason,
+};
 use crate::seal::{KeyId, MAC_LEN, MacDomain};
 
 /// Where a version 2 access record's status block starts: after the version and the key id.
@@ -25,6 +32,8 @@ const _: () = assert!(STATUS_KEY_LEN + STATUS_LEN == 64);
 /// block, status MAC, revoked at, subject hash, client hash.
 pub(in crate::record) const ACCESS_V2_HEADER_LEN: usize =
     STATUS_AT + STATUS_LEN + MAC_LEN + 8 + 16 + 16;
+/// Version 3: the version 2 header, then the confirmation.
+const ACCESS_V3_HEADER_LEN: usize = ACCESS_V2_HEADER_LEN + confirm::STORED_LEN;
 
 /// The part of an access key the status MAC binds (see [`STATUS_KEY_LEN`]).
 fn status_key(record_key: &[u8; ACCESS_KEY_LEN]) -> &[u8] {
@@ -64,7 +73,8 @@ fn read_status(
 }
 
 impl AccessRecord {
-    /// Encodes and authenticates the record for storage under `key`, as version 2.
+    /// Encodes and authenticates the record for storage under `key`: as version 2, or as
+    /// version 3 when it carries a confirmation.
     ///
     /// # Errors
     /// [`CoreError::UnknownKeyId`] if `key_id` is not in the ring; [`CoreError::BadField`] if
@@ -75,8 +85,11 @@ impl AccessRecord {
             return Err(CoreError::BadField("deadline differs from the token's"));
         }
         let record_key = key.to_bytes();
-        let mut out = Vec::with_capacity(ACCESS_V2_HEADER_LEN + MAC_LEN + 4 + self.body.len());
-        out.push(ACCESS_RECORD_VERSION);
+        let mut out = Vec::with_capacity(ACCESS_V3_HEADER_LEN + MAC_LEN + 4 + self.body.len());
+        out.push(match self.confirmation {
+            None => ACCESS_RECORD_VERSION,
+            Some(_) => BOUND_ACCESS_RECORD_VERSION,
+        });
         out.extend_from_slice(&self.key_id.0.to_be_bytes());
         let (state, revoked_at) = match self.state {
             RecordState::Active => (0, 0),
@@ -99,6 +112,9 @@ impl AccessRecord {
         out.extend_from_slice(&revoked_at.to_be_bytes());
         out.extend_from_slice(self.subject.as_bytes());
         out.extend_from_slice(self.client.as_bytes());
+        if let Some(c) = &self.confirmation {
+            confirm::put(c, &mut out);
+        }
         append_mac(
             keys,
             RecordTable::Tokens,
@@ -118,6 +134,15 @@ impl AccessRecord {
         keys: &KeyRing,
         with_body: bool,
     ) -> Result<AccessStatus, CoreError> {
+        if bytes.first() == Some(&BOUND_ACCESS_RECORD_VERSION) {
+            // The confirmation is under the record MAC only: check it all.
+            let rec = Self::decode_v2(bytes, key, keys)?;
+            let status = rec.status();
+            return Ok(AccessStatus {
+                body: if with_body { rec.body } else { Vec::new() },
+                ..status
+            });
+        }
         let (head, rest) = bytes
             .split_at_checked(ACCESS_V2_HEADER_LEN + MAC_LEN)
             .ok_or(CoreError::Truncated)?;
@@ -142,22 +167,25 @@ impl AccessRecord {
             } else {
                 Vec::new()
             },
+            confirmation: None,
         })
     }
 
+    /// A version 2 or 3 record, both MACs checked.
     pub(super) fn decode_v2(
         bytes: &[u8],
         key: &AccessKey,
         keys: &KeyRing,
     ) -> Result<Self, CoreError> {
         let record_key = key.to_bytes();
-        let (key_id, mut r, mut tail) = verify(
-            keys,
-            RecordTable::Tokens,
-            &record_key,
-            bytes,
-            (ACCESS_RECORD_VERSION, ACCESS_V2_HEADER_LEN),
-        )?;
+        let version = match bytes.first() {
+            Some(&BOUND_ACCESS_RECORD_VERSION) => {
+                (BOUND_ACCESS_RECORD_VERSION, ACCESS_V3_HEADER_LEN)
+            }
+            _ => (ACCESS_RECORD_VERSION, ACCESS_V2_HEADER_LEN),
+        };
+        let (key_id, mut r, mut tail) =
+            verify(keys, RecordTable::Tokens, &record_key, bytes, version)?;
         let (revoked, family, issued_at) = read_status(&mut r, keys, key_id, &record_key)?;
         let at = r.u64()?;
         let state = match revoked {
@@ -173,6 +201,10 @@ impl AccessRecord {
             client: IndexHash::from_bytes(r.array()?),
             issued_at,
             deadline: key.deadline,
+            confirmation: match version.0 {
+                BOUND_ACCESS_RECORD_VERSION => Some(confirm::read(&mut r)?),
+                _ => None,
+            },
             body: tail.bytes32()?.to_vec(),
         };
         r.finish()?;
