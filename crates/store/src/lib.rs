@@ -29,7 +29,10 @@
 
 mod admin;
 mod backend;
+mod disk;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod meta;
 mod ops;
 mod read;
@@ -45,6 +48,7 @@ pub use read::{IndexEntry, ScanItem};
 pub use tables::{BUCKET_SHIFT, Entry};
 pub use writer::WriterOptions;
 
+use disk::Source;
 use error::{Failure, Result, StoreError};
 use ops::{Op, Outcome};
 use read::ReaderPool;
@@ -86,6 +90,14 @@ pub(crate) struct Shared {
     /// redb panicked on this file's structure at least once: skip its closing commit.
     pub(crate) damaged: AtomicBool,
     pub(crate) quick_repair: bool,
+    /// Where the bytes live, to reopen them after an I/O error.
+    source: Source,
+    opts: StoreOptions,
+    /// Set by the storage when a sync failed (see `disk`).
+    sync_failed: Arc<AtomicBool>,
+    /// A lookup saw a storage error: the handle may be latched, to be checked (and reopened)
+    /// by the next lookup or write before it starts.
+    io_suspect: AtomicBool,
 }
 
 impl Shared {
@@ -98,10 +110,22 @@ impl Shared {
 
     pub(crate) fn contained<R>(&self, what: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
         let r = error::contain(what, f);
-        if matches!(r, Err(StoreError::Damaged(_))) {
-            self.damaged.store(true, Ordering::Release);
+        match r {
+            Err(StoreError::Damaged(_)) => self.damaged.store(true, Ordering::Release),
+            Err(StoreError::Storage(_) | StoreError::Io(_)) => {
+                self.io_suspect.store(true, Ordering::Release);
+            }
+            _ => {}
         }
         r
+    }
+
+    /// Reopens the storage if a lookup saw a storage error since the last check.
+    pub(crate) fn recover_if_suspect(&self) {
+        if self.io_suspect.load(Ordering::Acquire) && self.io_suspect.swap(false, Ordering::AcqRel)
+        {
+            self.recover();
+        }
     }
 
     /// Read access to the database handle (`None` once closed).
@@ -117,6 +141,61 @@ impl Shared {
 
     pub(crate) fn fail(&self, why: Failure) {
         let _ = self.failed.set(why);
+    }
+
+    /// After a storage call failed: redb has latched the error, and every later operation of
+    /// its handle would fail too. If the handle is latched (and nothing is failed already),
+    /// drop it and open the storage again, which recovers the last durable commit; lookups
+    /// and writes then carry on. After a failed sync the database is marked failed instead
+    /// (the `disk` module says why), as it is when the reopening fails.
+    ///
+    /// Returns whether the file was reopened. Cheap when the handle is not latched: one
+    /// empty write transaction, begun and dropped, under the handle's write lock.
+    pub(crate) fn recover(&self) -> bool {
+        if self.failure().is_some() {
+            return false;
+        }
+        let Ok(mut guard) = self.db.write() else {
+            return false;
+        };
+        let latched = match guard.as_ref().map(Database::begin_write) {
+            None => false,
+            Some(Ok(txn)) => {
+                let _ = txn.abort();
+                false
+            }
+            Some(Err(redb::TransactionError::Storage(
+                redb::StorageError::PreviousIo | redb::StorageError::Io(_),
+            ))) => true,
+            Some(Err(_)) => false,
+        };
+        if !latched {
+            return false;
+        }
+        if self.sync_failed.load(Ordering::Acquire) {
+            self.fail(Failure::SyncFailed(
+                "an fsync of the database file returned an error".into(),
+            ));
+            return false;
+        }
+        // Snapshots of the latched handle read nothing more; drop them before the handle.
+        self.readers.clear();
+        let old = guard.take();
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(old))).is_err() {
+            self.damaged.store(true, Ordering::Release);
+        }
+        match meta::reopen(&self.source, self.opts, &self.sync_failed) {
+            Ok(db) => {
+                *guard = Some(db);
+                self.commit_seq.fetch_add(1, Ordering::AcqRel);
+                self.readers.clear();
+                true
+            }
+            Err(e) => {
+                self.fail(Failure::ReopenFailed(e.to_string()));
+                false
+            }
+        }
     }
 }
 
@@ -142,9 +221,47 @@ impl Store {
     /// # Errors
     /// [`StoreError::AlreadyExists`] if the path exists; storage errors.
     pub fn create(path: impl AsRef<Path>, master: &MasterKey, opts: StoreOptions) -> Result<Self> {
-        let path = path.as_ref();
-        let (db, keys) = meta::create(path, master, opts)?;
-        Self::start(path, db, keys, opts)
+        Self::create_source(Source::File(path.as_ref().to_path_buf()), master, opts)
+    }
+
+    fn create_source(source: Source, master: &MasterKey, opts: StoreOptions) -> Result<Self> {
+        let sync_failed = Arc::new(AtomicBool::new(false));
+        let (db, keys) = meta::create(&source, master, opts, &sync_failed)?;
+        Self::start(source, sync_failed, db, keys, opts)
+    }
+
+    fn open_source(source: Source, master: &MasterKey, opts: StoreOptions) -> Result<Self> {
+        let sync_failed = Arc::new(AtomicBool::new(false));
+        let (db, keys) = meta::open(&source, master, opts, &sync_failed)?;
+        Self::start(source, sync_failed, db, keys, opts)
+    }
+
+    /// Creates a new database on a [`fault::FaultyDisk`] (feature `fault-injection`, for tests;
+    /// not part of the supported API).
+    ///
+    /// # Errors
+    /// As [`Store::create`], and whatever the disk is told to fail.
+    #[cfg(feature = "fault-injection")]
+    pub fn create_on(
+        disk: &fault::FaultyDisk,
+        master: &MasterKey,
+        opts: StoreOptions,
+    ) -> Result<Self> {
+        Self::create_source(Source::Faulty(disk.clone()), master, opts)
+    }
+
+    /// Opens the database on a [`fault::FaultyDisk`] (feature `fault-injection`, for tests;
+    /// not part of the supported API).
+    ///
+    /// # Errors
+    /// As [`Store::open`], and whatever the disk is told to fail.
+    #[cfg(feature = "fault-injection")]
+    pub fn open_on(
+        disk: &fault::FaultyDisk,
+        master: &MasterKey,
+        opts: StoreOptions,
+    ) -> Result<Self> {
+        Self::open_source(Source::Faulty(disk.clone()), master, opts)
     }
 
     /// Opens an existing database file.
@@ -153,12 +270,17 @@ impl Store {
     /// [`StoreError::NotFound`], [`StoreError::NotATokenDb`], [`StoreError::NewerFormat`],
     /// [`StoreError::WrongMasterKey`] (each before anything is written), [`StoreError::Locked`].
     pub fn open(path: impl AsRef<Path>, master: &MasterKey, opts: StoreOptions) -> Result<Self> {
-        let path = path.as_ref();
-        let (db, keys) = meta::open(path, master, opts)?;
-        Self::start(path, db, keys, opts)
+        Self::open_source(Source::File(path.as_ref().to_path_buf()), master, opts)
     }
 
-    fn start(path: &Path, db: Database, keys: KeyRing, opts: StoreOptions) -> Result<Self> {
+    fn start(
+        source: Source,
+        sync_failed: Arc<AtomicBool>,
+        db: Database,
+        keys: KeyRing,
+        opts: StoreOptions,
+    ) -> Result<Self> {
+        let path = source.path();
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(db)),
             keys: RwLock::new(Arc::new(keys)),
@@ -167,13 +289,17 @@ impl Store {
             failed: OnceLock::new(),
             damaged: AtomicBool::new(false),
             quick_repair: opts.quick_repair,
+            source,
+            opts,
+            sync_failed,
+            io_suspect: AtomicBool::new(false),
         });
         let writer = writer::spawn(Arc::clone(&shared), opts.writer)?;
         Ok(Self {
             shared,
             writer: Mutex::new(Some(writer)),
             closed: AtomicBool::new(false),
-            path: path.to_path_buf(),
+            path,
         })
     }
 
@@ -226,10 +352,21 @@ impl Store {
     /// [`StoreError::WrongMasterKey`] if `current` is not the key in use.
     pub(crate) fn rotate_master_key(&self, current: &MasterKey, new: &MasterKey) -> Result<()> {
         self.check_usable()?;
-        let guard = self.shared.read_db()?;
-        let db = guard.as_ref().ok_or(StoreError::Closed)?;
-        meta::verify_master(db, current)?;
-        meta::write_keys(db, new, &self.shared.keys())
+        let r = (|| {
+            let guard = self.shared.read_db()?;
+            let db = guard.as_ref().ok_or(StoreError::Closed)?;
+            meta::verify_master(db, current)?;
+            meta::write_keys(db, new, &self.shared.keys())
+        })();
+        self.after_io(r)
+    }
+
+    /// Reopens the storage if `r` is a storage error (see [`Shared::recover`]).
+    fn after_io<R>(&self, r: Result<R>) -> Result<R> {
+        if matches!(r, Err(StoreError::Storage(_) | StoreError::Io(_))) {
+            self.shared.recover();
+        }
+        r
     }
 
     /// Adds a new sealing key, makes it current for new records, and returns its id. Records
@@ -276,12 +413,16 @@ impl Store {
         f: impl FnOnce(&mut KeyRing) -> Result<R>,
     ) -> Result<R> {
         self.check_usable()?;
-        let guard = self.shared.read_db()?;
-        let db = guard.as_ref().ok_or(StoreError::Closed)?;
-        meta::verify_master(db, master)?;
-        let mut ring = meta::load_keys(db, master)?;
-        let r = f(&mut ring)?;
-        meta::write_keys(db, master, &ring)?;
+        let changed = (|| {
+            let guard = self.shared.read_db()?;
+            let db = guard.as_ref().ok_or(StoreError::Closed)?;
+            meta::verify_master(db, master)?;
+            let mut ring = meta::load_keys(db, master)?;
+            let r = f(&mut ring)?;
+            meta::write_keys(db, master, &ring)?;
+            Ok((ring, r))
+        })();
+        let (ring, r) = self.after_io(changed)?;
         let mut slot = self
             .shared
             .keys
@@ -338,7 +479,10 @@ impl Store {
 
     /// Runs a read of the file, containing a redb panic (see [`StoreError::Damaged`]) and
     /// remembering it, so that closing does not run redb's final commit on a damaged file.
+    /// First reopens the storage if an earlier read failed on it (see [`Shared::recover`]), so
+    /// call it holding no guard of the handle.
     pub(crate) fn contained<R>(&self, what: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        self.shared.recover_if_suspect();
         self.shared.contained(what, f)
     }
 

@@ -119,6 +119,7 @@ fn collect(rx: &Receiver<Job>, first: Job, opts: WriterOptions) -> Vec<Job> {
 fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
     while let Ok(first) = rx.recv() {
         let batch = collect(rx, first, opts);
+        shared.recover_if_suspect();
         if let Some(why) = shared.failure() {
             for job in batch {
                 job.reply.complete(Err(StoreError::Failed(why.clone())));
@@ -147,6 +148,10 @@ fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
                 }
             }
             Ok(Err(e)) => {
+                // A storage error latches redb's handle: reopen it (or, after a failed sync,
+                // fail the database) before anyone hears of the error, so that a caller's next
+                // call finds the handle recovered.
+                shared.recover();
                 let msg = e.to_string();
                 let mut first = Some(e);
                 for (reply, _) in replies {
