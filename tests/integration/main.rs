@@ -24,6 +24,7 @@ mod concurrency;
 mod corruption;
 mod crash;
 mod durability;
+mod faults;
 mod fuzz_corpus;
 mod lifecycle;
 mod model;
