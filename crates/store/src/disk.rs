@@ -73,12 +73,8 @@ impl Source {
     }
 }
 
-#[allow(deprecated)] // redb 4.6 returns a Result here; the constructor cannot fail
 fn file_backend(file: std::fs::File) -> std::io::Result<redb::backends::FileBackend> {
-    redb::backends::FileBackend::new(file).map_err(|e| match e {
-        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => io,
-        other => std::io::Error::other(other.to_string()),
-    })
+    Ok(redb::backends::FileBackend::new(file))
 }
 
 /// A storage backend that notes a failed sync and passes every call through.
@@ -88,7 +84,7 @@ pub(crate) struct Tracked {
     sync_failed: Arc<AtomicBool>,
 }
 
-type IoResult<T> = Result<T, std::io::Error>;
+type IoResult<T> = Result<T, redb::BackendError>;
 type LockResult<T> = Result<T, redb::BackendError>;
 
 impl redb::StorageBackend for Tracked {

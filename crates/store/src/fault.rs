@@ -293,16 +293,18 @@ fn out_of_range() -> std::io::Error {
     std::io::Error::from(std::io::ErrorKind::UnexpectedEof)
 }
 
+type IoResult<T> = Result<T, redb::BackendError>;
+
 impl redb::StorageBackend for DiskBackend {
-    fn len(&self) -> Result<u64, std::io::Error> {
+    fn len(&self) -> IoResult<u64> {
         let s = self.0.lock();
         if s.power_lost {
-            return Err(FaultError::Eio.to_io());
+            return Err(FaultError::Eio.to_io().into());
         }
         Ok(s.volatile.len() as u64)
     }
 
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+    fn read(&self, offset: u64, out: &mut [u8]) -> IoResult<()> {
         let mut s = self.0.lock();
         s.enter(IoKind::Read)?;
         let start = usize::try_from(offset).map_err(|_| out_of_range())?;
@@ -312,7 +314,7 @@ impl redb::StorageBackend for DiskBackend {
         Ok(())
     }
 
-    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+    fn set_len(&self, len: u64) -> IoResult<()> {
         let mut s = self.0.lock();
         s.enter(IoKind::SetLen)?;
         let len = usize::try_from(len).map_err(|_| out_of_range())?;
@@ -322,7 +324,7 @@ impl redb::StorageBackend for DiskBackend {
         Ok(())
     }
 
-    fn sync_data(&self) -> Result<(), std::io::Error> {
+    fn sync_data(&self) -> IoResult<()> {
         let mut s = self.0.lock();
         s.enter(IoKind::Sync)?;
         let unsynced = std::mem::take(&mut s.unsynced);
@@ -332,7 +334,7 @@ impl redb::StorageBackend for DiskBackend {
         Ok(())
     }
 
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+    fn write(&self, offset: u64, data: &[u8]) -> IoResult<()> {
         let mut s = self.0.lock();
         s.enter(IoKind::Write)?;
         let offset = usize::try_from(offset).map_err(|_| out_of_range())?;

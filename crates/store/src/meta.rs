@@ -86,12 +86,26 @@ pub(crate) fn open(
     master: &MasterKey,
     opts: StoreOptions,
     sync_failed: &Arc<AtomicBool>,
-) -> Result<(Database, KeyRing)> {
+) -> Result<(Database, KeyRing, bool)> {
     crate::error::contain("opening the file", || {
         if let Some(path) = source.file() {
             precheck(path, master, opts)?;
         }
-        let db = open_db(source, opts, sync_failed)?;
+        // redb trusts the pages it reads: on some damaged pages it panics, and where that
+        // happens while it processes its freed-page list (in any commit, and in the closing
+        // commit when the handle is dropped) it panics again while unwinding, which aborts the
+        // process. So the open first verifies every page's checksum. A file that fails is
+        // opened again without the check, marked damaged: lookups carry on (each contained),
+        // and nothing is ever committed to it (docs/security.md, "Aborts on damaged files").
+        let (db, damaged) = if opts.check_integrity_on_open {
+            match open_db(source, opts, sync_failed, true) {
+                Ok(db) => (db, false),
+                Err(StoreError::Damaged(_)) => (open_db(source, opts, sync_failed, false)?, true),
+                Err(e) => return Err(e),
+            }
+        } else {
+            (open_db(source, opts, sync_failed, false)?, false)
+        };
         let mut keys = None;
         let db = checked(db, |db| {
             check_format(db, &source.path())?;
@@ -100,7 +114,7 @@ pub(crate) fn open(
         })?;
         let keys =
             keys.ok_or_else(|| StoreError::Failed(Failure::Internal("keys were not loaded")))?;
-        Ok((db, keys))
+        Ok((db, keys, damaged))
     })
 }
 
@@ -112,16 +126,28 @@ pub(crate) fn reopen(
     sync_failed: &Arc<AtomicBool>,
 ) -> Result<Database> {
     crate::error::contain("reopening the file", || {
-        let db = open_db(source, opts, sync_failed)?;
+        let db = open_db(source, opts, sync_failed, false)?;
         checked(db, |db| check_format(db, &source.path()))
     })
 }
 
-fn open_db(source: &Source, opts: StoreOptions, sync_failed: &Arc<AtomicBool>) -> Result<Database> {
+/// Opens redb's handle; with `check`, verifies every page first (a file that fails is
+/// [`StoreError::Damaged`]).
+fn open_db(
+    source: &Source,
+    opts: StoreOptions,
+    sync_failed: &Arc<AtomicBool>,
+    check: bool,
+) -> Result<Database> {
     let backend = source.backend(false, sync_failed)?;
-    match builder(opts).create_with_backend(backend) {
+    let mut b = builder(opts);
+    b.set_check_integrity_on_open(check);
+    match b.create_with_backend(backend) {
         Ok(db) => Ok(db),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Locked),
+        Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(why))) if check => Err(
+            StoreError::Damaged(format!("the integrity check at open failed: {why}")),
+        ),
         Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
             Err(StoreError::NotATokenDb(source.path().display().to_string()))
         }
