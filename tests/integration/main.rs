@@ -25,6 +25,7 @@ mod corruption;
 mod crash;
 mod durability;
 mod faults;
+mod full_disk;
 mod fuzz_corpus;
 mod lifecycle;
 mod model;
