@@ -188,7 +188,10 @@ impl Shared {
         // Snapshots of the latched handle read nothing more; drop them before the handle.
         self.readers.clear();
         let old = guard.take();
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(old))).is_err() {
+        if self.damaged.load(Ordering::Acquire) {
+            // Dropping commits, which on a damaged file can abort (see `close`).
+            std::mem::forget(old);
+        } else if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(old))).is_err() {
             self.damaged.store(true, Ordering::Release);
         }
         match meta::reopen(&self.source, self.opts, &self.sync_failed) {
