@@ -348,9 +348,9 @@ fn config(clock: &Arc<ManualClock>) -> Config {
         .unwrap()
 }
 
-/// The options `config` gives a store it opens (the page cache kept small, so that the
+/// The options of the stores the tests open (the page cache kept small, so that the
 /// workload reads the disk).
-fn store_options(_config: &Config) -> StoreOptions {
+fn store_options() -> StoreOptions {
     StoreOptions {
         cache_size: 64 << 10,
         ..StoreOptions::default()
@@ -364,7 +364,7 @@ fn fresh(disk: &FaultyDisk) -> (TokenDb, Arc<ManualClock>) {
     let store = Store::create_on(
         disk,
         &MasterKey::from_bytes(MASTER_A),
-        store_options(&config),
+        store_options(),
     )
     .expect("creating the database (no fault is armed yet)");
     (TokenDb::from_store_for_tests(store, config).unwrap(), clock)
@@ -432,7 +432,7 @@ fn reopen_and_check(m: &Model, image: Vec<u8>, what: &str) {
         match Store::open_on(
             &disk,
             &MasterKey::from_bytes(*master),
-            store_options(&config),
+            store_options(),
         ) {
             Ok(store) => {
                 let db = TokenDb::from_store_for_tests(store, config).unwrap();
