@@ -84,3 +84,33 @@ fn help_and_bad_options() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// Runs `soak` for a few seconds (the CI smoke of the long soak run): the traffic makes no
+/// error, and the final `verify` finds the database clean.
+#[test]
+fn soak_smoke_runs_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_soak"))
+        .args([
+            "--seconds",
+            "3",
+            "--tokens",
+            "20000",
+            "--callers",
+            "4",
+            "--lifetime-minutes",
+            "0.05",
+            "--report-seconds",
+            "1",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("run soak");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "soak failed: {stdout}\n{stderr}");
+    assert!(stdout.contains("p99val_us"), "no progress header: {stdout}");
+    assert!(stdout.contains("verify: clean"), "{stdout}");
+    assert!(stderr.contains(" 0 errors"), "{stderr}");
+}

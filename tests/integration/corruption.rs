@@ -8,7 +8,8 @@
 //! the same number of offsets from every later page — so it fits in CI;
 //! `TOKENDB_FULL_CORRUPTION_SWEEP=1` flips one bit in every byte of the file
 //! (`docs/security.md` has the command and the counts of the last full run);
-//! `TOKENDB_CORRUPTION_CASES=N` changes the sample size.
+//! `TOKENDB_CORRUPTION_CASES=N` changes the sample size; `TOKENDB_SWEEP_NO_INTEGRITY_CHECK=1`
+//! opens the damaged files without the integrity check at open (to count what it prevents).
 //!
 //! The cases run in child processes (this test binary again, running [`sweep_worker`]): a
 //! panic inside a destructor while unwinding aborts a process, and `catch_unwind` cannot count

@@ -27,6 +27,8 @@ mod concurrency;
 mod corruption;
 mod crash;
 mod durability;
+mod faults;
+mod full_disk;
 mod fuzz_corpus;
 mod lifecycle;
 mod model;

@@ -23,6 +23,7 @@
     clippy::panic
 )]
 
+use redb::ReadableTable as _;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

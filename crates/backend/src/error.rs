@@ -49,11 +49,16 @@ pub enum StoreError {
     /// The storage engine reported an error (its own type is not part of tokendb's API: read
     /// it through `Display` and [`std::error::Error::source`]).
     Storage(EngineError),
-    /// An I/O error outside the storage engine.
+    /// An I/O error of the file (its `kind()` tells a full disk, `StorageFull`, from a failing
+    /// device) or outside the storage engine. A write that failed on it was not applied,
+    /// unless the failed call was the commit's sync: then its outcome is unknown (see
+    /// [`Failure::SyncFailed`]).
     Io(std::io::Error),
     /// The write was not applied: the storage failed on the group-commit batch it was in
     /// (the first write of that batch got the storage error itself). Nothing of the batch
-    /// was written; the write may be retried.
+    /// was written, unless the failed call was the commit's sync (then the database is
+    /// failed, [`Failure::SyncFailed`], and reopening shows whether the batch is there); the
+    /// write may be retried.
     BatchAborted(String),
     /// This backend does not offer the operation (compaction of a PostgreSQL database, say).
     Unsupported(&'static str),
@@ -83,6 +88,12 @@ pub enum Failure {
     LockPoisoned,
     /// An internal invariant did not hold (a bug: please report it).
     Internal(&'static str),
+    /// The storage failed to make a commit durable (`fsync` returned this error). The file may
+    /// have lost writes the kernel had accepted, so the handle refuses further work: check the
+    /// device, then reopen the database, which recovers the last durable commit.
+    SyncFailed(String),
+    /// After an I/O error the database could not reopen its file (this error).
+    ReopenFailed(String),
 }
 
 impl fmt::Display for Failure {
@@ -98,6 +109,16 @@ impl fmt::Display for Failure {
             Self::SweeperFailed(what) => write!(f, "the sweeper failed: {what}"),
             Self::LockPoisoned => f.write_str("a lock was poisoned by a panic"),
             Self::Internal(what) => write!(f, "internal error: {what}"),
+            Self::SyncFailed(what) => write!(
+                f,
+                "the storage failed to make a commit durable ({what}); check the device before reopening"
+            ),
+            Self::ReopenFailed(what) => {
+                write!(
+                    f,
+                    "the file could not be reopened after an I/O error: {what}"
+                )
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::tables::{
     BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, DL_KEY_LEN, FAMILIES, FAMILY_TOKENS,
     FT_KEY_LEN, IX_KEY_LEN, PROOFS, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN,
 };
+use redb::ReadableTable as _;
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase};
 use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN, PROOF_ID_LEN};
 use tokendb_core::{AccessKey, AccessRecord, FamilyId, FamilyRecord, KeyRing};

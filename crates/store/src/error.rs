@@ -13,6 +13,8 @@ impl<T, E: Into<redb::Error>> RedbResult<T> for core::result::Result<T, E> {
     fn db(self) -> Result<T> {
         self.map_err(|e| match e.into() {
             redb::Error::DatabaseAlreadyOpen => StoreError::Locked,
+            // The file's own error, with its kind (a full disk is `StorageFull`).
+            redb::Error::Io(e) => StoreError::Io(e),
             e => StoreError::Storage(tokendb_backend::EngineError::new(e)),
         })
     }

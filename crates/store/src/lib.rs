@@ -29,7 +29,10 @@
 
 mod admin;
 mod backend;
+mod disk;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod meta;
 mod ops;
 mod read;
@@ -45,6 +48,7 @@ pub use read::{IndexEntry, ScanItem};
 pub use tables::{BUCKET_SHIFT, Entry};
 pub use writer::WriterOptions;
 
+use disk::Source;
 use error::{Failure, Result, StoreError};
 use ops::{Op, Outcome};
 use read::ReaderPool;
@@ -65,6 +69,12 @@ pub struct StoreOptions {
     /// Write redb's allocator state with every commit, so that opening after a crash does not
     /// walk the whole file (redb "quick repair"). Costs a little on each commit. Default on.
     pub quick_repair: bool,
+    /// Verify the checksum of every page when the file is opened (redb's integrity check),
+    /// before anything is committed to it. A file that fails opens for lookups only: writes
+    /// are refused with [`StoreError::Damaged`], because redb can abort the whole process
+    /// when it commits to a damaged file (`docs/security.md`). Costs one read of the whole
+    /// file at open (measured in `docs/operations.md`). Default on.
+    pub check_integrity_on_open: bool,
 }
 
 impl Default for StoreOptions {
@@ -73,6 +83,7 @@ impl Default for StoreOptions {
             writer: WriterOptions::default(),
             cache_size: 256 << 20,
             quick_repair: true,
+            check_integrity_on_open: true,
         }
     }
 }
@@ -86,6 +97,14 @@ pub(crate) struct Shared {
     /// redb panicked on this file's structure at least once: skip its closing commit.
     pub(crate) damaged: AtomicBool,
     pub(crate) quick_repair: bool,
+    /// Where the bytes live, to reopen them after an I/O error.
+    source: Source,
+    opts: StoreOptions,
+    /// Set by the storage when a sync failed (see `disk`).
+    sync_failed: Arc<AtomicBool>,
+    /// A lookup saw a storage error: the handle may be latched, to be checked (and reopened)
+    /// by the next lookup or write before it starts.
+    io_suspect: AtomicBool,
 }
 
 impl Shared {
@@ -98,10 +117,22 @@ impl Shared {
 
     pub(crate) fn contained<R>(&self, what: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
         let r = error::contain(what, f);
-        if matches!(r, Err(StoreError::Damaged(_))) {
-            self.damaged.store(true, Ordering::Release);
+        match r {
+            Err(StoreError::Damaged(_)) => self.damaged.store(true, Ordering::Release),
+            Err(StoreError::Storage(_) | StoreError::Io(_)) => {
+                self.io_suspect.store(true, Ordering::Release);
+            }
+            _ => {}
         }
         r
+    }
+
+    /// Reopens the storage if a lookup saw a storage error since the last check.
+    pub(crate) fn recover_if_suspect(&self) {
+        if self.io_suspect.load(Ordering::Acquire) && self.io_suspect.swap(false, Ordering::AcqRel)
+        {
+            self.recover();
+        }
     }
 
     /// Read access to the database handle (`None` once closed).
@@ -117,6 +148,64 @@ impl Shared {
 
     pub(crate) fn fail(&self, why: Failure) {
         let _ = self.failed.set(why);
+    }
+
+    /// After a storage call failed: redb has latched the error, and every later operation of
+    /// its handle would fail too. If the handle is latched (and nothing is failed already),
+    /// drop it and open the storage again, which recovers the last durable commit; lookups
+    /// and writes then carry on. After a failed sync the database is marked failed instead
+    /// (the `disk` module says why), as it is when the reopening fails.
+    ///
+    /// Returns whether the file was reopened. Cheap when the handle is not latched: one
+    /// empty write transaction, begun and dropped, under the handle's write lock.
+    pub(crate) fn recover(&self) -> bool {
+        if self.failure().is_some() {
+            return false;
+        }
+        let Ok(mut guard) = self.db.write() else {
+            return false;
+        };
+        let latched = match guard.as_ref().map(Database::begin_write) {
+            None => false,
+            Some(Ok(txn)) => {
+                let _ = txn.abort();
+                false
+            }
+            Some(Err(redb::TransactionError::Storage(
+                redb::StorageError::PreviousIo | redb::StorageError::Io(_),
+            ))) => true,
+            Some(Err(_)) => false,
+        };
+        if !latched {
+            return false;
+        }
+        if self.sync_failed.load(Ordering::Acquire) {
+            self.fail(Failure::SyncFailed(
+                "an fsync of the database file returned an error".into(),
+            ));
+            return false;
+        }
+        // Snapshots of the latched handle read nothing more; drop them before the handle.
+        self.readers.clear();
+        let old = guard.take();
+        if self.damaged.load(Ordering::Acquire) {
+            // Dropping commits, which on a damaged file can abort (see `close`).
+            std::mem::forget(old);
+        } else if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(old))).is_err() {
+            self.damaged.store(true, Ordering::Release);
+        }
+        match meta::reopen(&self.source, self.opts, &self.sync_failed) {
+            Ok(db) => {
+                *guard = Some(db);
+                self.commit_seq.fetch_add(1, Ordering::AcqRel);
+                self.readers.clear();
+                true
+            }
+            Err(e) => {
+                self.fail(Failure::ReopenFailed(e.to_string()));
+                false
+            }
+        }
     }
 }
 
@@ -142,9 +231,51 @@ impl Store {
     /// # Errors
     /// [`StoreError::AlreadyExists`] if the path exists; storage errors.
     pub fn create(path: impl AsRef<Path>, master: &MasterKey, opts: StoreOptions) -> Result<Self> {
-        let path = path.as_ref();
-        let (db, keys) = meta::create(path, master, opts)?;
-        Self::start(path, db, keys, opts)
+        Self::create_source(Source::File(path.as_ref().to_path_buf()), master, opts)
+    }
+
+    fn create_source(source: Source, master: &MasterKey, opts: StoreOptions) -> Result<Self> {
+        let sync_failed = Arc::new(AtomicBool::new(false));
+        let (db, keys) = meta::create(&source, master, opts, &sync_failed)?;
+        Self::start(source, sync_failed, db, keys, opts)
+    }
+
+    fn open_source(source: Source, master: &MasterKey, opts: StoreOptions) -> Result<Self> {
+        let sync_failed = Arc::new(AtomicBool::new(false));
+        let (db, keys, damaged) = meta::open(&source, master, opts, &sync_failed)?;
+        let store = Self::start(source, sync_failed, db, keys, opts)?;
+        if damaged {
+            store.shared.damaged.store(true, Ordering::Release);
+        }
+        Ok(store)
+    }
+
+    /// Creates a new database on a [`fault::FaultyDisk`] (feature `fault-injection`, for tests;
+    /// not part of the supported API).
+    ///
+    /// # Errors
+    /// As [`Store::create`], and whatever the disk is told to fail.
+    #[cfg(feature = "fault-injection")]
+    pub fn create_on(
+        disk: &fault::FaultyDisk,
+        master: &MasterKey,
+        opts: StoreOptions,
+    ) -> Result<Self> {
+        Self::create_source(Source::Faulty(disk.clone()), master, opts)
+    }
+
+    /// Opens the database on a [`fault::FaultyDisk`] (feature `fault-injection`, for tests;
+    /// not part of the supported API).
+    ///
+    /// # Errors
+    /// As [`Store::open`], and whatever the disk is told to fail.
+    #[cfg(feature = "fault-injection")]
+    pub fn open_on(
+        disk: &fault::FaultyDisk,
+        master: &MasterKey,
+        opts: StoreOptions,
+    ) -> Result<Self> {
+        Self::open_source(Source::Faulty(disk.clone()), master, opts)
     }
 
     /// Opens an existing database file.
@@ -153,12 +284,17 @@ impl Store {
     /// [`StoreError::NotFound`], [`StoreError::NotATokenDb`], [`StoreError::NewerFormat`],
     /// [`StoreError::WrongMasterKey`] (each before anything is written), [`StoreError::Locked`].
     pub fn open(path: impl AsRef<Path>, master: &MasterKey, opts: StoreOptions) -> Result<Self> {
-        let path = path.as_ref();
-        let (db, keys) = meta::open(path, master, opts)?;
-        Self::start(path, db, keys, opts)
+        Self::open_source(Source::File(path.as_ref().to_path_buf()), master, opts)
     }
 
-    fn start(path: &Path, db: Database, keys: KeyRing, opts: StoreOptions) -> Result<Self> {
+    fn start(
+        source: Source,
+        sync_failed: Arc<AtomicBool>,
+        db: Database,
+        keys: KeyRing,
+        opts: StoreOptions,
+    ) -> Result<Self> {
+        let path = source.path();
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(db)),
             keys: RwLock::new(Arc::new(keys)),
@@ -167,13 +303,17 @@ impl Store {
             failed: OnceLock::new(),
             damaged: AtomicBool::new(false),
             quick_repair: opts.quick_repair,
+            source,
+            opts,
+            sync_failed,
+            io_suspect: AtomicBool::new(false),
         });
         let writer = writer::spawn(Arc::clone(&shared), opts.writer)?;
         Ok(Self {
             shared,
             writer: Mutex::new(Some(writer)),
             closed: AtomicBool::new(false),
-            path: path.to_path_buf(),
+            path,
         })
     }
 
@@ -191,6 +331,15 @@ impl Store {
             Some(why) => Err(StoreError::Failed(why)),
             None => Ok(()),
         }
+    }
+
+    /// Refuses a write to a file redb showed damage in (see [`writer::refused_damaged`]).
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        self.check_usable()?;
+        if self.shared.damaged.load(Ordering::Acquire) {
+            return Err(writer::refused_damaged());
+        }
+        Ok(())
     }
 
     /// Submits one operation to the group-commit writer and waits until its batch is durable.
@@ -225,11 +374,22 @@ impl Store {
     /// # Errors
     /// [`StoreError::WrongMasterKey`] if `current` is not the key in use.
     pub(crate) fn rotate_master_key(&self, current: &MasterKey, new: &MasterKey) -> Result<()> {
-        self.check_usable()?;
-        let guard = self.shared.read_db()?;
-        let db = guard.as_ref().ok_or(StoreError::Closed)?;
-        meta::verify_master(db, current)?;
-        meta::write_keys(db, new, &self.shared.keys())
+        self.check_writable()?;
+        let r = (|| {
+            let guard = self.shared.read_db()?;
+            let db = guard.as_ref().ok_or(StoreError::Closed)?;
+            meta::verify_master(db, current)?;
+            meta::write_keys(db, new, &self.shared.keys())
+        })();
+        self.after_io(r)
+    }
+
+    /// Reopens the storage if `r` is a storage error (see [`Shared::recover`]).
+    fn after_io<R>(&self, r: Result<R>) -> Result<R> {
+        if matches!(r, Err(StoreError::Storage(_) | StoreError::Io(_))) {
+            self.shared.recover();
+        }
+        r
     }
 
     /// Adds a new sealing key, makes it current for new records, and returns its id. Records
@@ -275,13 +435,17 @@ impl Store {
         master: &MasterKey,
         f: impl FnOnce(&mut KeyRing) -> Result<R>,
     ) -> Result<R> {
-        self.check_usable()?;
-        let guard = self.shared.read_db()?;
-        let db = guard.as_ref().ok_or(StoreError::Closed)?;
-        meta::verify_master(db, master)?;
-        let mut ring = meta::load_keys(db, master)?;
-        let r = f(&mut ring)?;
-        meta::write_keys(db, master, &ring)?;
+        self.check_writable()?;
+        let changed = (|| {
+            let guard = self.shared.read_db()?;
+            let db = guard.as_ref().ok_or(StoreError::Closed)?;
+            meta::verify_master(db, master)?;
+            let mut ring = meta::load_keys(db, master)?;
+            let r = f(&mut ring)?;
+            meta::write_keys(db, master, &ring)?;
+            Ok((ring, r))
+        })();
+        let (ring, r) = self.after_io(changed)?;
         let mut slot = self
             .shared
             .keys
@@ -296,7 +460,9 @@ impl Store {
     }
 
     /// Stops the writer (after it drained what was queued), and closes the file. Later calls on
-    /// any handle get [`StoreError::Closed`]. Closing twice is fine.
+    /// any handle get [`StoreError::Closed`]. Closing twice is fine. On a file redb showed
+    /// damage in, redb's closing commit is skipped (it could abort the process) and its handle
+    /// is leaked: the file stays locked until the process exits.
     ///
     /// # Errors
     /// Storage errors from the final close.
@@ -325,10 +491,10 @@ impl Store {
                 // redb's Drop commits allocator state and can panic on the same damage, twice
                 // over while unwinding, which aborts the process. Leak the handle instead (the
                 // file lock lasts until the process exits).
+                // Not an error: every acknowledged write was committed durably before it was
+                // acknowledged, so the final commit holds nothing anyone waits for.
                 std::mem::forget(db);
-                return Err(StoreError::Damaged(
-                    "closed without redb's final commit, because the file is damaged".into(),
-                ));
+                return Ok(());
             }
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(db)))
                 .map_err(|_| StoreError::Damaged("redb failed while closing the file".into()))?;
@@ -338,7 +504,10 @@ impl Store {
 
     /// Runs a read of the file, containing a redb panic (see [`StoreError::Damaged`]) and
     /// remembering it, so that closing does not run redb's final commit on a damaged file.
+    /// First reopens the storage if an earlier read failed on it (see [`Shared::recover`]), so
+    /// call it holding no guard of the handle.
     pub(crate) fn contained<R>(&self, what: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        self.shared.recover_if_suspect();
         self.shared.contained(what, f)
     }
 

@@ -1,6 +1,7 @@
 //! Creating and opening database files: the `meta` table, format version and wrapped keys.
 
 use crate::StoreOptions;
+use crate::disk::Source;
 use crate::error::RedbResult;
 use crate::error::{Failure, Result, StoreError};
 use crate::tables::{
@@ -10,6 +11,8 @@ use crate::tables::{
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableError};
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use tokendb_core::{CoreError, KeyId, KeyRing, MasterKey, WrappedKey};
 
 /// The database format version this build writes and reads. Version 2 keys access tokens by
@@ -26,14 +29,19 @@ fn builder(opts: StoreOptions) -> redb::Builder {
 }
 
 pub(crate) fn create(
-    path: &Path,
+    source: &Source,
     master: &MasterKey,
     opts: StoreOptions,
+    sync_failed: &Arc<AtomicBool>,
 ) -> Result<(Database, KeyRing)> {
-    if path.exists() {
+    if let Some(path) = source.file()
+        && path.exists()
+    {
         return Err(StoreError::AlreadyExists(path.display().to_string()));
     }
-    let db = builder(opts).create(path).db()?;
+    let db = builder(opts)
+        .create_with_backend(source.backend(true, sync_failed)?)
+        .db()?;
     let keys = KeyRing::generate();
     // One commit: a crash during creation leaves either no tokendb metadata or all of it, never
     // a magic without keys (which no later open could use).
@@ -75,14 +83,81 @@ fn check_redb_magic(path: &Path) -> Result<()> {
 }
 
 pub(crate) fn open(
-    path: &Path,
+    source: &Source,
     master: &MasterKey,
     opts: StoreOptions,
-) -> Result<(Database, KeyRing)> {
-    crate::error::contain("opening the file", || open_inner(path, master, opts))
+    sync_failed: &Arc<AtomicBool>,
+) -> Result<(Database, KeyRing, bool)> {
+    crate::error::contain("opening the file", || {
+        if let Some(path) = source.file() {
+            precheck(path, master, opts)?;
+        }
+        // redb trusts the pages it reads: on some damaged pages it panics, and where that
+        // happens while it processes its freed-page list (in any commit, and in the closing
+        // commit when the handle is dropped) it panics again while unwinding, which aborts the
+        // process. So the open first verifies every page's checksum. A file that fails is
+        // opened again without the check, marked damaged: lookups carry on (each contained),
+        // and nothing is ever committed to it (docs/security.md, "Aborts on damaged files").
+        let (db, damaged) = if opts.check_integrity_on_open {
+            match open_db(source, opts, sync_failed, true) {
+                Ok(db) => (db, false),
+                Err(StoreError::Damaged(_)) => (open_db(source, opts, sync_failed, false)?, true),
+                Err(e) => return Err(e),
+            }
+        } else {
+            (open_db(source, opts, sync_failed, false)?, false)
+        };
+        let mut keys = None;
+        let db = checked(db, |db| {
+            check_format(db, &source.path())?;
+            keys = Some(load_keys(db, master)?);
+            Ok(())
+        })?;
+        let keys =
+            keys.ok_or_else(|| StoreError::Failed(Failure::Internal("keys were not loaded")))?;
+        Ok((db, keys, damaged))
+    })
 }
 
-fn open_inner(path: &Path, master: &MasterKey, opts: StoreOptions) -> Result<(Database, KeyRing)> {
+/// Opens the storage again after an I/O error: redb recovers the last durable commit. The key
+/// ring stays the one in memory (the keys cannot change behind an open handle).
+pub(crate) fn reopen(
+    source: &Source,
+    opts: StoreOptions,
+    sync_failed: &Arc<AtomicBool>,
+) -> Result<Database> {
+    crate::error::contain("reopening the file", || {
+        let db = open_db(source, opts, sync_failed, false)?;
+        checked(db, |db| check_format(db, &source.path()))
+    })
+}
+
+/// Opens redb's handle; with `check`, verifies every page first (a file that fails is
+/// [`StoreError::Damaged`]).
+fn open_db(
+    source: &Source,
+    opts: StoreOptions,
+    sync_failed: &Arc<AtomicBool>,
+    check: bool,
+) -> Result<Database> {
+    let backend = source.backend(false, sync_failed)?;
+    let mut b = builder(opts);
+    b.set_check_integrity_on_open(check);
+    match b.create_with_backend(backend) {
+        Ok(db) => Ok(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Locked),
+        Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(why))) if check => Err(
+            StoreError::Damaged(format!("the integrity check at open failed: {why}")),
+        ),
+        Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
+            Err(StoreError::NotATokenDb(source.path().display().to_string()))
+        }
+        Err(e) => Err(Err::<(), _>(e).db().err().unwrap_or(StoreError::Locked)),
+    }
+}
+
+/// The checks a refused open must make before anything is written to a file.
+fn precheck(path: &Path, master: &MasterKey, opts: StoreOptions) -> Result<()> {
     if !path.exists() {
         return Err(StoreError::NotFound(path.display().to_string()));
     }
@@ -105,22 +180,7 @@ fn open_inner(path: &Path, master: &MasterKey, opts: StoreOptions) -> Result<(Da
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked),
         Err(_) => {}
     }
-    let db = match builder(opts).open(path) {
-        Ok(db) => db,
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked),
-        Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
-            return Err(StoreError::NotATokenDb(path.display().to_string()));
-        }
-        Err(e) => return Err(Err::<(), _>(e).db().err().unwrap_or(StoreError::Locked)),
-    };
-    let mut keys = None;
-    let db = checked(db, |db| {
-        check_format(db, path)?;
-        keys = Some(load_keys(db, master)?);
-        Ok(())
-    })?;
-    let keys = keys.ok_or_else(|| StoreError::Failed(Failure::Internal("keys were not loaded")))?;
-    Ok((db, keys))
+    Ok(())
 }
 
 /// Runs `check` on an open handle. If redb panics on a damaged page meanwhile, the handle is

@@ -265,7 +265,8 @@ impl Store {
         let guard = self.shared.read_db()?;
         let db = guard.as_ref().ok_or(StoreError::Closed)?;
         let keys = self.shared.keys();
-        self.contained("opening a read snapshot", || {
+        // `Shared::contained`: this holds the handle's guard, so it must not reopen it.
+        self.shared.contained("opening a read snapshot", || {
             let txn = db.begin_read().db()?;
             Ok(Snapshot {
                 generation,
@@ -285,6 +286,7 @@ impl Store {
         &self,
         f: impl FnOnce(&Reader<'_>) -> core::result::Result<R, E>,
     ) -> core::result::Result<R, E> {
+        self.shared.recover_if_suspect();
         self.check_usable()?;
         let mut lease = self.shared.readers.lease();
         let snap = lease.current(|generation| self.open_snapshot(generation))?;

@@ -47,11 +47,7 @@ pub(crate) fn drain_below<const N: usize, V: redb::Value + 'static>(
         return Ok(0);
     }
     let mut n = 0usize;
-    let mut drain = LeakOnUnwind::new(
-        table
-            .extract_from_if::<&[u8; N], _>(..end, |_, _| true)
-            .db()?,
-    );
+    let mut drain = LeakOnUnwind::new(table.extract_if(..end, |_, _| true).db()?);
     while n < limit {
         let Some(item) = drain.get_mut().and_then(Iterator::next) else {
             break;

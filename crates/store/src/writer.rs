@@ -96,6 +96,17 @@ pub(crate) fn spawn(shared: Arc<Shared>, opts: WriterOptions) -> Result<Writer> 
     Ok(Writer { tx, handle })
 }
 
+/// The answer to every write once redb has shown damage in the file: a commit could make it
+/// abort the process, so nothing more is committed.
+pub(crate) fn refused_damaged() -> StoreError {
+    StoreError::Damaged(
+        "the file is damaged (its integrity check at open failed, or a read found a damaged page); \
+         writes are refused so that nothing is committed to it: run `tokendb verify` and restore \
+         from a backup"
+            .into(),
+    )
+}
+
 fn collect(rx: &Receiver<Job>, first: Job, opts: WriterOptions) -> Vec<Job> {
     let max = opts.max_batch.max(1);
     let mut batch = vec![first];
@@ -119,9 +130,16 @@ fn collect(rx: &Receiver<Job>, first: Job, opts: WriterOptions) -> Vec<Job> {
 fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
     while let Ok(first) = rx.recv() {
         let batch = collect(rx, first, opts);
+        shared.recover_if_suspect();
         if let Some(why) = shared.failure() {
             for job in batch {
                 job.reply.complete(Err(StoreError::Failed(why.clone())));
+            }
+            continue;
+        }
+        if shared.damaged.load(Ordering::Acquire) {
+            for job in batch {
+                job.reply.complete(Err(refused_damaged()));
             }
             continue;
         }
@@ -147,6 +165,10 @@ fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
                 }
             }
             Ok(Err(e)) => {
+                // A storage error latches redb's handle: reopen it (or, after a failed sync,
+                // fail the database) before anyone hears of the error, so that a caller's next
+                // call finds the handle recovered.
+                shared.recover();
                 let msg = e.to_string();
                 let mut first = Some(e);
                 for (reply, _) in replies {

@@ -419,6 +419,16 @@ fn run(
                     }
                     Err(StoreError::Closed) => return,
                     Err(StoreError::Failed(_)) => return,
+                    // The storage failed this pass (a full disk, a failing device, a file with
+                    // damage that refuses writes): the backend answers for its own state (it
+                    // reopens the file or marks itself failed), and the next tick tries again.
+                    // Stopping here would fail a database a freed disk could have recovered.
+                    Err(
+                        StoreError::Io(_)
+                        | StoreError::Storage(_)
+                        | StoreError::BatchAborted(_)
+                        | StoreError::Damaged(_),
+                    ) => {}
                     Err(e) => {
                         store.mark_failed(Failure::SweeperFailed(e.to_string()));
                         return;

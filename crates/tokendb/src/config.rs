@@ -169,6 +169,15 @@ impl ConfigBuilder {
         self
     }
 
+    /// Verify the checksum of every page of the file at open. A file that fails opens for
+    /// lookups only and refuses writes (committing to a damaged file can abort the process;
+    /// `docs/security.md`). Costs one read of the whole file per open (`docs/operations.md`
+    /// has the figure). Default on.
+    pub fn integrity_check_on_open(mut self, on: bool) -> Self {
+        self.config.store.check_integrity_on_open = on;
+        self
+    }
+
     /// Capacity of each event subscriber's queue; events past it are dropped for that
     /// subscriber (a slow subscriber never blocks a rotation). Default 1,024.
     pub fn event_capacity(mut self, capacity: usize) -> Self {

@@ -311,6 +311,17 @@ impl TokenDb {
     pub fn keys_for_tests(&self) -> Arc<KeyRing> {
         self.keys()
     }
+
+    /// A database on a store the test opened itself (on a fault-injecting disk, say).
+    /// Compiled only with the `test-hooks` feature; not part of the supported API.
+    ///
+    /// # Errors
+    /// As [`TokenDb::open`] after the store is open: starting the sweeper.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn from_store_for_tests(store: Store, config: Config) -> Result<Self> {
+        Self::start_file(store, config)
+    }
 }
 
 /// Submits a write through `start`, finishing `op` (its span and metrics) when the backend

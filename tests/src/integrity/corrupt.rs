@@ -91,6 +91,9 @@ fn config(clock: &Arc<ManualClock>) -> Result<Config, String> {
         )
         .access_lifetime(Duration::from_millis(30 * MINUTE))
         .cache_size(1 << 20)
+        // `TOKENDB_SWEEP_NO_INTEGRITY_CHECK=1` opens damaged files as tokendb did before the
+        // check at open, to show what the check prevents (docs/security.md).
+        .integrity_check_on_open(std::env::var_os("TOKENDB_SWEEP_NO_INTEGRITY_CHECK").is_none())
         .build()
         .map_err(|e| e.to_string())
 }

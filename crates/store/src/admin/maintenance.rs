@@ -16,7 +16,7 @@ impl Store {
     /// [`StoreError::Storage`] if a lookup on another thread holds a read snapshot at that
     /// moment (retry), storage errors.
     pub fn compact(&self) -> Result<bool> {
-        self.check_usable()?;
+        self.check_writable()?;
         let mut guard = self
             .shared
             .db
@@ -25,7 +25,7 @@ impl Store {
         // Pooled snapshots are open read transactions; compaction refuses to run under them.
         self.shared.readers.clear();
         let db = guard.as_mut().ok_or(StoreError::Closed)?;
-        db.compact().db()
+        db.compact(redb::CompactionMode::Balanced).db()
     }
 
     /// Copies the database file to `dest` (which must not exist) while no write transaction is

@@ -4,10 +4,9 @@
 use crate::Store;
 use crate::error::RedbResult;
 use crate::error::Result;
-use crate::tables::{DL_KEY_LEN, dl_parse, dl_upto, tokens_after};
+use crate::tables::{dl_parse, dl_upto, tokens_after};
 use redb::ReadableTable;
 use std::collections::BTreeMap;
-use tokendb_core::ids::ACCESS_KEY_LEN;
 use tokendb_core::{AccessKey, AccessRecord, FamilyId, FamilyRecord, KeyId, RecordState};
 
 /// Counts of families (refresh-token lineages) by state, for [`StoreStats`].
@@ -216,11 +215,7 @@ impl Store {
                         }
                     }
                 }
-                let tokens_due = count(
-                    t.tokens
-                        .range::<&[u8; ACCESS_KEY_LEN]>(..&tokens_after(now))
-                        .db()?,
-                )?;
+                let tokens_due = count(t.tokens.range(..&tokens_after(now)).db()?)?;
                 s.due += tokens_due;
                 if tokens_due > 0
                     && let Some((k, _)) = t.tokens.first().db()?
@@ -277,14 +272,8 @@ impl Store {
         self.contained("scanning the file", || {
             self.with_tables(|t| {
                 let upto = dl_upto(now);
-                Ok(
-                    count(t.deadlines.range::<&[u8; DL_KEY_LEN]>(..=&upto).db()?)?
-                        + count(
-                            t.tokens
-                                .range::<&[u8; ACCESS_KEY_LEN]>(..&tokens_after(now))
-                                .db()?,
-                        )?,
-                )
+                Ok(count(t.deadlines.range(..=&upto).db()?)?
+                    + count(t.tokens.range(..&tokens_after(now)).db()?)?)
             })
         })
     }

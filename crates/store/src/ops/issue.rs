@@ -11,7 +11,7 @@ impl Tx<'_> {
     ) -> Result<Vec<(FamilyId, u64)>> {
         let (lo, hi) = ix_range(subject);
         let mut ids = Vec::new();
-        for item in self.by_subject.range::<&[u8; IX_KEY_LEN]>(&lo..=&hi).db()? {
+        for item in self.by_subject.range(&lo..=&hi).db()? {
             let (k, _) = item.db()?;
             if let Some(Entry::Family(f)) = ix_parse(k.value()) {
                 ids.push(f);

@@ -13,7 +13,7 @@ impl Tx<'_> {
             let range = match &from.family {
                 Some(after) => self
                     .families
-                    .range::<&[u8; FAMILY_ID_LEN]>((
+                    .range((
                         std::ops::Bound::Excluded(after.as_bytes()),
                         std::ops::Bound::Unbounded,
                     ))
@@ -40,7 +40,7 @@ impl Tx<'_> {
             let range = match &from.token {
                 Some(after) => self
                     .tokens
-                    .range::<&[u8; ACCESS_KEY_LEN]>((
+                    .range((
                         std::ops::Bound::Excluded(&after.to_bytes()),
                         std::ops::Bound::Unbounded,
                     ))

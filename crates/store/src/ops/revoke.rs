@@ -24,11 +24,7 @@ impl Tx<'_> {
     pub(super) fn family_token_ids(&self, id: &FamilyId) -> Result<Vec<AccessKey>> {
         let (lo, hi) = ft_range(id);
         let mut out = Vec::new();
-        for item in self
-            .family_tokens
-            .range::<&[u8; FT_KEY_LEN]>(&lo..=&hi)
-            .db()?
-        {
+        for item in self.family_tokens.range(&lo..=&hi).db()? {
             let (k, _) = item.db()?;
             if let Some(t) = ft_token(k.value()) {
                 out.push(t);
@@ -77,7 +73,7 @@ impl Tx<'_> {
             (&self.by_client, &self.client_tokens)
         };
         let mut entries = Vec::new();
-        for item in families_ix.range::<&[u8; IX_KEY_LEN]>(&lo..=&hi).db()? {
+        for item in families_ix.range(&lo..=&hi).db()? {
             let (k, _) = item.db()?;
             if let Some(e) = ix_parse(k.value()) {
                 entries.push(e);
@@ -135,7 +131,7 @@ fn indexed_tokens(table: &TxT<'_>, hash: &IndexHash) -> Result<Vec<AccessKey>> {
         .map(|(b, ..)| b);
     while let Some(b) = next {
         let (lo, hi) = tx_range(b, hash);
-        for item in table.range::<&[u8; TX_KEY_LEN]>(&lo..=&hi).db()? {
+        for item in table.range(&lo..=&hi).db()? {
             let (k, _) = item.db()?;
             if let Some((_, _, t)) = tx_parse(k.value()) {
                 out.push(t);
@@ -143,7 +139,7 @@ fn indexed_tokens(table: &TxT<'_>, hash: &IndexHash) -> Result<Vec<AccessKey>> {
         }
         next = match b.checked_add(1) {
             Some(after) => table
-                .range::<&[u8; TX_KEY_LEN]>(&tx_bucket_start(after)..)
+                .range(&tx_bucket_start(after)..)
                 .db()?
                 .next()
                 .transpose()

@@ -82,7 +82,7 @@ impl Tx<'_> {
     ) -> Result<()> {
         let upto = dl_upto(now);
         let mut due = Vec::new();
-        for item in self.deadlines.range::<&[u8; DL_KEY_LEN]>(..=&upto).db()? {
+        for item in self.deadlines.range(..=&upto).db()? {
             let (k, _) = item.db()?;
             if due.len() == limit {
                 c.more = true;
