@@ -361,12 +361,8 @@ fn store_options() -> StoreOptions {
 fn fresh(disk: &FaultyDisk) -> (TokenDb, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(T0));
     let config = config(&clock);
-    let store = Store::create_on(
-        disk,
-        &MasterKey::from_bytes(MASTER_A),
-        store_options(),
-    )
-    .expect("creating the database (no fault is armed yet)");
+    let store = Store::create_on(disk, &MasterKey::from_bytes(MASTER_A), store_options())
+        .expect("creating the database (no fault is armed yet)");
     (TokenDb::from_store_for_tests(store, config).unwrap(), clock)
 }
 
@@ -429,11 +425,7 @@ fn reopen_and_check(m: &Model, image: Vec<u8>, what: &str) {
     for master in &m.masters {
         let disk = FaultyDisk::from_image(image.clone());
         let config = config(&clock);
-        match Store::open_on(
-            &disk,
-            &MasterKey::from_bytes(*master),
-            store_options(),
-        ) {
+        match Store::open_on(&disk, &MasterKey::from_bytes(*master), store_options()) {
             Ok(store) => {
                 let db = TokenDb::from_store_for_tests(store, config).unwrap();
                 let report = db.verify(20).unwrap();
