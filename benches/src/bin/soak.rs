@@ -44,6 +44,7 @@ OPTIONS:
   --lifetime-minutes L   access token lifetime: N/L tokens expire (and are re-issued) per minute
                          [default: 30]
   --report-seconds S     interval of the progress lines [default: 60]
+  --cache-mib M          redb page cache [default: tokendb's, 256]
   --dir PATH             where the database goes (a temporary directory inside it) [default: the
                          temp dir]
   -h, --help             print this help
@@ -58,6 +59,7 @@ struct Args {
     lifetime: Duration,
     report: Duration,
     dir: Option<PathBuf>,
+    cache_mib: Option<usize>,
 }
 
 fn parse_args() -> BenchResult<Option<Args>> {
@@ -68,6 +70,7 @@ fn parse_args() -> BenchResult<Option<Args>> {
         lifetime: Duration::from_secs(30 * 60),
         report: Duration::from_secs(60),
         dir: None,
+        cache_mib: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -83,6 +86,7 @@ fn parse_args() -> BenchResult<Option<Args>> {
             }
             "--report-seconds" => a.report = Duration::from_secs_f64(value()?.parse::<f64>()?),
             "--dir" => a.dir = Some(PathBuf::from(value()?)),
+            "--cache-mib" => a.cache_mib = Some(value()?.parse()?),
             other => return Err(format!("unknown option {other}; see --help").into()),
         }
     }
@@ -468,7 +472,11 @@ fn run(args: &Args) -> BenchResult<bool> {
     let clock = Arc::new(ShiftedClock::default());
     let lifetime_ms = i64::try_from(args.lifetime.as_millis())?;
     clock.offset_ms.store(-lifetime_ms, Ordering::Relaxed);
-    let config = Config::builder()
+    let mut builder = Config::builder();
+    if let Some(m) = args.cache_mib {
+        builder = builder.cache_size(m << 20);
+    }
+    let config = builder
         .clock(clock.clone())
         .access_lifetime(args.lifetime)
         // Families live at most 20 minutes (5 idle): those a caller drops expire and are swept

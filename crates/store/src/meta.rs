@@ -292,11 +292,13 @@ fn put_keys(
     master: &MasterKey,
     keys: &KeyRing,
 ) -> Result<()> {
-    let old: Vec<String> = meta
-        .range("key."..="key.~")
-        .db()?
-        .filter_map(|item| item.ok().map(|(k, _)| k.value().to_owned()))
-        .collect();
+    // An entry that fails to read fails the whole change: skipping it would loop for ever on
+    // an iterator that keeps failing (redb's, after an I/O error; found by the fault tests).
+    let mut old: Vec<String> = Vec::new();
+    for item in meta.range("key."..="key.~").db()? {
+        let (k, _) = item.db()?;
+        old.push(k.value().to_owned());
+    }
     for k in old {
         meta.remove(k.as_str()).db()?;
     }
