@@ -92,15 +92,7 @@ impl Tx<'_> {
     /// Writes a family under the current sealing key (re-sealing a record prepared under a
     /// key another change has since replaced). Insert returns false if the id is taken.
     fn put_family(&mut self, id: &FamilyId, rec: &FamilyRecord, insert: bool) -> TxResult<bool> {
-        let resealed;
-        let rec = if rec.key_id == self.keys.current_key_id() {
-            rec
-        } else {
-            let mut r = rec.clone();
-            r.reseal(id, self.keys).map_err(reseal_error)?;
-            resealed = r;
-            &resealed
-        };
+        let rec = rec.under_current_key(id, self.keys).map_err(reseal_error)?;
         let bytes = rec
             .encode(id, self.keys)
             .map_err(|e| TxError::Store(StoreError::Invalid(e)))?;
@@ -122,15 +114,9 @@ impl Tx<'_> {
     }
 
     fn put_token(&mut self, key: &AccessKey, rec: &AccessRecord, insert: bool) -> TxResult<bool> {
-        let resealed;
-        let rec = if rec.key_id == self.keys.current_key_id() {
-            rec
-        } else {
-            let mut r = rec.clone();
-            r.reseal(key, self.keys).map_err(reseal_error)?;
-            resealed = r;
-            &resealed
-        };
+        let rec = rec
+            .under_current_key(key, self.keys)
+            .map_err(reseal_error)?;
         let bytes = rec
             .encode(key, self.keys)
             .map_err(|e| TxError::Store(StoreError::Invalid(e)))?;
@@ -251,22 +237,15 @@ impl Tx<'_> {
         if batch.iter().any(|(_, rec)| rec.family.is_some()) {
             return Err(invalid("family-tied access token in a batch"));
         }
-        let current = self.keys.current_key_id();
         let mut keys = Vec::with_capacity(batch.len());
         let mut subjects = Vec::with_capacity(batch.len());
         let mut clients = Vec::with_capacity(batch.len());
         let mut key_ids = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len());
         for (key, rec) in batch {
-            let resealed;
-            let rec = if rec.key_id == current {
-                rec
-            } else {
-                let mut r = rec.clone();
-                r.reseal(key, self.keys).map_err(reseal_error)?;
-                resealed = r;
-                &resealed
-            };
+            let rec = rec
+                .under_current_key(key, self.keys)
+                .map_err(reseal_error)?;
             records.push(
                 rec.encode(key, self.keys)
                     .map_err(|e| TxError::Store(StoreError::Invalid(e)))?,

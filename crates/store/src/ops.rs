@@ -289,15 +289,7 @@ impl<'t> Tx<'t> {
         // Every write lands under the current sealing key: a record prepared under a key that
         // a concurrent data-key rotation has since replaced is re-sealed here, so the rotation
         // can never leave a record behind under a key it retires.
-        let resealed;
-        let rec = if rec.key_id == self.keys.current_key_id() {
-            rec
-        } else {
-            let mut r = rec.clone();
-            r.reseal(id, self.keys).map_err(reseal_error)?;
-            resealed = r;
-            &resealed
-        };
+        let rec = rec.under_current_key(id, self.keys).map_err(reseal_error)?;
         let bytes = rec.encode(id, self.keys).map_err(StoreError::Invalid)?;
         self.families.insert(id.as_bytes(), bytes.as_slice()).db()?;
         let entry = Entry::Family(*id);
@@ -313,15 +305,7 @@ impl<'t> Tx<'t> {
     }
 
     pub(super) fn put_token(&mut self, id: &AccessKey, rec: &AccessRecord) -> Result<()> {
-        let resealed;
-        let rec = if rec.key_id == self.keys.current_key_id() {
-            rec
-        } else {
-            let mut r = rec.clone();
-            r.reseal(id, self.keys).map_err(reseal_error)?;
-            resealed = r;
-            &resealed
-        };
+        let rec = rec.under_current_key(id, self.keys).map_err(reseal_error)?;
         let bytes = rec.encode(id, self.keys).map_err(StoreError::Invalid)?;
         self.tokens.insert(&id.to_bytes(), bytes.as_slice()).db()?;
         Ok(())

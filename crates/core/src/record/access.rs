@@ -217,6 +217,26 @@ impl AccessRecord {
         open_token_body(keys, key, self.key_id, &self.body)
     }
 
+    /// This record as it must be written now: itself if it is sealed under the ring's current
+    /// key, otherwise a copy re-sealed under it (a record prepared before a data-key rotation
+    /// made another key current). Every write goes through this, so a rotation never leaves a
+    /// record behind under a key it retires.
+    ///
+    /// # Errors
+    /// As [`Self::reseal`].
+    pub fn under_current_key(
+        &self,
+        key: &AccessKey,
+        keys: &KeyRing,
+    ) -> Result<std::borrow::Cow<'_, Self>, CoreError> {
+        if self.key_id == keys.current_key_id() {
+            return Ok(std::borrow::Cow::Borrowed(self));
+        }
+        let mut r = self.clone();
+        r.reseal(key, keys)?;
+        Ok(std::borrow::Cow::Owned(r))
+    }
+
     /// Re-seals the body under the ring's current sealing key.
     ///
     /// # Errors

@@ -214,6 +214,26 @@ impl FamilyRecord {
         Ok(Some(TokenSecret::from_bytes(bytes)))
     }
 
+    /// This record as it must be written now: itself if it is sealed under the ring's current
+    /// key, otherwise a copy re-sealed under it (a record prepared before a data-key rotation
+    /// made another key current). Every write goes through this, so a rotation never leaves a
+    /// record behind under a key it retires.
+    ///
+    /// # Errors
+    /// As [`Self::reseal`].
+    pub fn under_current_key(
+        &self,
+        id: &FamilyId,
+        keys: &KeyRing,
+    ) -> Result<std::borrow::Cow<'_, Self>, CoreError> {
+        if self.key_id == keys.current_key_id() {
+            return Ok(std::borrow::Cow::Borrowed(self));
+        }
+        let mut r = self.clone();
+        r.reseal(id, keys)?;
+        Ok(std::borrow::Cow::Owned(r))
+    }
+
     /// Re-seals body and grace slot under the ring's current sealing key (data-key rotation).
     ///
     /// # Errors
