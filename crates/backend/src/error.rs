@@ -188,6 +188,20 @@ impl fmt::Display for StoreError {
     }
 }
 
+impl StoreError {
+    /// A failure to re-seal a record for writing ([`tokendb_core::FamilyRecord::under_current_key`]):
+    /// a record prepared under a key the ring no longer holds is the caller's stale input
+    /// ([`StoreError::Invalid`]); any other failure means its sealed parts do not open
+    /// ([`StoreError::Corrupt`]). For backend implementations.
+    #[must_use]
+    pub fn from_reseal(e: CoreError) -> Self {
+        match e {
+            CoreError::UnknownKeyId(_) => Self::Invalid(e),
+            e => Self::Corrupt(e),
+        }
+    }
+}
+
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {

@@ -27,13 +27,8 @@ fn invalid(what: &'static str) -> TxError {
     TxError::Store(StoreError::Invalid(CoreError::BadField(what)))
 }
 
-/// A record prepared under a key the ring no longer holds is the caller's stale input; any
-/// other failure to re-seal means its sealed parts do not open.
 fn reseal_error(e: CoreError) -> TxError {
-    TxError::Store(match e {
-        CoreError::UnknownKeyId(_) => StoreError::Invalid(e),
-        e => StoreError::Corrupt(e),
-    })
+    TxError::Store(StoreError::from_reseal(e))
 }
 
 fn key_id(id: tokendb_core::KeyId) -> i32 {

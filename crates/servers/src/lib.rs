@@ -259,13 +259,7 @@ impl PostgresServer {
             }
         };
         let run_as = is_root().then_some(Self::OS_USER);
-        let dir = tempfile::Builder::new()
-            .prefix("postgres-")
-            .tempdir_in(base)?;
-        if let Some(user) = run_as {
-            let (uid, gid) = os_user_ids(user)?;
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
-        }
+        let dir = cluster_dir(base, "postgres-", run_as)?;
         let data = dir.path().join("data");
         let port = free_port()?;
         let settings = format!(
@@ -296,9 +290,8 @@ impl PostgresServer {
             _dir: dir,
         };
 
-        let out = server
-            .pg_command("initdb")
-            .arg("-D")
+        let mut cmd = server.pg_command("initdb");
+        cmd.arg("-D")
             .arg(&server.data)
             .args([
                 "-U",
@@ -307,22 +300,12 @@ impl PostgresServer {
                 "--encoding=UTF8",
                 "--no-locale",
             ])
-            .args(["--no-instructions"])
-            .stdin(Stdio::null())
-            .output()?;
-        if !out.status.success() {
-            return Err(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-                    .trim()
-                    .replace('\n', " | ")
-            )
-            .into());
-        }
-        OpenOptions::new()
-            .append(true)
-            .open(server.data.join("postgresql.conf"))?
-            .write_all(format!("\n# tokendb-servers\n{}", server.settings).as_bytes())?;
+            .args(["--no-instructions"]);
+        run_checked(cmd, "initdb")?;
+        append_conf(
+            &server.data,
+            &format!("\n# tokendb-servers\n{}", server.settings),
+        )?;
 
         server.launch()?;
         Ok(server)
@@ -379,13 +362,7 @@ impl PostgresServer {
     /// # Errors
     /// If the backup, the start or the configuration fails.
     pub fn start_synchronous_standby(&self, base: &Path) -> ServerResult<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("postgres-standby-")
-            .tempdir_in(base)?;
-        if let Some(user) = self.run_as {
-            let (uid, gid) = os_user_ids(user)?;
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
-        }
+        let dir = cluster_dir(base, "postgres-standby-", self.run_as)?;
         let port = free_port()?;
         let mut standby = Self {
             bin_dir: self.bin_dir.clone(),
@@ -400,9 +377,8 @@ impl PostgresServer {
             watchdog: None,
             _dir: dir,
         };
-        let out = standby
-            .pg_command("pg_basebackup")
-            .arg("-D")
+        let mut cmd = standby.pg_command("pg_basebackup");
+        cmd.arg("-D")
             .arg(&standby.data)
             .args([
                 "-h",
@@ -412,22 +388,12 @@ impl PostgresServer {
                 "-U",
                 "postgres",
             ])
-            .args(["-R", "-X", "stream", "-c", "fast"])
-            .stdin(Stdio::null())
-            .output()?;
-        if !out.status.success() {
-            return Err(format!(
-                "pg_basebackup failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-                    .trim()
-                    .replace('\n', " | ")
-            )
-            .into());
-        }
-        OpenOptions::new()
-            .append(true)
-            .open(standby.data.join("postgresql.conf"))?
-            .write_all(format!("\n# tokendb-servers standby\nport = {port}\n").as_bytes())?;
+            .args(["-R", "-X", "stream", "-c", "fast"]);
+        run_checked(cmd, "pg_basebackup")?;
+        append_conf(
+            &standby.data,
+            &format!("\n# tokendb-servers standby\nport = {port}\n"),
+        )?;
         standby.launch()?;
         let mut client = self.config().connect(postgres::NoTls)?;
         client.batch_execute("ALTER SYSTEM SET synchronous_standby_names = '*'")?;
@@ -660,6 +626,40 @@ impl Drop for PostgresServer {
             eprintln!("warning: {e}");
         }
     }
+}
+
+/// A new temporary directory under `base` for a cluster, owned by `run_as` when given.
+fn cluster_dir(base: &Path, prefix: &str, run_as: Option<&str>) -> ServerResult<TempDir> {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(base)?;
+    if let Some(user) = run_as {
+        let (uid, gid) = os_user_ids(user)?;
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
+    }
+    Ok(dir)
+}
+
+/// Runs `cmd` to completion; an unsuccessful exit is an error carrying its stderr.
+fn run_checked(mut cmd: Command, what: &str) -> ServerResult<()> {
+    let out = cmd.stdin(Stdio::null()).output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .replace('\n', " | ")
+    )
+    .into())
+}
+
+/// Appends `text` to the cluster's `postgresql.conf`.
+fn append_conf(data: &Path, text: &str) -> ServerResult<()> {
+    OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.conf"))?
+        .write_all(text.as_bytes())?;
+    Ok(())
 }
 
 /// The `bin` directory of the newest PostgreSQL under `/usr/lib/postgresql`, or the one `pg_ctl` on

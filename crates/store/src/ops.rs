@@ -172,15 +172,6 @@ fn corrupt(e: CoreError) -> StoreError {
     StoreError::Corrupt(e)
 }
 
-/// A record prepared under a key the ring no longer holds is the caller's stale input; any
-/// other failure to re-seal means its sealed parts do not open.
-fn reseal_error(e: CoreError) -> StoreError {
-    match e {
-        CoreError::UnknownKeyId(_) => StoreError::Invalid(e),
-        e => StoreError::Corrupt(e),
-    }
-}
-
 impl<'t> Tx<'t> {
     /// Opens every table. If opening one panics (redb on a damaged file), the tables opened
     /// before it are leaked rather than dropped while unwinding: their `Drop` touches the same
@@ -289,7 +280,9 @@ impl<'t> Tx<'t> {
         // Every write lands under the current sealing key: a record prepared under a key that
         // a concurrent data-key rotation has since replaced is re-sealed here, so the rotation
         // can never leave a record behind under a key it retires.
-        let rec = rec.under_current_key(id, self.keys).map_err(reseal_error)?;
+        let rec = rec
+            .under_current_key(id, self.keys)
+            .map_err(StoreError::from_reseal)?;
         let bytes = rec.encode(id, self.keys).map_err(StoreError::Invalid)?;
         self.families.insert(id.as_bytes(), bytes.as_slice()).db()?;
         let entry = Entry::Family(*id);
@@ -305,7 +298,9 @@ impl<'t> Tx<'t> {
     }
 
     pub(super) fn put_token(&mut self, id: &AccessKey, rec: &AccessRecord) -> Result<()> {
-        let rec = rec.under_current_key(id, self.keys).map_err(reseal_error)?;
+        let rec = rec
+            .under_current_key(id, self.keys)
+            .map_err(StoreError::from_reseal)?;
         let bytes = rec.encode(id, self.keys).map_err(StoreError::Invalid)?;
         self.tokens.insert(&id.to_bytes(), bytes.as_slice()).db()?;
         Ok(())
