@@ -439,15 +439,15 @@ fn a_newer_schema_another_schema_or_a_wrong_key_is_refused() {
     ));
     c.sql()
         .execute(
-            "UPDATE tokendb_meta SET value = '\\x00000002' WHERE name = 'schema_version'",
+            "UPDATE tokendb_meta SET value = '\\x00000003' WHERE name = 'schema_version'",
             &[],
         )
         .unwrap();
     assert!(matches!(
         open(&c.master, &c.schema),
         Err(Error::Store(StoreError::NewerFormat {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }))
     ));
     // A schema holding someone else's tables is not taken over.
@@ -463,6 +463,49 @@ fn a_newer_schema_another_schema_or_a_wrong_key_is_refused() {
     ));
     // Bad schema names are refused before any SQL is sent.
     assert!(open(&c.master, "x; DROP TABLE y").is_err());
+}
+
+/// A schema of version 1 (written before the commit markers) is upgraded at open, under the
+/// creation lock: its tokens still validate and rotate, and the version recorded is 2.
+#[test]
+fn a_version_1_schema_is_upgraded_at_open_and_keeps_its_tokens() {
+    let c = Cluster::new();
+    let db = c.replica(None);
+    let issued = db.issue_refresh(&grant(1)).unwrap();
+    drop(db);
+    // What version 1 was: the same tables without `tokendb_commits`.
+    c.sql()
+        .batch_execute(
+            "DROP TABLE tokendb_commits; UPDATE tokendb_meta SET value = '\\x00000001' WHERE name = 'schema_version'",
+        )
+        .unwrap();
+    let db = c.replica(None);
+    assert_eq!(
+        db.validate(issued.token.expose()).unwrap().status,
+        TokenStatus::Active
+    );
+    let next = db
+        .rotate(issued.token.expose(), &grant(1).client_id, None)
+        .unwrap();
+    assert_eq!(
+        db.validate(next.token.expose()).unwrap().status,
+        TokenStatus::Active
+    );
+    let version: Vec<u8> = c
+        .sql()
+        .query_one(
+            "SELECT value FROM tokendb_meta WHERE name = 'schema_version'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 2u32.to_be_bytes());
+    let writers: i64 = c
+        .sql()
+        .query_one("SELECT count(*) FROM tokendb_commits WHERE seq > 0", &[])
+        .unwrap()
+        .get(0);
+    assert!(writers >= 1, "the rotation's writer recorded its commit");
 }
 
 /// Every replica runs its sweeper: together they delete each expired token once, and the

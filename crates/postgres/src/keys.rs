@@ -90,14 +90,17 @@ pub(crate) fn create_or_load(
                 supported: sql::SCHEMA_VERSION,
             });
         }
-        if found < sql::SCHEMA_VERSION {
-            // Version 1 is the first: there is nothing older to upgrade yet. An upgrade step
-            // goes here, run under the creation lock, when version 2 comes.
+        if found == 1 {
+            // Version 1 lacked the commit markers; every later change adds a step here.
+            conn.batch(sql::UPGRADE_1_TO_2).map_err(store_error)?;
+            put_meta(conn, "schema_version", &sql::SCHEMA_VERSION.to_be_bytes())?;
+        } else if found < sql::SCHEMA_VERSION {
             return Err(StoreError::OlderFormat {
                 found,
                 supported: sql::SCHEMA_VERSION,
             });
         }
+        conn.execute(sql::COMMIT_FORGET, &[]).map_err(store_error)?;
         load(conn, master)
     })
 }

@@ -23,10 +23,12 @@
 //!   `synchronous_commit`, and a synchronous standby if the operator configured one).
 //! - **Never applied twice.** A serialization failure, a deadlock or a dropped connection
 //!   before `COMMIT` is retried from the start (nothing was applied). If the connection drops
-//!   while `COMMIT` is in flight, the backend reconnects and asks the server whether that
-//!   transaction id committed (`txid_status`): if it did, the answer computed before the
-//!   commit is returned; if not, the write is run again. A rotation whose acknowledgement was
-//!   lost is thus never turned into a second rotation (which would look like reuse).
+//!   while `COMMIT` is in flight, the backend reconnects and reads its writer's row in
+//!   `tokendb_commits`, which every write transaction sets to its own sequence number just
+//!   before `COMMIT`: if the row holds it, the answer computed before the commit is returned;
+//!   if not, the write is run again. A rotation whose acknowledgement was lost is thus never
+//!   turned into a second rotation (which would look like reuse), and a commit a killed
+//!   primary never sent to its promoted standby is not taken for done.
 //! - **The sweeper never waits for request traffic.** Due rows are taken with
 //!   `FOR UPDATE SKIP LOCKED`: several replicas' sweepers split the work, and a family being
 //!   rotated is left for the next pass.

@@ -16,11 +16,16 @@
 //! - `tokendb_grace(family, generation, due)`: when a family's kept successor is erased.
 //! - `tokendb_proofs(id, deadline)`: the replay cache of proofs of possession (DPoP `jti`s, as
 //!   keyed hashes), each remembered until its deadline.
+//! - `tokendb_commits(writer, seq, at)` (since version 2): one row per writer thread of every
+//!   process, holding the number of its last committed write transaction. Each write
+//!   transaction sets it just before `COMMIT`, so a writer whose connection broke during
+//!   `COMMIT` learns from any server, the promoted standby included, whether that commit is
+//!   there.
 //!
 //! Identifiers and hashes are `bytea`; times are `bigint` Unix milliseconds.
 
 /// The schema version this build creates and reads.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 /// Creates the tables of [`SCHEMA_VERSION`] (run once, under the creation lock).
 pub(crate) const CREATE: &str = "
@@ -63,6 +68,20 @@ CREATE TABLE tokendb_proofs (
     deadline bigint NOT NULL
 );
 CREATE INDEX tokendb_proofs_deadline ON tokendb_proofs (deadline);
+CREATE TABLE tokendb_commits (
+    writer bytea PRIMARY KEY,
+    seq bigint NOT NULL,
+    at timestamptz NOT NULL
+);
+";
+
+/// From version 1 to 2: the commit markers (run under the creation lock).
+pub(crate) const UPGRADE_1_TO_2: &str = "
+CREATE TABLE tokendb_commits (
+    writer bytea PRIMARY KEY,
+    seq bigint NOT NULL,
+    at timestamptz NOT NULL
+);
 ";
 
 /// Whether the meta table exists in the connection's schema.
@@ -84,10 +103,20 @@ pub(crate) const WRITE_BEGIN: &str = "SELECT pg_advisory_xact_lock_shared($1)::t
 pub(crate) const KEYS_LOCK: &str = "SELECT pg_advisory_xact_lock($1)::text";
 /// Serialises issues under a family cap for one (subject, client), across replicas.
 pub(crate) const CAP_LOCK: &str = "SELECT pg_advisory_xact_lock($1)::text";
-/// The transaction's id if it wrote anything: what to ask about if its commit goes unanswered.
-pub(crate) const XID: &str = "SELECT txid_current_if_assigned()";
-/// Whether that transaction committed: `committed`, `aborted`, `in progress`, or NULL.
-pub(crate) const XID_STATUS: &str = "SELECT txid_status($1)";
+/// The last statement before `COMMIT`: if the transaction wrote anything, it records its
+/// sequence number in the writer's row and a row comes back; a read-only transaction writes
+/// nothing and gets no row. Transaction ids cannot serve here: a standby promoted before a
+/// transaction reached it hands the same id to another transaction, and `txid_status` then
+/// answers `committed` for a write that is not there.
+pub(crate) const COMMIT_MARK: &str = "INSERT INTO tokendb_commits (writer, seq, at) SELECT $1, $2, now() WHERE txid_current_if_assigned() IS NOT NULL ON CONFLICT (writer) DO UPDATE SET seq = EXCLUDED.seq, at = EXCLUDED.at RETURNING 1";
+/// After a `COMMIT` went unanswered: the writer's last committed sequence number. An upsert,
+/// not a `SELECT`, because it waits for a transaction still inserting or updating the row (a
+/// commit the server is still finishing) instead of reading past it; a row it creates (seq 0)
+/// means no commit of this writer is there.
+pub(crate) const COMMIT_ASK: &str = "INSERT INTO tokendb_commits (writer, seq, at) VALUES ($1, 0, now()) ON CONFLICT (writer) DO UPDATE SET at = tokendb_commits.at RETURNING seq";
+/// Rows of writers that have not committed for a week: processes long gone.
+pub(crate) const COMMIT_FORGET: &str =
+    "DELETE FROM tokendb_commits WHERE at < now() - interval '7 days'";
 /// The database server's clock, in Unix milliseconds.
 pub(crate) const NOW_MS: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 

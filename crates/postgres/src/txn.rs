@@ -11,11 +11,14 @@ use std::time::{Duration, Instant};
 use tokendb_backend::{Done, Result, StoreError};
 use tokendb_core::KeyRing;
 
-/// A writer thread's state: its connection (opened on first use, replaced when lost).
+/// A writer thread's state: its connection (opened on first use, replaced when lost), and
+/// its row in `tokendb_commits`: a random id and the number of its last write transaction.
 pub(crate) struct Worker {
     pub(crate) shared: Arc<Shared>,
     conn: Option<Conn>,
     queued: Duration,
+    id: [u8; 16],
+    seq: i64,
 }
 
 /// One transaction's view: its connection and the key ring it seals with.
@@ -30,7 +33,8 @@ enum Attempt<T> {
     Committed(T, bool),
     Retry(postgres::Error),
     Fail(StoreError),
-    /// `COMMIT` was sent and the connection broke before its answer: ask about this xid.
+    /// `COMMIT` was sent and the connection broke before its answer: ask whether the writer's
+    /// row holds this attempt's sequence number.
     Unknown(i64, T, postgres::Error),
 }
 
@@ -46,6 +50,8 @@ impl Worker {
             shared,
             conn: None,
             queued: Duration::ZERO,
+            id: rand::random(),
+            seq: 0,
         }
     }
 
@@ -93,7 +99,12 @@ impl Worker {
                     }
                 },
             };
-            match attempt(conn, &shared, &mut body) {
+            self.seq += 1;
+            let mark = Mark {
+                writer: &self.id,
+                seq: self.seq,
+            };
+            match attempt(conn, &shared, mark, &mut body) {
                 Attempt::Committed(v, wrote) => {
                     if wrote {
                         shared.commits.fetch_add(1, Ordering::Relaxed);
@@ -116,11 +127,11 @@ impl Worker {
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
-                Attempt::Unknown(xid, v, e) => {
+                Attempt::Unknown(seq, v, e) => {
                     self.conn = None;
                     metrics::counter!("tokendb_postgres_retries_total", "reason" => "commit_unanswered")
                         .increment(1);
-                    match self.resolve(xid, deadline) {
+                    match self.resolve(seq, deadline) {
                         Some(true) => {
                             shared.commits.fetch_add(1, Ordering::Relaxed);
                             return Ok(v);
@@ -138,10 +149,13 @@ impl Worker {
         }
     }
 
-    /// Asks a new connection whether transaction `xid` committed: `Some(true)` if it did,
-    /// `Some(false)` if it did not (then the write is run again), `None` if no answer came
-    /// before `deadline`.
-    fn resolve(&mut self, xid: i64, deadline: Instant) -> Option<bool> {
+    /// Asks a new connection whether the write transaction numbered `seq` committed:
+    /// `Some(true)` if it did, `Some(false)` if it did not (then the write is run again),
+    /// `None` if no answer came before `deadline`. The answer is the writer's row in
+    /// `tokendb_commits` on whichever server now takes writes: after a failover, a commit the
+    /// old primary made but never sent to the promoted standby is not there, and the write runs
+    /// again on the new primary.
+    fn resolve(&mut self, seq: i64, deadline: Instant) -> Option<bool> {
         loop {
             if Instant::now() >= deadline {
                 return None;
@@ -150,30 +164,15 @@ impl Worker {
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             };
-            match conn.query_one(sql::XID_STATUS, &[&xid]) {
-                Ok(row) => {
-                    let status: Option<String> = row.get(0);
-                    match status.as_deref() {
-                        Some("committed") => {
-                            self.conn = Some(conn);
-                            return Some(true);
-                        }
-                        Some("in progress") => {
-                            // The server has not yet noticed the broken connection.
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                        // Aborted, or too old to tell (NULL: it cannot be, seconds later).
-                        _ => {
-                            self.conn = Some(conn);
-                            return Some(false);
-                        }
-                    }
-                }
-                // An id this server never assigned (a standby promoted before the
-                // transaction reached it): it did not commit here.
-                Err(e) if e.code() == Some(&SqlState::INVALID_PARAMETER_VALUE) => {
+            match ask(&mut conn, &self.id) {
+                Ok(last) => {
                     self.conn = Some(conn);
-                    return Some(false);
+                    return Some(last == seq);
+                }
+                // The server is still finishing the old transaction (it has not yet noticed the
+                // broken connection, or waits for a standby): ask again.
+                Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
@@ -181,9 +180,34 @@ impl Worker {
     }
 }
 
+/// The writer's last committed sequence number, waiting at most a second for a transaction
+/// that still holds its row.
+fn ask(conn: &mut Conn, writer: &[u8; 16]) -> std::result::Result<i64, postgres::Error> {
+    conn.batch("BEGIN; SET LOCAL lock_timeout = '1s'")?;
+    let asked = conn.query_one(sql::COMMIT_ASK, &[&writer.as_slice()]);
+    match asked {
+        Ok(row) => {
+            conn.batch("COMMIT")?;
+            Ok(row.get(0))
+        }
+        Err(e) => {
+            rollback(conn);
+            Err(e)
+        }
+    }
+}
+
+/// What the last statement of a write transaction records: which writer, which attempt.
+#[derive(Clone, Copy)]
+struct Mark<'a> {
+    writer: &'a [u8; 16],
+    seq: i64,
+}
+
 fn attempt<T>(
     conn: &mut Conn,
     shared: &Shared,
+    mark: Mark<'_>,
     body: &mut impl FnMut(&mut Tx<'_>) -> TxResult<T>,
 ) -> Attempt<T> {
     let classify = |conn: &mut Conn, e: postgres::Error| {
@@ -221,8 +245,8 @@ fn attempt<T>(
             return Attempt::Fail(e);
         }
     };
-    let xid: Option<i64> = match conn.query_one(sql::XID, &[]) {
-        Ok(row) => row.get(0),
+    let wrote = match conn.query_opt(sql::COMMIT_MARK, &[&mark.writer.as_slice(), &mark.seq]) {
+        Ok(row) => row.is_some(),
         Err(e) => return classify(conn, e),
     };
     let committing = Instant::now();
@@ -230,10 +254,10 @@ fn attempt<T>(
         Ok(()) => {
             metrics::histogram!("tokendb_writer_commit_seconds")
                 .record(committing.elapsed().as_secs_f64());
-            Attempt::Committed(value, xid.is_some())
+            Attempt::Committed(value, wrote)
         }
-        Err(e) => match (kind(&e), xid) {
-            (Kind::Connection, Some(xid)) => Attempt::Unknown(xid, value, e),
+        Err(e) => match (kind(&e), wrote) {
+            (Kind::Connection, true) => Attempt::Unknown(mark.seq, value, e),
             (Kind::Other, _) => Attempt::Fail(store_error(e)),
             _ => Attempt::Retry(e),
         },
