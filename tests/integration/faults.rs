@@ -15,6 +15,9 @@
 //! reopens the file and carries on; a failed sync fails that call the same way and then the
 //! handle refuses every call with `Failure::SyncFailed` until reopened.
 //!
+//! Length changes are also swept on a growing variant of the workload (large batches between its
+//! steps), since the plain one grows the file once.
+//!
 //! `cargo test` runs every k for syncs and length changes, every third k for writes and every
 //! seventh for reads, and 200 power-loss rounds; `TOKENDB_FAULT_STRIDE=1` (every k of every
 //! kind) and `TOKENDB_POWER_ROUNDS=N` run more (`docs/operations.md` has a long run's figures).
@@ -366,37 +369,55 @@ fn fresh(disk: &FaultyDisk) -> (TokenDb, Arc<ManualClock>) {
     (TokenDb::from_store_for_tests(store, config).unwrap(), clock)
 }
 
+/// How much the workload writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Size {
+    /// A few tokens: the file grows once.
+    Small,
+    /// The same, with large batches between its steps, and a sweep that frees most of the
+    /// file: it grows several times and shrinks, so that length changes are many.
+    Growing,
+}
+
 /// The mixed workload on a fresh database on `disk`, with `arm` called once the database is
 /// created. Returns the reference and the handle.
-fn run(disk: &FaultyDisk, arm: impl FnOnce()) -> (Model, TokenDb) {
+fn run(disk: &FaultyDisk, size: Size, arm: impl FnOnce()) -> (Model, TokenDb) {
     let (db, clock) = fresh(disk);
     arm();
     let mut m = Model {
         masters: vec![MASTER_A],
         ..Model::default()
     };
-    m.workload(&db, &clock);
+    m.workload(&db, &clock, size);
     (m, db)
 }
 
 impl Model {
-    fn workload(&mut self, db: &TokenDb, clock: &ManualClock) {
+    fn workload(&mut self, db: &TokenDb, clock: &ManualClock, size: Size) {
+        let grow = |m: &mut Self, from: usize| {
+            if size == Size::Growing {
+                m.issue_batch(db, from, 800);
+            }
+        };
         for i in 0..6 {
             self.issue_refresh(db, i);
         }
         self.issue_access(db, 0);
         self.issue_access(db, 1);
         self.issue_batch(db, 10, 6);
+        grow(self, 10_000);
         self.peek(db, 6);
         clock.advance(1_000);
         for f in 0..5 {
             self.rotate(db, f);
         }
         self.rotate(db, 0);
+        grow(self, 20_000);
         self.reuse(db, 0);
         self.revoke_family(db, 1);
         self.revoke_access(db, 0);
         self.peek(db, 40);
+        grow(self, 30_000);
         self.rekey(db);
         clock.advance(2 * HOUR);
         self.expire_access();
@@ -412,6 +433,7 @@ impl Model {
             self.rotate(db, f);
         }
         self.issue_batch(db, 20, 3);
+        grow(self, 40_000);
         self.revoke_family(db, 3);
         self.issue_access(db, 2);
     }
@@ -442,9 +464,9 @@ fn reopen_and_check(m: &Model, image: Vec<u8>, what: &str) {
 
 /// One round with a fault armed: the workload, then every check.
 /// Returns whether the fault fired, and whether a call failed on it.
-fn faulted_round(kind: IoKind, k: u64, error: FaultError) -> (bool, bool) {
+fn faulted_round(kind: IoKind, size: Size, k: u64, error: FaultError) -> (bool, bool) {
     let disk = FaultyDisk::new();
-    let (m, db) = run(&disk, || disk.fail_nth(kind, k, error));
+    let (m, db) = run(&disk, size, || disk.fail_nth(kind, k, error));
     // Faults are tested inside the workload; the checks below run on a healthy disk.
     disk.heal();
     let fired = disk.faults_fired() > 0;
@@ -518,10 +540,10 @@ fn stride(default: u64) -> u64 {
 }
 
 /// Fails the k-th call of `kind`, for every k the workload reaches (every `stride`-th k).
-fn sweep_kind(kind: IoKind, step: u64) {
+fn sweep_kind(kind: IoKind, size: Size, step: u64) {
     let disk = FaultyDisk::new();
     let mut before = None;
-    let (_, db) = run(&disk, || before = Some(disk.counts()));
+    let (_, db) = run(&disk, size, || before = Some(disk.counts()));
     // Calls made by the workload itself, after creation and before closing.
     let reach = disk.counts().of(kind) - before.unwrap().of(kind);
     db.close().unwrap();
@@ -530,7 +552,7 @@ fn sweep_kind(kind: IoKind, step: u64) {
         // Two past the end too: those faults never fire, and nothing may fail.
         let mut k = 1;
         while k <= reach + 2 {
-            let (f, c) = faulted_round(kind, k, error);
+            let (f, c) = faulted_round(kind, size, k, error);
             rounds += 1;
             fired += u64::from(f);
             failed += u64::from(c);
@@ -541,7 +563,7 @@ fn sweep_kind(kind: IoKind, step: u64) {
         }
     }
     println!(
-        "faults {kind:?}: {rounds} rounds (k = 1..={} step {step}, EIO and ENOSPC), {fired} fired, {failed} failed a call",
+        "faults {kind:?} ({size:?} workload): {rounds} rounds (k = 1..={} step {step}, EIO and ENOSPC), {fired} fired, {failed} failed a call",
         reach + 2
     );
     // The workload's calls vary a little between runs (random tokens, so other B-tree splits).
@@ -553,22 +575,23 @@ fn sweep_kind(kind: IoKind, step: u64) {
 
 #[test]
 fn every_write_fault_is_a_typed_error_and_loses_nothing() {
-    sweep_kind(IoKind::Write, stride(3));
+    sweep_kind(IoKind::Write, Size::Small, stride(3));
 }
 
 #[test]
 fn every_sync_fault_refuses_further_work_and_loses_nothing() {
-    sweep_kind(IoKind::Sync, stride(1));
+    sweep_kind(IoKind::Sync, Size::Small, stride(1));
 }
 
 #[test]
 fn length_change_faults_recover() {
-    sweep_kind(IoKind::SetLen, stride(1));
+    sweep_kind(IoKind::SetLen, Size::Small, stride(1));
+    sweep_kind(IoKind::SetLen, Size::Growing, stride(1));
 }
 
 #[test]
 fn read_faults_recover() {
-    sweep_kind(IoKind::Read, stride(7));
+    sweep_kind(IoKind::Read, Size::Small, stride(7));
 }
 
 /// Power loss at a random call: the disk keeps only what was synced (or, in every other round,
@@ -585,14 +608,14 @@ fn power_loss_at_any_point_keeps_every_acknowledged_write() {
     let mut rng = SplitMix(seed);
     let disk = FaultyDisk::new();
     let mut before = None;
-    let (_, db) = run(&disk, || before = Some(disk.counts()));
+    let (_, db) = run(&disk, Size::Small, || before = Some(disk.counts()));
     db.close().unwrap();
     let total = disk.counts().total() - before.unwrap().total();
     let (mut cut, mut torn_rounds, mut acknowledged) = (0u64, 0u64, 0usize);
     for round in 0..rounds {
         let disk = FaultyDisk::new();
         let at = rng.next_u64() % total;
-        let (m, db) = run(&disk, || disk.cut_power_after(at));
+        let (m, db) = run(&disk, Size::Small, || disk.cut_power_after(at));
         cut += u64::from(disk.power_lost());
         acknowledged += m.acknowledged;
         let torn = round % 2 == 1;
