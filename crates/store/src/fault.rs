@@ -274,6 +274,38 @@ impl FaultyDisk {
         image
     }
 
+    /// Like [`Self::torn_image`], but each unsynced write reaches the disk in pieces of `sector`
+    /// bytes, each kept or not as `keep` says (called once per piece, in order): a page left
+    /// half old, half new, as a drive that writes sectors atomically but pages not may leave it.
+    /// A length change is kept or not as a whole.
+    #[must_use]
+    pub fn torn_sectors_image(&self, sector: usize, mut keep: impl FnMut() -> bool) -> Vec<u8> {
+        let s = self.lock();
+        let mut image = s.durable.clone();
+        let sector = sector.max(1);
+        for w in &s.unsynced {
+            match w {
+                Unsynced::Write { offset, data } => {
+                    for (i, piece) in data.chunks(sector).enumerate() {
+                        if keep() {
+                            let part = Unsynced::Write {
+                                offset: offset.saturating_add(i.saturating_mul(sector)),
+                                data: piece.to_vec(),
+                            };
+                            apply(&mut image, &part);
+                        }
+                    }
+                }
+                Unsynced::SetLen(_) => {
+                    if keep() {
+                        apply(&mut image, w);
+                    }
+                }
+            }
+        }
+        image
+    }
+
     /// Number of writes and length changes not yet synced.
     #[must_use]
     pub fn unsynced(&self) -> usize {
