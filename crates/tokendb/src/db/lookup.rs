@@ -178,16 +178,14 @@ impl TokenDb {
         match &parsed {
             ParsedToken::Access(t) => {
                 let id = self.hashing().access_key(t);
-                let Some(rec) = self.backend().token_status(&id, true)? else {
+                // The body is opened only for an active token, where the backend reads it.
+                let is_active = |rec: &AccessStatus| access_status(rec, now) == TokenStatus::Active;
+                let Some((rec, body)) = self.backend().token_opened(&id, &is_active)? else {
                     return Ok(Introspection::inactive(TokenStatus::Unknown));
                 };
-                let status = access_status(&rec, now);
-                if status != TokenStatus::Active {
-                    return Ok(Introspection::inactive(status));
-                }
-                let body = rec
-                    .open_body(&id, &self.keys())
-                    .map_err(StoreError::Corrupt)?;
+                let Some(body) = body else {
+                    return Ok(Introspection::inactive(access_status(&rec, now)));
+                };
                 Ok(active(
                     body,
                     TokenKind::Access,
