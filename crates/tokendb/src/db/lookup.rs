@@ -4,7 +4,7 @@ use super::TokenDb;
 use crate::error::Result;
 use crate::telemetry::{Label, Lookup, LookupOp, status_label};
 use crate::types::{Expiry, Introspection, TokenClaims, TokenStatus, Validation};
-use tokendb_backend::StoreError;
+use tokendb_backend::{Failure, StoreError};
 use tokendb_core::{
     AccessStatus, Confirmation, FamilyId, FamilyRecord, ParsedToken, RecordBody, RefreshToken,
     TokenKind,
@@ -183,9 +183,15 @@ impl TokenDb {
                 let Some((rec, body)) = self.backend().token_opened(&id, &is_active)? else {
                     return Ok(Introspection::inactive(TokenStatus::Unknown));
                 };
-                let Some(body) = body else {
-                    return Ok(Introspection::inactive(access_status(&rec, now)));
-                };
+                // The answer is decided here from the authenticated status, whatever the
+                // backend made of `is_active`.
+                let status = access_status(&rec, now);
+                if status != TokenStatus::Active {
+                    return Ok(Introspection::inactive(status));
+                }
+                let body = body.ok_or(StoreError::Failed(Failure::Internal(
+                    "the backend did not open an active token's body",
+                )))?;
                 Ok(active(
                     body,
                     TokenKind::Access,
