@@ -30,7 +30,7 @@ pub use pending::{Done, Pending, Timing};
 use std::sync::Arc;
 use tokendb_core::{
     AccessKey, AccessRecord, AccessStatus, FamilyId, FamilyRecord, IndexHash, KeyId, KeyRing,
-    MasterKey, ProofId, RevokeReason,
+    MasterKey, ProofId, RecordBody, RevokeReason,
 };
 use tokendb_rotation::{FamilyCap, Refusal, RotateRequest, Rotation};
 
@@ -234,6 +234,39 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// As [`Backend::family`].
     fn token_status(&self, key: &AccessKey, with_body: bool) -> Result<Option<AccessStatus>>;
+
+    /// Reads an access token for an introspection: its status, authenticated as by
+    /// [`Backend::token_status`], and — when `open` answers yes for that status — its body,
+    /// opened (the returned status holds no sealed body). The default reads the sealed body
+    /// with `token_status` and opens it under [`Backend::keys`]; a backend can instead open it
+    /// where it reads it ([`AccessRecord::decode_status_and_open`]), without copying it.
+    ///
+    /// # Errors
+    /// As [`Backend::family`]; [`StoreError::Corrupt`] if the body does not open.
+    fn token_opened(
+        &self,
+        key: &AccessKey,
+        open: &dyn Fn(&AccessStatus) -> bool,
+    ) -> Result<Option<(AccessStatus, Option<RecordBody>)>> {
+        let Some(status) = self.token_status(key, true)? else {
+            return Ok(None);
+        };
+        let body = match open(&status) {
+            true => Some(
+                status
+                    .open_body(key, &self.keys())
+                    .map_err(StoreError::Corrupt)?,
+            ),
+            false => None,
+        };
+        Ok(Some((
+            AccessStatus {
+                body: Vec::new(),
+                ..status
+            },
+            body,
+        )))
+    }
 
     /// The earliest deadline anything is filed under, if any: a sweeper that finds it in the
     /// future skips its pass without a write.

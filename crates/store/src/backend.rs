@@ -10,7 +10,7 @@ use tokendb_backend::{
 };
 use tokendb_core::{
     AccessKey, AccessRecord, AccessStatus, FamilyId, FamilyRecord, IndexHash, KeyId, KeyRing,
-    MasterKey, ProofId, RevokeReason,
+    MasterKey, ProofId, RecordBody, RevokeReason,
 };
 use tokendb_rotation::{FamilyCap, RotateRequest, Rotation};
 
@@ -46,6 +46,14 @@ impl Backend for Store {
                 r.token_status(key)
             }
         })
+    }
+
+    fn token_opened(
+        &self,
+        key: &AccessKey,
+        open: &dyn Fn(&AccessStatus) -> bool,
+    ) -> Result<Option<(AccessStatus, Option<RecordBody>)>> {
+        self.read(|r| r.token_opened(key, open))
     }
 
     fn earliest_deadline(&self) -> Result<Option<u64>> {

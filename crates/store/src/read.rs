@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN};
 use tokendb_core::{
     AccessKey, AccessRecord, AccessStatus, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing,
+    RecordBody,
 };
 
 pub(crate) struct Snapshot {
@@ -219,10 +220,27 @@ impl Reader<'_> {
         self.token_with(id, AccessRecord::decode_status_and_body)
     }
 
+    /// Reads an access token's status and, if `open` says so for it, opens its body in place
+    /// (see [`AccessRecord::decode_status_and_open`]): what an introspection needs, with no
+    /// copy of the sealed body and the snapshot's own key ring.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the stored bytes fail authentication or the body does not
+    /// open.
+    pub(crate) fn token_opened(
+        &self,
+        id: &AccessKey,
+        open: &dyn Fn(&AccessStatus) -> bool,
+    ) -> Result<Option<(AccessStatus, Option<RecordBody>)>> {
+        self.token_with(id, |bytes, key, keys| {
+            AccessRecord::decode_status_and_open(bytes, key, keys, open)
+        })
+    }
+
     fn token_with<T>(
         &self,
         id: &AccessKey,
-        decode: fn(&[u8], &AccessKey, &KeyRing) -> core::result::Result<T, CoreError>,
+        decode: impl FnOnce(&[u8], &AccessKey, &KeyRing) -> core::result::Result<T, CoreError>,
     ) -> Result<Option<T>> {
         self.shared.contained("reading a token", || {
             match self.snap.tokens.get(&id.to_bytes()).db()? {

@@ -2,7 +2,7 @@
 //! version shares. Each stored version's layout is in its own submodule.
 
 use super::body::{open_body, seal_body};
-use super::{RecordBody, RecordState, RecordTable, RevokeReason};
+use super::{ACCESS_RECORD_VERSION, RecordBody, RecordState, RecordTable, RevokeReason};
 use crate::CoreError;
 use crate::confirm::Confirmation;
 use crate::ids::{AccessKey, FamilyId, IndexHash};
@@ -141,6 +141,37 @@ impl AccessRecord {
         keys: &KeyRing,
     ) -> Result<AccessStatus, CoreError> {
         Self::status_with(bytes, key, keys, true)
+    }
+
+    /// What an introspection needs, in one pass over the stored bytes: the status, authenticated
+    /// as by [`AccessRecord::decode_status`], and — only if `open` answers yes for that status —
+    /// the opened body, decrypted from `bytes` where it lies (no copy of the sealed body).
+    ///
+    /// # Errors
+    /// As [`AccessRecord::decode_status`], and [`CoreError::Unauthentic`] if the body does not
+    /// open.
+    pub fn decode_status_and_open(
+        bytes: &[u8],
+        key: &AccessKey,
+        keys: &KeyRing,
+        open: impl FnOnce(&AccessStatus) -> bool,
+    ) -> Result<(AccessStatus, Option<RecordBody>), CoreError> {
+        if bytes.first() == Some(&ACCESS_RECORD_VERSION) {
+            let (status, sealed) = Self::decode_unbound_status_v2(bytes, key, keys)?;
+            let body = match open(&status) {
+                true => Some(open_token_body(keys, key, status.key_id, sealed)?),
+                false => None,
+            };
+            return Ok((status, body));
+        }
+        // Versions 1 and 3 are decoded in full anyway.
+        let mut status = Self::decode_status_and_body(bytes, key, keys)?;
+        let sealed = std::mem::take(&mut status.body);
+        let body = match open(&status) {
+            true => Some(open_token_body(keys, key, status.key_id, &sealed)?),
+            false => None,
+        };
+        Ok((status, body))
     }
 
     /// The fields a status check reads, and no body.

@@ -91,13 +91,52 @@ impl RecordBody {
     }
 }
 
-fn body_aad(table: RecordTable, record_key: &[u8], key_id: KeyId) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(24 + record_key.len());
-    aad.extend_from_slice(b"tokendb/body/v1\0");
-    aad.push(table.to_byte());
-    aad.extend_from_slice(record_key);
-    aad.extend_from_slice(&key_id.0.to_be_bytes());
-    aad
+/// The AAD of a sealed body: `"tokendb/body/v1\0" ‖ table ‖ record key ‖ key id`. Built on the
+/// stack (an introspection opens a body each time); a record key longer than any table's (40
+/// bytes) would go to the heap, never be cut.
+struct BodyAad {
+    buf: [u8; Self::INLINE],
+    len: usize,
+    spilled: Vec<u8>,
+}
+
+impl BodyAad {
+    const LABEL: &'static [u8; 16] = b"tokendb/body/v1\0";
+    const INLINE: usize = 64;
+
+    fn new(table: RecordTable, record_key: &[u8], key_id: KeyId) -> Self {
+        let parts: [&[u8]; 4] = [
+            Self::LABEL,
+            &[table.to_byte()],
+            record_key,
+            &key_id.0.to_be_bytes(),
+        ];
+        let mut aad = Self {
+            buf: [0; Self::INLINE],
+            len: 0,
+            spilled: Vec::new(),
+        };
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total > Self::INLINE {
+            aad.spilled = parts.concat();
+            return aad;
+        }
+        for p in parts {
+            if let Some(dst) = aad.buf.get_mut(aad.len..aad.len + p.len()) {
+                dst.copy_from_slice(p);
+                aad.len += p.len();
+            }
+        }
+        aad
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        if self.spilled.is_empty() {
+            self.buf.get(..self.len).unwrap_or_default()
+        } else {
+            &self.spilled
+        }
+    }
 }
 
 /// Seals a body for a record, under the ring's current sealing key.
@@ -114,7 +153,7 @@ pub fn seal_body(
     let pt = body.encode()?;
     Ok((
         key.id(),
-        key.seal(&body_aad(table, record_key, key.id()), &pt),
+        key.seal(BodyAad::new(table, record_key, key.id()).as_bytes(), &pt),
     ))
 }
 
@@ -127,6 +166,6 @@ pub(super) fn open_body(
 ) -> Result<RecordBody, CoreError> {
     let pt = keys
         .sealing(key_id)?
-        .open(&body_aad(table, record_key, key_id), sealed)?;
+        .open(BodyAad::new(table, record_key, key_id).as_bytes(), sealed)?;
     RecordBody::decode(&pt)
 }

@@ -501,3 +501,53 @@ fn encode_refuses_a_family_id_of_zeros_and_keeps_any_issue_time() {
         );
     }
 }
+
+/// `decode_status_and_open` (what an introspection reads) answers exactly what
+/// `decode_status_and_body` then `open_body` answer, for every stored version (the fixtures and
+/// fresh records), opens the body only when asked, and never yields an altered status or body
+/// from damaged bytes.
+#[test]
+fn status_and_open_agrees_with_status_then_open() {
+    let keys = ring();
+    let id = akey(9);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
+    let mut stored: Vec<Vec<u8>> = ["access_v1.bin", "access_v2.bin", "access_v3.bin"]
+        .iter()
+        .map(|f| std::fs::read(format!("{dir}/{f}")).unwrap())
+        .collect();
+    let active = AccessRecord {
+        state: RecordState::Active,
+        ..access(&keys, &id)
+    };
+    stored.push(active.encode(&id, &keys).unwrap());
+    stored.push(bound_access(&keys, &id).encode(&id, &keys).unwrap());
+    for bytes in &stored {
+        let want = AccessRecord::decode_status_and_body(bytes, &id, &keys).unwrap();
+        let want_body = want.open_body(&id, &keys).unwrap();
+        assert_eq!(want_body, body());
+        let want_status = AccessStatus {
+            body: Vec::new(),
+            ..want
+        };
+        let (status, opened) =
+            AccessRecord::decode_status_and_open(bytes, &id, &keys, |s| *s == want_status).unwrap();
+        assert_eq!(status, want_status, "version {}", bytes[0]);
+        assert_eq!(opened, Some(want_body), "version {}", bytes[0]);
+        let (status, opened) =
+            AccessRecord::decode_status_and_open(bytes, &id, &keys, |_| false).unwrap();
+        assert_eq!((status, opened), (want_status.clone(), None));
+        // Under another key nothing decodes, opened or not.
+        assert_eq!(
+            AccessRecord::decode_status_and_open(bytes, &akey(8), &keys, |_| true),
+            Err(CoreError::Unauthentic)
+        );
+        for i in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            if let Ok((s, b)) = AccessRecord::decode_status_and_open(&bad, &id, &keys, |_| true) {
+                assert_eq!(s, want_status, "version {} bit {i}", bytes[0]);
+                assert_eq!(b.as_ref(), Some(&body()), "version {} bit {i}", bytes[0]);
+            }
+        }
+    }
+}

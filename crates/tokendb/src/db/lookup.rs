@@ -4,7 +4,7 @@ use super::TokenDb;
 use crate::error::Result;
 use crate::telemetry::{Label, Lookup, LookupOp, status_label};
 use crate::types::{Expiry, Introspection, TokenClaims, TokenStatus, Validation};
-use tokendb_backend::StoreError;
+use tokendb_backend::{Failure, StoreError};
 use tokendb_core::{
     AccessStatus, Confirmation, FamilyId, FamilyRecord, ParsedToken, RecordBody, RefreshToken,
     TokenKind,
@@ -178,16 +178,20 @@ impl TokenDb {
         match &parsed {
             ParsedToken::Access(t) => {
                 let id = self.hashing().access_key(t);
-                let Some(rec) = self.backend().token_status(&id, true)? else {
+                // The body is opened only for an active token, where the backend reads it.
+                let is_active = |rec: &AccessStatus| access_status(rec, now) == TokenStatus::Active;
+                let Some((rec, body)) = self.backend().token_opened(&id, &is_active)? else {
                     return Ok(Introspection::inactive(TokenStatus::Unknown));
                 };
+                // The answer is decided here from the authenticated status, whatever the
+                // backend made of `is_active`.
                 let status = access_status(&rec, now);
                 if status != TokenStatus::Active {
                     return Ok(Introspection::inactive(status));
                 }
-                let body = rec
-                    .open_body(&id, &self.keys())
-                    .map_err(StoreError::Corrupt)?;
+                let body = body.ok_or(StoreError::Failed(Failure::Internal(
+                    "the backend did not open an active token's body",
+                )))?;
                 Ok(active(
                     body,
                     TokenKind::Access,
