@@ -156,9 +156,15 @@ impl ConfigBuilder {
         self
     }
 
-    /// redb page cache size in bytes. Default 256 MiB.
+    /// redb page cache size in bytes, fixed. Default: sized from the file at each open, twice
+    /// its length, at least 256 MiB and at most 2 GiB
+    /// ([`StoreOptions::cache_size_for`](tokendb_store::StoreOptions::cache_size_for)): a
+    /// 1,000,000-token file (500-570 MB) is held whole, and memory is used only as pages are
+    /// read. The size is chosen when the file is opened: a file created empty and then loaded
+    /// with millions of tokens keeps 256 MiB until it is reopened, so set a size here if it
+    /// will grow past about 500,000 tokens in one run. Ignored on PostgreSQL.
     pub fn cache_size(mut self, bytes: usize) -> Self {
-        self.config.store.cache_size = bytes;
+        self.config.store.cache_size = Some(bytes);
         self
     }
 
