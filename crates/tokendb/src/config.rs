@@ -64,6 +64,22 @@ impl Config {
     pub fn token_prefix(&self) -> &str {
         self.format.prefix()
     }
+
+    /// The redb page cache, in bytes, that opening a file of `file_len` bytes with this
+    /// configuration gives: the size set with [`ConfigBuilder::cache_size`], else the default
+    /// sized from the file (see there).
+    ///
+    /// ```
+    /// let config = tokendb::Config::default();
+    /// assert_eq!(config.cache_size_for(550 << 20), 1100 << 20);
+    /// let fixed = tokendb::Config::builder().cache_size(64 << 20).build()?;
+    /// assert_eq!(fixed.cache_size_for(550 << 20), 64 << 20);
+    /// # Ok::<(), tokendb::Error>(())
+    /// ```
+    #[must_use]
+    pub fn cache_size_for(&self, file_len: u64) -> usize {
+        self.store.cache_size_for(file_len)
+    }
 }
 
 /// Builds a [`Config`]. Every setting has a default, written on its method.
