@@ -569,11 +569,34 @@ fn lookups(tdb: Option<&Tokendb>, peers: &Peers<'_>, ctx: &Context<'_>, report: 
             names.push(("postgres", "get", Some("conn per thread".into()), t));
             arms.push(Arm::reads(t, move |_| db.lookup_worker(data)));
         }
+        announce("lookups", t, &names, &s.read_timing);
         let found = harness::run_interleaved(arms, &s.read_timing);
         for ((system, op, mode, threads), m) in names.into_iter().zip(found) {
             record(report, system, op, mode.as_deref(), threads, m);
         }
     }
+}
+
+/// When the first group started, for the progress lines.
+static FIRST_GROUP: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Prints, as progress, which rows a group interleaves, and the time since the first group.
+fn announce(what: &str, count: usize, names: &[RowName], timing: &Timing) {
+    let since = FIRST_GROUP.get_or_init(Instant::now).elapsed();
+    let rows: Vec<String> = names
+        .iter()
+        .map(|(system, op, mode, _)| match mode {
+            Some(m) => format!("{system} {op} ({m})"),
+            None => format!("{system} {op}"),
+        })
+        .collect();
+    eprintln!(
+        "[group] {:.0} s after the first group: {what} x{count}: {} rounds of {} rows in turn: {}",
+        since.as_secs_f64(),
+        timing.rounds,
+        rows.len(),
+        rows.join(", ")
+    );
 }
 
 /// The mode of tokendb's rows measured on the copy opened with `Config::default()`.
@@ -716,6 +739,7 @@ fn writes(tdb: Option<&Tokendb>, peers: &Peers<'_>, ctx: &Context<'_>, report: &
             names.push(("postgres", "rotate", Some(mode.into()), c));
             arms.push(Arm::writes(c, move |_| db.rotate_worker(data)));
         }
+        announce("durable writes", c, &names, &s.write_timing);
         let found = harness::run_interleaved(arms, &s.write_timing);
         for ((system, op, mode, threads), m) in names.into_iter().zip(found) {
             record(report, system, op, mode.as_deref(), threads, m);
