@@ -10,6 +10,10 @@
 //! phase counter; workers read it with one relaxed atomic load per op and book each op to the phase
 //! in force when it *completed*. The coordinator records the instant of every phase change, so each
 //! round's rate divides by the time that round really lasted.
+//!
+//! [`run_interleaved`] measures several [`Arm`]s round by round (A, B, C, A, B, C, ...): the rows
+//! whose ratio is a goal are then measured minutes apart by no more than one round of each other
+//! arm, so a slow stretch of this shared machine falls on both sides of the ratio, not on one.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -147,6 +151,36 @@ pub fn run<'env, F>(plan: &Plan, make_worker: F) -> BenchResult<Measurement>
 where
     F: Fn(usize) -> BenchResult<Op<'env>> + Sync,
 {
+    let raw = run_raw(plan, &make_worker)?;
+    Ok(summarize(raw.round_ops_per_sec, raw.samples))
+}
+
+/// What some rounds of a measurement found, before summing up: each round's rate and every
+/// latency sample (nanoseconds).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawRounds {
+    /// Total operations per second of each round, in round order.
+    pub round_ops_per_sec: Vec<f64>,
+    /// Sampled latencies, in nanoseconds, unsorted.
+    pub samples: Vec<u64>,
+}
+
+impl RawRounds {
+    /// Appends `other`'s rounds and samples.
+    pub fn extend(&mut self, other: Self) {
+        self.round_ops_per_sec.extend(other.round_ops_per_sec);
+        self.samples.extend(other.samples);
+    }
+}
+
+/// [`run`], returning the rounds and samples unsummarised.
+///
+/// # Errors
+/// A worker's setup or operation failed, or a thread could not be started.
+pub fn run_raw<'env, F>(plan: &Plan, make_worker: &F) -> BenchResult<RawRounds>
+where
+    F: Fn(usize) -> BenchResult<Op<'env>> + Sync,
+{
     if plan.threads == 0 || plan.timing.rounds == 0 {
         return Err("a measurement needs at least one thread and one round".into());
     }
@@ -161,7 +195,6 @@ where
     };
     let phase = AtomicUsize::new(0);
     let gate = StartGate::default();
-    let make_worker = &make_worker;
 
     let (marks, tallies) = thread::scope(|scope| {
         let mut handles = Vec::with_capacity(plan.threads);
@@ -230,7 +263,118 @@ where
             _ => 0.0,
         })
         .collect();
-    Ok(summarize(round_ops_per_sec, samples))
+    Ok(RawRounds {
+        round_ops_per_sec,
+        samples,
+    })
+}
+
+/// One slot of an [`Arm`]: runs the arm's measurement for the given timing (one round).
+type Slot<'a> = Box<dyn FnMut(&Timing) -> BenchResult<RawRounds> + 'a>;
+
+/// One measurement of an interleaved group (see [`run_interleaved`]): called once per round,
+/// with a [`Timing`] of one round and a warm-up.
+pub struct Arm<'a> {
+    slot: Slot<'a>,
+}
+
+impl std::fmt::Debug for Arm<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arm").finish_non_exhaustive()
+    }
+}
+
+impl<'a> Arm<'a> {
+    /// Read-style operations on `threads` threads, as [`run_reads`] measures them.
+    pub fn reads<F>(threads: usize, make_worker: F) -> Self
+    where
+        F: Fn(usize) -> BenchResult<Op<'a>> + Sync + 'a,
+    {
+        Self::harness(threads, 16, make_worker)
+    }
+
+    /// Durable writes by `clients` concurrent callers, as [`run_writes`] measures them.
+    pub fn writes<F>(clients: usize, make_worker: F) -> Self
+    where
+        F: Fn(usize) -> BenchResult<Op<'a>> + Sync + 'a,
+    {
+        Self::harness(clients, 1, make_worker)
+    }
+
+    fn harness<F>(threads: usize, sample_every: u32, make_worker: F) -> Self
+    where
+        F: Fn(usize) -> BenchResult<Op<'a>> + Sync + 'a,
+    {
+        Self::custom(move |timing| {
+            run_raw(
+                &Plan {
+                    threads,
+                    timing: *timing,
+                    sample_every,
+                    seed: DEFAULT_SEED,
+                },
+                &make_worker,
+            )
+        })
+    }
+
+    /// Any measurement that can run for a given [`Timing`] (one round and a warm-up).
+    pub fn custom(slot: impl FnMut(&Timing) -> BenchResult<RawRounds> + 'a) -> Self {
+        Self {
+            slot: Box::new(slot),
+        }
+    }
+
+    /// Runs one slot of this arm with `timing` (what [`run_interleaved`] does each round); for
+    /// wrapping an arm in another that measures something around it.
+    ///
+    /// # Errors
+    /// The measurement's.
+    pub fn run_slot(&mut self, timing: &Timing) -> BenchResult<RawRounds> {
+        (self.slot)(timing)
+    }
+}
+
+/// Measures `arms` round by round: round 1 of every arm in order, then round 2 of every arm,
+/// and so on (`timing.rounds` rounds of `timing.round` each). Each slot starts its own threads
+/// and warms up before its round: the first slot of an arm for `timing.warmup`, the later ones
+/// for [`slot_warmup`]`(timing)`. Each arm's figure is the median of its rounds, its latency
+/// percentiles over the samples of all its rounds. An arm that fails is reported as failed
+/// and left out of the later rounds; the others carry on.
+pub fn run_interleaved(arms: Vec<Arm<'_>>, timing: &Timing) -> Vec<BenchResult<Measurement>> {
+    let mut arms: Vec<(Arm<'_>, BenchResult<RawRounds>)> = arms
+        .into_iter()
+        .map(|a| (a, Ok(RawRounds::default())))
+        .collect();
+    for round in 0..timing.rounds.max(1) {
+        let slot_timing = Timing {
+            warmup: if round == 0 {
+                timing.warmup
+            } else {
+                slot_warmup(timing)
+            },
+            rounds: 1,
+            round: timing.round,
+        };
+        for (arm, found) in &mut arms {
+            if let Ok(so_far) = found {
+                match arm.run_slot(&slot_timing) {
+                    Ok(raw) => so_far.extend(raw),
+                    Err(e) => *found = Err(e),
+                }
+            }
+        }
+    }
+    arms.into_iter()
+        .map(|(_, found)| found.map(|raw| summarize(raw.round_ops_per_sec, raw.samples)))
+        .collect()
+}
+
+/// The warm-up of every slot of an interleaved arm after its first: a quarter of a round, at
+/// most the measurement's own warm-up (threads, connections and CPU caches are set up again
+/// for each slot; the data's caches stay warm from the first).
+pub fn slot_warmup(timing: &Timing) -> Duration {
+    timing.warmup.min(timing.round / 4)
 }
 
 /// A measurement from each round's throughput and the latency samples (nanoseconds): the
@@ -405,6 +549,57 @@ mod tests {
         assert!(m.ops_per_sec > 100.0 && m.ops_per_sec < 3_100.0, "{m:?}");
         assert!(m.p50_us >= 1_000.0, "{m:?}");
         assert!(m.samples > 0);
+    }
+
+    #[test]
+    fn interleaved_arms_alternate_round_by_round() {
+        let timing = Timing {
+            warmup: Duration::from_millis(2),
+            rounds: 3,
+            round: Duration::from_millis(5),
+        };
+        let order = Mutex::new(Vec::new());
+        let arm = |name: &'static str| {
+            let order = &order;
+            Arm::custom(move |t: &Timing| {
+                assert_eq!(t.rounds, 1);
+                order.lock().unwrap().push(name);
+                Ok(RawRounds {
+                    round_ops_per_sec: vec![if name == "a" { 10.0 } else { 20.0 }],
+                    samples: vec![1_000],
+                })
+            })
+        };
+        let failing = Arm::custom(|_: &Timing| Err("down".into()));
+        let found = run_interleaved(vec![arm("a"), arm("b"), failing], &timing);
+        assert_eq!(*order.lock().unwrap(), ["a", "b", "a", "b", "a", "b"]);
+        let a = found[0].as_ref().unwrap();
+        assert_eq!(a.round_ops_per_sec, [10.0, 10.0, 10.0]);
+        assert_eq!(found[1].as_ref().unwrap().ops_per_sec, 20.0);
+        assert_eq!(a.p99_us, 1.0);
+        assert!(found[2].is_err());
+    }
+
+    #[test]
+    fn interleaved_harness_arms_measure_each_round() {
+        let timing = Timing {
+            warmup: Duration::from_millis(2),
+            rounds: 2,
+            round: Duration::from_millis(10),
+        };
+        let reads = Arm::reads(2, |_| Ok(Box::new(|_: &mut SmallRng| Ok(1))));
+        let writes = Arm::writes(1, |_| {
+            Ok(Box::new(|_: &mut SmallRng| {
+                thread::sleep(Duration::from_millis(1));
+                Ok(1)
+            }))
+        });
+        let found = run_interleaved(vec![reads, writes], &timing);
+        for m in &found {
+            let m = m.as_ref().unwrap();
+            assert_eq!(m.round_ops_per_sec.len(), 2);
+            assert!(m.ops_per_sec > 0.0 && m.samples > 0, "{m:?}");
+        }
     }
 
     #[test]

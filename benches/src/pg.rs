@@ -10,8 +10,9 @@
 //!
 //! Rows: `validate` of random loaded access tokens at each read thread count (plus 16), durable
 //! `rotate` at each write client count (each caller rotates its own family, presenting the newest
-//! token each time). The two systems' rows of one measurement run back to back, in alternating
-//! order. Figures: rows and bytes per family after one rotation and after 1,000.
+//! token each time). The two systems' rows of one measurement are interleaved round by round
+//! ([`harness::run_interleaved`]: tokendb-pg, plain, tokendb-pg, plain, ...). Figures: rows and
+//! bytes per family after one rotation and after 1,000.
 
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use rand::rngs::SmallRng;
 use tokendb::{Config, MasterKey, PgOptions, SweeperConfig, TokenDb};
 
 use crate::engine::{self, TokenTexts};
-use crate::harness::{self, Op};
+use crate::harness::{self, Arm, Op};
 use crate::report::Report;
 use crate::servers::{PostgresOptions, PostgresServer};
 use crate::systems::{Context, record};
@@ -430,36 +431,29 @@ fn measure(ctx: &Context<'_>, url: &str, report: &mut Report) -> BenchResult<()>
     if !read_threads.contains(&16) {
         read_threads.push(16);
     }
-    for (i, &t) in read_threads.iter().enumerate() {
-        // Alternate which system goes first, so neither always meets the other's after-effects.
-        for first in [i % 2 == 0, i % 2 == 1] {
-            if first {
-                let m = harness::run_reads(t, &ctx.settings.read_timing, |_| {
-                    Ok(engine::validate_worker(&db, &tokens))
-                });
-                record(report, TOKENDB_PG, "validate", Some("access token"), t, m);
-            } else {
-                let m = harness::run_reads(t, &ctx.settings.read_timing, |_| {
-                    plain.validate_worker(&texts)
-                });
-                record(report, PLAIN, "validate", Some("access token"), t, m);
-            }
+    for &t in &read_threads {
+        let (db, tokens, texts, plain) = (&db, &tokens, &texts, &plain);
+        let arms = vec![
+            Arm::reads(t, move |_| Ok(engine::validate_worker(db, tokens))),
+            Arm::reads(t, move |_| plain.validate_worker(texts)),
+        ];
+        let mut found = harness::run_interleaved(arms, &ctx.settings.read_timing).into_iter();
+        for system in [TOKENDB_PG, PLAIN] {
+            let m = found.next().unwrap_or_else(|| Err("not measured".into()));
+            record(report, system, "validate", Some("access token"), t, m);
         }
     }
     if !ctx.settings.write_clients.is_empty() {
-        for (i, &c) in ctx.settings.write_clients.iter().enumerate() {
-            for first in [i % 2 == 0, i % 2 == 1] {
-                if first {
-                    let m = harness::run_writes(c, &ctx.settings.write_timing, |w| {
-                        engine::rotate_worker(&db, w)
-                    });
-                    record(report, TOKENDB_PG, "rotate", Some("durable"), c, m);
-                } else {
-                    let m = harness::run_writes(c, &ctx.settings.write_timing, |w| {
-                        plain.rotate_worker(w)
-                    });
-                    record(report, PLAIN, "rotate", Some("durable"), c, m);
-                }
+        for &c in &ctx.settings.write_clients {
+            let (db, plain) = (&db, &plain);
+            let arms = vec![
+                Arm::writes(c, move |w| engine::rotate_worker(db, w)),
+                Arm::writes(c, move |w| plain.rotate_worker(w)),
+            ];
+            let mut found = harness::run_interleaved(arms, &ctx.settings.write_timing).into_iter();
+            for system in [TOKENDB_PG, PLAIN] {
+                let m = found.next().unwrap_or_else(|| Err("not measured".into()));
+                record(report, system, "rotate", Some("durable"), c, m);
             }
         }
         for rotations in [1, STORAGE_ROTATIONS] {

@@ -344,7 +344,44 @@ impl Report {
                 format!("introspect x{t} / redb get x{t}"),
                 self.rate(TDB, "introspect", Some("access token"), t),
                 self.rate("redb", "get", None, t),
-                0.5,
+                0.55,
+            ));
+        }
+        for t in [1, 2] {
+            goals.extend(ratio(
+                format!(
+                    "validate x{t} with tokendb's default config / with the run's fixed cache \
+                     (1 GiB unless --tokendb-cache-mb)"
+                ),
+                self.rate(TDB, "validate", Some(crate::systems::DEFAULT_CONFIG), t),
+                validate(t),
+                0.9,
+            ));
+        }
+        goals.extend(ratio(
+            "load: tokendb issue_access_batch tokens/s / raw redb insert keys/s (>= 0.5: at most \
+             2x the time)"
+                .to_owned(),
+            self.rate(TDB, "load", None, crate::engine::LOAD_THREADS),
+            self.rate("redb", "load", None, 1),
+            0.5,
+        ));
+        for (c, issue, rotate) in [(1, 1.0, 1.5), (8, 1.5, 2.0)] {
+            for (op, target) in [("issue", issue), ("rotate", rotate)] {
+                goals.extend(ratio(
+                    format!("{op} group x{c} / postgres {op} x{c}"),
+                    self.rate(TDB, op, Some("group"), c),
+                    self.rate("postgres", op, None, c),
+                    target,
+                ));
+            }
+        }
+        if let Some((best, clients)) = self.best("postgres", "issue") {
+            goals.extend(ratio(
+                format!("issue group x64 / postgres issue at its best ({clients} clients)"),
+                self.rate(TDB, "issue", Some("group"), 64),
+                Some(best),
+                2.0,
             ));
         }
         if let Some((best, conns)) = self.best("redis", "get") {
@@ -369,7 +406,7 @@ impl Report {
                 format!("rotate group x64 / postgres rotate at its best ({clients} clients)"),
                 rotate64,
                 Some(best),
-                3.0,
+                8.0,
             ));
         }
         goals.extend(ratio(

@@ -34,8 +34,10 @@ fn smoke_run_prints_valid_json() {
         ("tokendb", "introspect"),
         ("tokendb", "sweep"),
         ("tokendb", "validate_during_sweep"),
+        ("tokendb", "load"),
         ("redb", "get"),
         ("redb", "issue"),
+        ("redb", "load"),
         ("sqlite", "get"),
         ("sqlite", "rotate"),
     ] {
@@ -53,7 +55,32 @@ fn smoke_run_prints_valid_json() {
             );
         }
     }
+    for threads in [1, 2] {
+        assert!(
+            rows.iter().any(|r| r["system"] == "tokendb"
+                && r["op"] == "validate"
+                && r["mode"] == "default config"
+                && r["threads"] == threads),
+            "no validate row with tokendb's default config at {threads} threads in {report}"
+        );
+    }
     let notes = report["notes"].as_array().unwrap();
+    for goal in [
+        "goal: validate x1 with tokendb's default config",
+        "goal: load: tokendb",
+        "goal: validate x2 / redb get x2",
+    ] {
+        assert!(
+            notes.iter().any(|n| n.as_str().unwrap().starts_with(goal)),
+            "no {goal:?} note in {report}"
+        );
+    }
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("round by round")),
+        "the notes do not say the rows were interleaved: {report}"
+    );
     assert!(
         notes
             .iter()

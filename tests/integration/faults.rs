@@ -355,7 +355,7 @@ fn config(clock: &Arc<ManualClock>) -> Config {
 /// workload reads the disk).
 fn store_options() -> StoreOptions {
     StoreOptions {
-        cache_size: 64 << 10,
+        cache_size: Some(64 << 10),
         ..StoreOptions::default()
     }
 }

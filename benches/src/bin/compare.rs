@@ -47,13 +47,16 @@ OPTIONS:
   --no-writes           skip the durable-write measurements (issue, rotate) of every system
   --sweep-tokens N      expired tokens tokendb's `sweep` deletes; `validate_during_sweep` sweeps
                         N/2 per read thread count; 0 skips both [default: min(tokens, 1000000)]
-  --tokendb-cache-mb MB redb page cache of tokendb's database [default: 1024, as raw redb's;
-                        tokendb's own default is 256]
+  --tokendb-cache-mb MB redb page cache of tokendb's database [default: 1024, as raw redb's];
+                        the \"default config\" rows measure tokendb's own default (sized from
+                        the file) on a copy of it
   --value-size BYTES    peers' value size [default: tokendb's access record size, 210]
   --dir PATH            where data files and servers go (a temporary directory is made inside and
                         removed after); must be on the disk to measure [default: the temp dir]
   --warmup-ms MS        override the warm-up of every measurement
-  --rounds N            override the number of rounds (the median is reported)
+  --rounds N            override the number of rounds (the median is reported); the rows of
+                        a group (lookups at one thread count, writes at one client count) are
+                        measured round by round in turn: A, B, C, A, B, C, ...
   --round-ms MS         override the duration of a round
   --redis-layouts LIST  also measure Redis GETs with these THREADSxCONNS layouts, e.g. 50x1,2x25
   --strict              exit with status 1 if any measurement or server failed
@@ -317,7 +320,9 @@ fn run() -> BenchResult<ExitCode> {
         "data set: {tokens} keys of 40 bytes (a rising deadline, then the keyed BLAKE3 of the \
          index), values of {} random bytes; \
          reads: {} warm-up, median of {} rounds of {}; writes: {} warm-up, median of {} rounds of {}; \
-         latency sampled every 16th read and every write",
+         the rows of each group (lookups at one thread count, writes at one client count, across \
+         systems) measured round by round in turn, each later round after a {} warm-up of its \
+         own; latency sampled every 16th read and every write",
         args.value_size,
         fmt_duration(read_timing.warmup),
         read_timing.rounds,
@@ -325,10 +330,9 @@ fn run() -> BenchResult<ExitCode> {
         fmt_duration(write_timing.warmup),
         write_timing.rounds,
         fmt_duration(write_timing.round),
+        fmt_duration(tokendb_benches::harness::slot_warmup(&read_timing)),
     ));
-    for system in &selected {
-        systems::run(system, &ctx, &mut report);
-    }
+    systems::run_all(&selected, &ctx, &mut report);
     drop(work);
     for goal in report.goals() {
         report.note(goal.describe());

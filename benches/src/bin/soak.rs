@@ -43,8 +43,12 @@ OPTIONS:
   --callers C            caller threads [default: 64]
   --lifetime-minutes L   access token lifetime: N/L tokens expire (and are re-issued) per minute
                          [default: 30]
+  --family-minutes A     refresh-token families' absolute lifetime; the idle lifetime is A/4
+                         [default: 20]; with --lifetime-minutes, a shorter run can go through
+                         the lifecycle of a longer one
   --report-seconds S     interval of the progress lines [default: 60]
-  --cache-mib M          redb page cache [default: tokendb's, 256]
+  --cache-mib M          redb page cache [default: tokendb's, sized from the file when it is
+                         reopened after the load: twice its length, 256 MiB to 2 GiB]
   --dir PATH             where the database goes (a temporary directory inside it) [default: the
                          temp dir]
   -h, --help             print this help
@@ -57,6 +61,7 @@ struct Args {
     tokens: usize,
     callers: usize,
     lifetime: Duration,
+    family: Duration,
     report: Duration,
     dir: Option<PathBuf>,
     cache_mib: Option<usize>,
@@ -68,6 +73,7 @@ fn parse_args() -> BenchResult<Option<Args>> {
         tokens: 1_000_000,
         callers: 64,
         lifetime: Duration::from_secs(30 * 60),
+        family: Duration::from_secs(20 * 60),
         report: Duration::from_secs(60),
         dir: None,
         cache_mib: None,
@@ -84,14 +90,20 @@ fn parse_args() -> BenchResult<Option<Args>> {
             "--lifetime-minutes" => {
                 a.lifetime = Duration::from_secs_f64(value()?.parse::<f64>()? * 60.0);
             }
+            "--family-minutes" => {
+                a.family = Duration::from_secs_f64(value()?.parse::<f64>()? * 60.0);
+            }
             "--report-seconds" => a.report = Duration::from_secs_f64(value()?.parse::<f64>()?),
             "--dir" => a.dir = Some(PathBuf::from(value()?)),
             "--cache-mib" => a.cache_mib = Some(value()?.parse()?),
             other => return Err(format!("unknown option {other}; see --help").into()),
         }
     }
-    if a.tokens == 0 || a.lifetime.is_zero() || a.report.is_zero() {
-        return Err("--tokens, --lifetime-minutes and --report-seconds must be positive".into());
+    if a.tokens == 0 || a.lifetime.is_zero() || a.family.is_zero() || a.report.is_zero() {
+        return Err(
+            "--tokens, --lifetime-minutes, --family-minutes and --report-seconds must be positive"
+                .into(),
+        );
     }
     Ok(Some(a))
 }
@@ -148,26 +160,25 @@ impl Histogram {
         self.buckets[Self::bucket(ns).min(Self::BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Empties the histogram; returns (count, p99 in µs).
-    fn drain(&self) -> (u64, f64) {
+    /// Empties the histogram; returns (p50, p99) in µs.
+    fn drain(&self) -> (f64, f64) {
         let counts: Vec<u64> = self
             .buckets
             .iter()
             .map(|b| b.swap(0, Ordering::Relaxed))
             .collect();
         let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return (0, 0.0);
-        }
-        let want = total - total / 100;
-        let mut seen = 0;
-        for (b, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= want {
-                return (total, Self::edge(b) as f64 / 1000.0);
+        let quantile = |want: u64| {
+            let mut seen = 0;
+            for (b, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= want.max(1) {
+                    return Self::edge(b) as f64 / 1000.0;
+                }
             }
-        }
-        (total, 0.0)
+            0.0
+        };
+        (quantile(total.div_ceil(2)), quantile(total - total / 100))
     }
 }
 
@@ -461,6 +472,33 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// Read system calls this process made so far (`syscr` of `/proc/self/io`): lookups that miss
+/// redb's page cache read the file with one `pread` per page.
+fn read_syscalls() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("syscr:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time this process used so far (user + system), in clock ticks of 10 ms.
+fn cpu_ticks() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces): state is field 3, utime
+            // and stime are fields 14 and 15.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
 fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
@@ -479,13 +517,13 @@ fn run(args: &Args) -> BenchResult<bool> {
     let config = builder
         .clock(clock.clone())
         .access_lifetime(args.lifetime)
-        // Families live at most 20 minutes (5 idle): those a caller drops expire and are swept
-        // within the run, so their number levels off too.
-        .refresh_lifetime(Duration::from_secs(20 * 60), Duration::from_secs(5 * 60))
+        // Families live at most 20 minutes (5 idle) by default: those a caller drops expire and
+        // are swept within the run, so their number levels off too.
+        .refresh_lifetime(args.family, args.family / 4)
         .sweeper(SweeperConfig::DEFAULT)
         .build()?;
     let master = MasterKey::from_bytes(rand_key());
-    let db = TokenDb::create(&path, &master, config)?;
+    let db = TokenDb::create(&path, &master, config.clone())?;
     eprintln!(
         "soak: {} on {}; {} live tokens, {} callers, lifetime {:.1} min, run {:.1} min, database {}",
         env!("CARGO_PKG_VERSION"),
@@ -496,18 +534,7 @@ fn run(args: &Args) -> BenchResult<bool> {
         args.run.as_secs_f64() / 60.0,
         path.display()
     );
-    let shared = Arc::new(Shared {
-        db,
-        ring: Ring::new(args.tokens),
-        stop: AtomicBool::new(false),
-        counts: Counters::default(),
-        validate_lat: Histogram::new(),
-        rotate_lat: Histogram::new(),
-        first_errors: Mutex::new(Vec::new()),
-        per_ms: args.tokens as f64 / args.lifetime.as_millis() as f64,
-        started: Mutex::new(None),
-        issued: AtomicU64::new(0),
-    });
+    let ring = Ring::new(args.tokens);
 
     // Load: batches issued at times spread over one lifetime before now, so their deadlines
     // spread over the next lifetime.
@@ -520,18 +547,42 @@ fn run(args: &Args) -> BenchResult<bool> {
         clock.offset_ms.store(offset, Ordering::Relaxed);
         let grants: Vec<Grant> = (0..k as u64).map(|i| grant(seq + i)).collect();
         seq += k as u64;
-        for a in shared.db.issue_access_batch(&grants)? {
-            shared.ring.push(a.token.expose().to_owned());
+        for a in db.issue_access_batch(&grants)? {
+            ring.push(a.token.expose().to_owned());
         }
     }
     clock.offset_ms.store(0, Ordering::Relaxed);
+    // The traffic runs on the file reopened, as a server restarted on it would: the page
+    // cache is sized at open (by default from the file's length then).
+    db.close()?;
+    let loaded_len = std::fs::metadata(&path)?.len();
+    let db = TokenDb::open(&path, &master, config.clone())?;
     eprintln!(
-        "soak: loaded {} tokens in {:.1?}; file {:.1} MiB, RSS {:.1} MiB",
+        "soak: loaded {} tokens in {:.1?}; file {:.1} MiB, reopened with a {:.0} MiB page cache \
+         ({}), RSS {:.1} MiB",
         args.tokens,
         loading.elapsed(),
-        mib(std::fs::metadata(&path)?.len()),
+        mib(loaded_len),
+        mib(config.cache_size_for(loaded_len) as u64),
+        if args.cache_mib.is_some() {
+            "--cache-mib"
+        } else {
+            "tokendb's default, sized from the file"
+        },
         mib(rss_bytes())
     );
+    let shared = Arc::new(Shared {
+        db,
+        ring,
+        stop: AtomicBool::new(false),
+        counts: Counters::default(),
+        validate_lat: Histogram::new(),
+        rotate_lat: Histogram::new(),
+        first_errors: Mutex::new(Vec::new()),
+        per_ms: args.tokens as f64 / args.lifetime.as_millis() as f64,
+        started: Mutex::new(None),
+        issued: AtomicU64::new(0),
+    });
 
     let start = Instant::now();
     *shared.started.lock().unwrap() = Some(start);
@@ -551,22 +602,27 @@ fn run(args: &Args) -> BenchResult<bool> {
     };
 
     println!(
-        "{:>6} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>10} {:>6}",
+        "{:>6} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>10} {:>6} {:>8} {:>5} {:>9}",
         "min",
         "ops/s",
         "valid/s",
         "write/s",
         "batch/s",
+        "p50val_us",
         "p99val_us",
         "p99rot_us",
         "rss_mib",
         "file_mib",
         "swp_lag_s",
         "swept",
-        "errors"
+        "errors",
+        "preads/s",
+        "cpu%",
+        "commits/s"
     );
     let mut last = Instant::now();
     let mut prev = [0u64; 4];
+    let mut prev_os = (read_syscalls(), cpu_ticks(), shared.db.commits());
     let mut next_report = start + args.report;
     let end = start + args.run;
     loop {
@@ -584,7 +640,8 @@ fn run(args: &Args) -> BenchResult<bool> {
         ];
         let secs = last.elapsed().as_secs_f64();
         last = Instant::now();
-        let (_, p99v) = shared.validate_lat.drain();
+        let (p50v, p99v) = shared.validate_lat.drain();
+        let os = (read_syscalls(), cpu_ticks(), shared.db.commits());
         let (_, p99r) = shared.rotate_lat.drain();
         let m = shared.db.sweeper_metrics();
         let d: Vec<f64> = snap
@@ -593,21 +650,26 @@ fn run(args: &Args) -> BenchResult<bool> {
             .map(|(n, p)| (n - p) as f64 / secs)
             .collect();
         println!(
-            "{:>6.1} {:>9.0} {:>9.0} {:>8.0} {:>8.0} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>9.1} {:>10} {:>6}",
+            "{:>6.1} {:>9.0} {:>9.0} {:>8.0} {:>8.0} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>9.1} {:>10} {:>6} {:>8.0} {:>5.0} {:>9.0}",
             start.elapsed().as_secs_f64() / 60.0,
             d[0] + d[1],
             d[0],
             d[1],
             d[2],
+            p50v,
             p99v,
             p99r,
             mib(rss_bytes()),
             mib(std::fs::metadata(&path).map_or(0, |m| m.len())),
             m.lag_ms as f64 / 1000.0,
             m.tokens_deleted + m.families_deleted,
-            snap[3]
+            snap[3],
+            os.0.saturating_sub(prev_os.0) as f64 / secs,
+            os.1.saturating_sub(prev_os.1) as f64 / secs,
+            os.2.saturating_sub(prev_os.2) as f64 / secs,
         );
         prev = snap;
+        prev_os = os;
         next_report += args.report;
     }
     shared.stop.store(true, Ordering::Relaxed);

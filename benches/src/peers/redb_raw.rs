@@ -40,13 +40,23 @@ impl RedbRaw {
 
     /// Loads every key of `data`, [`LOAD_BATCH`] per write transaction.
     pub fn load(&self, data: &Dataset) -> BenchResult<()> {
+        self.load_range(data, 0..data.len())
+    }
+
+    /// Loads keys `range` of `data`, up to [`LOAD_BATCH`] per write transaction (loading a
+    /// data set in slices, interleaved with tokendb's).
+    pub fn load_range(&self, data: &Dataset, range: std::ops::Range<usize>) -> BenchResult<()> {
         let mut value = Vec::with_capacity(data.value_size());
-        for (chunk_no, chunk) in data.keys().chunks(LOAD_BATCH).enumerate() {
+        let keys = data
+            .keys()
+            .get(range.clone())
+            .ok_or("redb: load range out of the data set")?;
+        for (chunk_no, chunk) in keys.chunks(LOAD_BATCH).enumerate() {
             let txn = self.db.begin_write()?;
             {
                 let mut table = txn.open_table(TABLE)?;
                 for (j, key) in chunk.iter().enumerate() {
-                    data.fill_value(chunk_no * LOAD_BATCH + j, &mut value);
+                    data.fill_value(range.start + chunk_no * LOAD_BATCH + j, &mut value);
                     table.insert(key.as_slice(), value.as_slice())?;
                 }
             }

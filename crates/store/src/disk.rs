@@ -63,6 +63,15 @@ impl Source {
         }
     }
 
+    /// The length of the bytes now, 0 if unknown (what the default page cache is sized from).
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Self::File(p) => std::fs::metadata(p).map_or(0, |m| m.len()),
+            #[cfg(feature = "fault-injection")]
+            Self::Faulty(_) => 0,
+        }
+    }
+
     /// How the store names its location.
     pub(crate) fn path(&self) -> PathBuf {
         match self {

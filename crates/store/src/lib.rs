@@ -64,8 +64,11 @@ use tokendb_core::{KeyRing, MasterKey};
 pub struct StoreOptions {
     /// Group-commit tunables.
     pub writer: WriterOptions,
-    /// redb page cache in bytes. Default 256 MiB.
-    pub cache_size: usize,
+    /// redb page cache in bytes, or `None` (the default) to size it from the file at each
+    /// open: see [`StoreOptions::cache_size_for`]. redb fixes the cache size when it opens the
+    /// file, and fills it only with pages it reads, so a large cache costs memory only as the
+    /// file is read.
+    pub cache_size: Option<usize>,
     /// Write redb's allocator state with every commit, so that opening after a crash does not
     /// walk the whole file (redb "quick repair"). Costs a little on each commit. Default on.
     pub quick_repair: bool,
@@ -81,9 +84,45 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             writer: WriterOptions::default(),
-            cache_size: 256 << 20,
+            cache_size: None,
             quick_repair: true,
             check_integrity_on_open: true,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// The smallest cache the default gives: 256 MiB, for a new or small file (room for about
+    /// 500,000 access tokens before lookups read through to the operating system).
+    pub const MIN_DEFAULT_CACHE: usize = 256 << 20;
+
+    /// The largest cache the default gives: 2 GiB. A larger file (past about 2,000,000 tokens)
+    /// needs an explicit [`StoreOptions::cache_size`] to be held whole.
+    pub const MAX_DEFAULT_CACHE: usize = 2 << 30;
+
+    /// The redb page cache a file of `file_len` bytes is opened with: the explicit
+    /// [`StoreOptions::cache_size`] if one is set, else twice the file's length (room for the
+    /// file to double while it stays open: the size is chosen at open) bounded by
+    /// [`StoreOptions::MIN_DEFAULT_CACHE`] and [`StoreOptions::MAX_DEFAULT_CACHE`]. A
+    /// 1,000,000-token file (500-570 MB) gets about 1-1.1 GiB, all of it cached.
+    ///
+    /// ```
+    /// use tokendb_store::StoreOptions;
+    ///
+    /// let default = StoreOptions::default();
+    /// assert_eq!(default.cache_size_for(0), StoreOptions::MIN_DEFAULT_CACHE);
+    /// assert_eq!(default.cache_size_for(550 << 20), 1100 << 20);
+    /// assert_eq!(default.cache_size_for(40 << 30), StoreOptions::MAX_DEFAULT_CACHE);
+    /// let fixed = StoreOptions { cache_size: Some(64 << 20), ..StoreOptions::default() };
+    /// assert_eq!(fixed.cache_size_for(550 << 20), 64 << 20);
+    /// ```
+    #[must_use]
+    pub fn cache_size_for(&self, file_len: u64) -> usize {
+        match self.cache_size {
+            Some(bytes) => bytes,
+            None => usize::try_from(file_len.saturating_mul(2))
+                .unwrap_or(usize::MAX)
+                .clamp(Self::MIN_DEFAULT_CACHE, Self::MAX_DEFAULT_CACHE),
         }
     }
 }

@@ -22,9 +22,11 @@ pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &[u8] = b"tokendb";
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
-fn builder(opts: StoreOptions) -> redb::Builder {
+/// redb's settings for a file of `file_len` bytes (the page cache is sized from it unless
+/// the options fix it).
+fn builder(opts: StoreOptions, file_len: u64) -> redb::Builder {
     let mut b = Database::builder();
-    b.set_cache_size(opts.cache_size);
+    b.set_cache_size(opts.cache_size_for(file_len));
     b
 }
 
@@ -39,7 +41,7 @@ pub(crate) fn create(
     {
         return Err(StoreError::AlreadyExists(path.display().to_string()));
     }
-    let db = builder(opts)
+    let db = builder(opts, 0)
         .create_with_backend(source.backend(true, sync_failed)?)
         .db()?;
     let keys = KeyRing::generate();
@@ -141,7 +143,7 @@ fn open_db(
     check: bool,
 ) -> Result<Database> {
     let backend = source.backend(false, sync_failed)?;
-    let mut b = builder(opts);
+    let mut b = builder(opts, source.len());
     b.set_check_integrity_on_open(check);
     match b.create_with_backend(backend) {
         Ok(db) => Ok(db),
@@ -165,7 +167,8 @@ fn precheck(path: &Path, master: &MasterKey, opts: StoreOptions) -> Result<()> {
     // Check format and master key on a read-only handle first: opening for writing marks the
     // file as in use, and a refused open must leave it byte-for-byte untouched. A file that
     // needs crash recovery cannot be opened read-only; it is checked after the repair instead.
-    match builder(opts).open_read_only(path) {
+    // Only the meta table is read here: the smallest cache will do.
+    match builder(opts, 0).open_read_only(path) {
         Ok(ro) => {
             checked(ro, |ro| {
                 check_format(ro, path)?;

@@ -64,6 +64,22 @@ impl Config {
     pub fn token_prefix(&self) -> &str {
         self.format.prefix()
     }
+
+    /// The redb page cache, in bytes, that opening a file of `file_len` bytes with this
+    /// configuration gives: the size set with [`ConfigBuilder::cache_size`], else the default
+    /// sized from the file (see there).
+    ///
+    /// ```
+    /// let config = tokendb::Config::default();
+    /// assert_eq!(config.cache_size_for(550 << 20), 1100 << 20);
+    /// let fixed = tokendb::Config::builder().cache_size(64 << 20).build()?;
+    /// assert_eq!(fixed.cache_size_for(550 << 20), 64 << 20);
+    /// # Ok::<(), tokendb::Error>(())
+    /// ```
+    #[must_use]
+    pub fn cache_size_for(&self, file_len: u64) -> usize {
+        self.store.cache_size_for(file_len)
+    }
 }
 
 /// Builds a [`Config`]. Every setting has a default, written on its method.
@@ -156,9 +172,15 @@ impl ConfigBuilder {
         self
     }
 
-    /// redb page cache size in bytes. Default 256 MiB.
+    /// redb page cache size in bytes, fixed. Default: sized from the file at each open, twice
+    /// its length, at least 256 MiB and at most 2 GiB
+    /// ([`StoreOptions::cache_size_for`](tokendb_store::StoreOptions::cache_size_for)): a
+    /// 1,000,000-token file (500-570 MB) is held whole, and memory is used only as pages are
+    /// read. The size is chosen when the file is opened: a file created empty and then loaded
+    /// with millions of tokens keeps 256 MiB until it is reopened, so set a size here if it
+    /// will grow past about 500,000 tokens in one run. Ignored on PostgreSQL.
     pub fn cache_size(mut self, bytes: usize) -> Self {
-        self.config.store.cache_size = bytes;
+        self.config.store.cache_size = Some(bytes);
         self
     }
 
