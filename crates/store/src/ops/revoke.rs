@@ -84,6 +84,14 @@ impl Tx<'_> {
                 .into_iter()
                 .map(Entry::Token),
         );
+        // Tokens issued since the last merge are only in `recent_tokens`.
+        for item in self.recent_tokens.iter().db()? {
+            let (k, v) = item.db()?;
+            let named = recent_parse(v.value()).map(|(s, c)| if by_subject { s } else { c });
+            if named.as_ref() == Some(hash) {
+                entries.push(Entry::Token(AccessKey::from_bytes(k.value())));
+            }
+        }
         let reason = if by_subject {
             RevokeReason::Subject
         } else {
