@@ -238,7 +238,7 @@ fn recent_index_entries_are_merged_and_revocation_finds_both() {
                     .len()
                     .unwrap(),
                 _ => txn
-                    .open_table(redb::TableDefinition::<&[u8; 60], ()>::new(name))
+                    .open_table(redb::TableDefinition::<&[u8; 36], ()>::new(name))
                     .unwrap()
                     .len()
                     .unwrap(),

@@ -393,14 +393,31 @@ impl Store {
                 (SUBJECT_TOKENS, "subject_tokens", true),
                 (CLIENT_TOKENS, "client_tokens", false),
             ] {
+                let tokens = txn.open_table(TOKENS).db()?;
                 for item in txn.open_table(table).db()?.iter().db()? {
                     let (k, _) = item.db()?;
                     let k: &[u8; TX_KEY_LEN] = k.value();
-                    f(match tx_parse(k) {
-                        Some((_, h, t)) if subject => IndexEntry::Subject(h, Entry::Token(t)),
-                        Some((_, h, t)) => IndexEntry::Client(h, Entry::Token(t)),
-                        None => IndexEntry::Malformed(name),
-                    });
+                    let Some((_, h, r)) = tx_parse(k) else {
+                        f(IndexEntry::Malformed(name));
+                        continue;
+                    };
+                    // The entry names its token by deadline and id prefix: listed under each
+                    // token it may name, or under a stand-in key if none is left (swept).
+                    let (lo, hi) = r.range();
+                    let mut named = Vec::new();
+                    for item in tokens.range(&lo..=&hi).db()? {
+                        named.push(AccessKey::from_bytes(item.db()?.0.value()));
+                    }
+                    if named.is_empty() {
+                        named.push(r.placeholder());
+                    }
+                    for t in named {
+                        f(if subject {
+                            IndexEntry::Subject(h, Entry::Token(t))
+                        } else {
+                            IndexEntry::Client(h, Entry::Token(t))
+                        });
+                    }
                 }
             }
             // A recent entry is a token's subject and client entries, not merged yet.

@@ -308,24 +308,37 @@ fn verify_indexes(
             let (k, _) = item.db()?;
             r.index_entries += 1;
             let key: &[u8; TX_KEY_LEN] = k.value();
-            let Some((_, h, id)) = tx_parse(key) else {
+            let Some((_, h, tref)) = tx_parse(key) else {
                 r.problem(max, name, hex(key), "entry does not parse".into());
                 continue;
             };
             let pick = |s: IndexHash, c: IndexHash| if subject_index { s } else { c };
-            let what = match t.token(&id, keys)? {
-                None if first_left.is_none_or(|d| id.deadline <= d) => None, // swept
-                None => Some("points at an access token that does not exist"),
-                Some(Ok(rec)) if rec.family.is_some() => Some(
-                    "the access token is tied to a family; only standalone tokens are indexed here",
-                ),
-                Some(Ok(rec)) if pick(rec.subject, rec.client) != h => {
-                    Some("the token's hash differs: the entry is filed under another key")
+            // The entry names its token by deadline and id prefix: it is right if one token
+            // it may name is standalone and filed under its hash.
+            let (lo, hi) = tref.range();
+            let mut found = false;
+            let mut what = None;
+            for item in t.tokens.range(&lo..=&hi).db()? {
+                let id = AccessKey::from_bytes(item.db()?.0.value());
+                found = true;
+                what = match t.token(&id, keys)? {
+                    Some(Ok(rec)) if rec.family.is_some() => Some(
+                        "the access token is tied to a family; only standalone tokens are indexed here",
+                    ),
+                    Some(Ok(rec)) if pick(rec.subject, rec.client) != h => {
+                        Some("the token's hash differs: the entry is filed under another key")
+                    }
+                    _ => None,
+                };
+                if what.is_none() {
+                    break;
                 }
-                Some(_) => None,
-            };
+            }
+            if !found && first_left.is_some_and(|d| tref.deadline > d) {
+                what = Some("points at an access token that does not exist");
+            }
             if let Some(w) = what {
-                r.problem(max, name, token_name(&id), w.into());
+                r.problem(max, name, token_name(&tref.placeholder()), w.into());
             }
         }
     }
