@@ -304,12 +304,16 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
-    pub(super) fn put_token(&mut self, id: &AccessKey, rec: &AccessRecord) -> Result<()> {
+    /// Writes an access record; returns whether it replaced one.
+    pub(super) fn put_token(&mut self, id: &AccessKey, rec: &AccessRecord) -> Result<bool> {
         let rec = rec
             .under_current_key(id, self.keys)
             .map_err(StoreError::from_reseal)?;
         let bytes = rec.encode(id, self.keys).map_err(StoreError::Invalid)?;
-        self.tokens.insert(&id.to_bytes(), bytes.as_slice()).db()?;
-        Ok(())
+        Ok(self
+            .tokens
+            .insert(&id.to_bytes(), bytes.as_slice())
+            .db()?
+            .is_some())
     }
 }
