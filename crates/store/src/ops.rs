@@ -4,7 +4,10 @@
 //!
 //! Every operation reads and decides first, and mutates only once nothing can refuse any more;
 //! a failure during the mutations is a storage error, which fails the whole batch. So one
-//! operation's refusal never leaves half a change behind and never aborts its neighbours.
+//! operation's refusal never leaves half a change behind and never aborts its neighbours. The
+//! one check made during the mutations is a token key collision (an insert that replaced a
+//! record): it fails the op with `Invalid`, and the writer then aborts the transaction and
+//! applies the batch again without that op, so nothing of it stays.
 
 use crate::error::{Failure, RedbResult, Result, StoreError};
 use crate::tables::{
