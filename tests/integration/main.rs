@@ -28,6 +28,7 @@ mod corruption;
 mod crash;
 mod durability;
 mod faults;
+mod format_v2;
 mod full_disk;
 mod fuzz_corpus;
 mod lifecycle;

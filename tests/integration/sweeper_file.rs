@@ -141,17 +141,19 @@ fn an_entry_whose_record_lives_longer_is_refiled_not_deleted() {
 
 /// Standalone access tokens are swept as a run of keys; their subject and client index entries
 /// go with their deadline bucket once it has ended (never while a token they name is alive),
-/// and revoking a subject finds tokens in every bucket.
+/// or at once while they are still recent (not merged), and revoking a subject finds tokens in
+/// every bucket and among the recent ones.
 #[test]
 fn token_index_entries_go_with_their_bucket_and_revocation_sees_every_bucket() {
     let bucket = 1u64 << tokendb_store::BUCKET_SHIFT;
     let fx = Fixture::with(|b| b.access_lifetime(ms(10 * MINUTE)));
     let db = &fx.db;
-    // Three generations of tokens of one subject, in different deadline buckets.
+    // Three generations of tokens of two subjects, in different deadline buckets: subject 1's
+    // issued one by one (recent entries), subject 2's in batches (straight into the indexes).
     let mut tokens = Vec::new();
     for _ in 0..3 {
         tokens.push(db.issue_access(&grant(1)).unwrap());
-        tokens.push(db.issue_access(&grant(2)).unwrap());
+        tokens.extend(db.issue_access_batch(&[grant(2)]).unwrap());
         fx.advance(3 * bucket);
     }
     let c = Contents::read(file(db));
@@ -170,14 +172,15 @@ fn token_index_entries_go_with_their_bucket_and_revocation_sees_every_bucket() {
     };
     assert_eq!(token_entries(&c), 12);
 
-    // The first pair expired: swept; its entries stay until its bucket ends, then go.
+    // The first pair expired: swept; the recent entries of subject 1's token go with it, the
+    // indexed entries of subject 2's stay until its bucket ends, then go.
     fx.set(T0 + 10 * MINUTE);
     assert_eq!(sweep(db), (0, 2));
     let c = Contents::read(file(db));
     c.assert_exact();
     let first_bucket_end = (T0 + 10 * MINUTE) / bucket * bucket + bucket;
     if first_bucket_end > T0 + 10 * MINUTE + 1 {
-        assert_eq!(token_entries(&c), 12, "the bucket has not ended");
+        assert_eq!(token_entries(&c), 10, "the bucket has not ended");
     }
     fx.set(first_bucket_end);
     db.sweep_now(None).unwrap();
@@ -202,7 +205,107 @@ fn token_index_entries_go_with_their_bucket_and_revocation_sees_every_bucket() {
     }
 
     // Everything expires: records and entries are gone once the last bucket ends.
-    fx.set(T0 + 100 * bucket);
+    fx.set(T0 + 2 * HOUR);
     db.sweep_now(None).unwrap();
     assert!(Contents::read(file(db)).is_empty());
+}
+
+/// Standalone access tokens issued one by one wait in `recent_tokens` and are merged into the
+/// bucketed subject and client indexes once `merge_at` of them wait. Before and after a merge
+/// the file holds exactly one subject and one client entry per token, and revocation by subject
+/// and by client finds merged and recent tokens alike.
+#[test]
+fn recent_index_entries_are_merged_and_revocation_finds_both() {
+    let fx = Fixture::with(|b| b.writer(tokendb::WriterOptions::DEFAULT.with_merge_at(4)));
+    let db = &fx.db;
+    // grant(i): subject `sub-{i}`, client `client-{i % 3}`; subjects 0..5 twice each.
+    let issued: Vec<_> = (0..10)
+        .map(|i| db.issue_access(&grant(i % 5)).unwrap())
+        .collect();
+    let c = Contents::read(file(db));
+    c.assert_exact();
+    // One at a time, each issue is its own batch: merged after the 4th and the 8th.
+    db.close().unwrap();
+    {
+        let raw = redb::Database::open(fx.path()).unwrap();
+        let txn = redb::ReadableDatabase::begin_read(&raw).unwrap();
+        let len = |name: &str| {
+            use redb::ReadableTableMetadata as _;
+            match name {
+                "recent_tokens" => txn
+                    .open_table(redb::TableDefinition::<&[u8; 40], &[u8; 32]>::new(name))
+                    .unwrap()
+                    .len()
+                    .unwrap(),
+                _ => txn
+                    .open_table(redb::TableDefinition::<&[u8; 36], ()>::new(name))
+                    .unwrap()
+                    .len()
+                    .unwrap(),
+            }
+        };
+        assert_eq!(len("recent_tokens"), 2);
+        assert_eq!(len("subject_tokens.v3"), 8);
+        assert_eq!(len("client_tokens.v3"), 8);
+    }
+    let db = fx
+        .reopen(
+            Fixture::base(&fx.clock)
+                .writer(tokendb::WriterOptions::DEFAULT.with_merge_at(4))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    // sub-3: tokens 3 (merged) and 8 (recent).
+    let r = db.revoke_subject("sub-3", None).unwrap();
+    assert_eq!(r.tokens, 2);
+    // client-1: the grants of sub-1 and sub-4, tokens 1, 4, 6 and 9 (the last one recent).
+    let r = db.revoke_client("client-1").unwrap();
+    let want: Vec<usize> = (0..10).filter(|i| (i % 5) % 3 == 1).collect();
+    assert_eq!(r.tokens, want.len() as u64);
+    for (i, t) in issued.iter().enumerate() {
+        let want = if i % 5 == 3 {
+            TokenStatus::Revoked(RevokeReason::Subject)
+        } else if (i % 5) % 3 == 1 {
+            TokenStatus::Revoked(RevokeReason::Client)
+        } else {
+            TokenStatus::Active
+        };
+        assert_eq!(status(&db, t.token.expose()), want, "token {i}");
+    }
+    Contents::read(file(&db)).assert_exact();
+    // Everything expires: merged and recent entries go with their tokens.
+    fx.set(T0 + 2 * HOUR);
+    db.sweep_now(None).unwrap();
+    fx.set(T0 + 3 * HOUR);
+    db.sweep_now(None).unwrap();
+    assert!(Contents::read(file(&db)).is_empty());
+}
+
+/// `compact` rewrites the per-token tables in key order: every token still validates,
+/// revocation by subject and client still finds merged and recent tokens, and the file
+/// verifies clean.
+#[test]
+fn compaction_repacks_and_keeps_every_token_findable() {
+    let fx = Fixture::with(|b| b.writer(tokendb::WriterOptions::DEFAULT.with_merge_at(8)));
+    let db = &fx.db;
+    let mut issued: Vec<_> = (0..10)
+        .map(|i| db.issue_access(&grant(i % 5)).unwrap())
+        .collect();
+    issued.extend(
+        db.issue_access_batch(&(10..20).map(grant).collect::<Vec<_>>())
+            .unwrap(),
+    );
+    db.compact().unwrap();
+    Contents::read(file(db)).assert_exact();
+    assert!(db.verify(100).unwrap().is_clean());
+    for t in &issued {
+        assert_eq!(status(db, t.token.expose()), TokenStatus::Active);
+    }
+    // sub-2: tokens 2 (merged at the 8th issue) and 7 (recent); sub-12: token 12 (batch).
+    assert_eq!(db.revoke_subject("sub-2", None).unwrap().tokens, 2);
+    assert_eq!(db.revoke_subject("sub-12", None).unwrap().tokens, 1);
+    // client-0: tokens 0, 3, 5 and 8 (grants 0 and 3), and 15 and 18 of the batch (12 is
+    // revoked already).
+    assert_eq!(db.revoke_client("client-0").unwrap().tokens, 6);
 }

@@ -24,7 +24,8 @@ use tokendb::{
 
 const FAMILIES: TableDefinition<'_, &[u8; 16], &[u8]> = TableDefinition::new("families");
 const TOKENS: TableDefinition<'_, &[u8; 40], &[u8]> = TableDefinition::new("tokens");
-const SUBJECT_TOKENS: TableDefinition<'_, &[u8; 60], ()> = TableDefinition::new("subject_tokens");
+const RECENT_TOKENS: TableDefinition<'_, &[u8; 40], &[u8; 32]> =
+    TableDefinition::new("recent_tokens");
 const BY_SUBJECT: TableDefinition<'_, &[u8; 57], ()> = TableDefinition::new("by_subject");
 
 fn now_ms() -> u64 {
@@ -622,7 +623,7 @@ fn verify_passes_a_sound_file_and_reports_a_corrupted_one() {
     assert_eq!(v["problem_count"], 0);
 
     // Damage through redb itself (every redb checksum stays valid): a family header byte, the
-    // last byte of an access token (its sealed body), one subject_tokens entry removed, one
+    // last byte of an access token (its sealed body), one token's index entries removed, one
     // by_subject entry pointing nowhere.
     let target_token;
     {
@@ -646,14 +647,15 @@ fn verify_passes_a_sound_file_and_reports_a_corrupted_one() {
             toks.insert(&k, v.as_slice()).unwrap();
             target_token = k;
 
-            let mut st = txn.open_table(SUBJECT_TOKENS).unwrap();
-            // Remove the subject entry of an access token that is not otherwise damaged
-            // (bucket 4 ‖ subject hash 16 ‖ access key 40).
+            let mut st = txn.open_table(RECENT_TOKENS).unwrap();
+            // Remove the index entries (not merged yet: one recent entry, keyed by access key,
+            // holding the subject and client hashes) of an access token that is not otherwise
+            // damaged.
             let victim = st
                 .iter()
                 .unwrap()
                 .map(|e| *e.unwrap().0.value())
-                .find(|k| k[20..] != target_token[..])
+                .find(|k| k[..] != target_token[..])
                 .unwrap();
             st.remove(&victim).unwrap();
 

@@ -9,7 +9,7 @@ use crate::error::RedbResult;
 use crate::error::{Result, StoreError};
 use crate::tables::{
     BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, DL_KEY_LEN, FAMILIES, FAMILY_TOKENS,
-    FT_KEY_LEN, IX_KEY_LEN, PROOFS, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN,
+    FT_KEY_LEN, IX_KEY_LEN, PROOFS, RECENT_LEN, RECENT_TOKENS, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN,
 };
 use redb::ReadableTable as _;
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase};
@@ -33,6 +33,7 @@ struct Snap {
     by_client: ReadOnlyTable<&'static [u8; IX_KEY_LEN], ()>,
     subject_tokens: ReadOnlyTable<&'static [u8; TX_KEY_LEN], ()>,
     client_tokens: ReadOnlyTable<&'static [u8; TX_KEY_LEN], ()>,
+    recent_tokens: ReadOnlyTable<&'static [u8; ACCESS_KEY_LEN], &'static [u8; RECENT_LEN]>,
     /// The replay cache; `None` in a file no build with it has written to yet.
     proofs: Option<ReadOnlyTable<&'static [u8; PROOF_ID_LEN], u64>>,
 }
@@ -48,6 +49,7 @@ impl Snap {
             by_client: txn.open_table(BY_CLIENT).db()?,
             subject_tokens: txn.open_table(SUBJECT_TOKENS).db()?,
             client_tokens: txn.open_table(CLIENT_TOKENS).db()?,
+            recent_tokens: txn.open_table(RECENT_TOKENS).db()?,
             proofs: match txn.open_table(PROOFS) {
                 Ok(t) => Some(t),
                 Err(redb::TableError::TableDoesNotExist(_)) => None,

@@ -45,7 +45,7 @@ pub use admin::{
 };
 pub use meta::FORMAT_VERSION;
 pub use read::{IndexEntry, ScanItem};
-pub use tables::{BUCKET_SHIFT, Entry};
+pub use tables::{BUCKET_SHIFT, Entry, MERGE_AT};
 pub use writer::WriterOptions;
 
 use disk::Source;

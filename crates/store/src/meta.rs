@@ -6,7 +6,7 @@ use crate::error::RedbResult;
 use crate::error::{Failure, Result, StoreError};
 use crate::tables::{
     BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, FAMILIES, FAMILY_TOKENS, META, PROOFS,
-    SUBJECT_TOKENS, TOKENS,
+    RECENT_TOKENS, SUBJECT_TOKENS, TOKENS, tx_key, v2,
 };
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableError};
 use std::io::Read;
@@ -16,8 +16,14 @@ use std::sync::atomic::AtomicBool;
 use tokendb_core::{CoreError, KeyId, KeyRing, MasterKey, WrappedKey};
 
 /// The database format version this build writes and reads. Version 2 keys access tokens by
-/// deadline ‖ token id (version 1 keyed them by token id alone).
-pub const FORMAT_VERSION: u32 = 2;
+/// deadline ‖ token id (version 1 keyed them by token id alone). Version 3 files new standalone
+/// access tokens in `recent_tokens` and merges them into the token indexes in bulk, with
+/// narrower deadline buckets (`subject_tokens.v3`, `client_tokens.v3`); a version 2 file is
+/// converted when it is opened for writing ([`upgrade_v2`]).
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The oldest format this build opens (converting it).
+const OLDEST_READ: u32 = 2;
 
 const MAGIC: &[u8] = b"tokendb";
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
@@ -64,6 +70,7 @@ pub(crate) fn create(
         txn.open_table(BY_CLIENT).db()?;
         txn.open_table(SUBJECT_TOKENS).db()?;
         txn.open_table(CLIENT_TOKENS).db()?;
+        txn.open_table(RECENT_TOKENS).db()?;
         txn.open_table(PROOFS).db()?;
     }
     txn.commit().db()?;
@@ -111,8 +118,12 @@ pub(crate) fn open(
         };
         let mut keys = None;
         let db = checked(db, |db| {
-            check_format(db, &source.path())?;
+            let version = check_format(db, &source.path())?;
             keys = Some(load_keys(db, master)?);
+            // A damaged file is never written to; lookups read only tables format 2 shares.
+            if version < FORMAT_VERSION && !damaged {
+                upgrade_v2(db)?;
+            }
             Ok(())
         })?;
         let keys =
@@ -130,7 +141,12 @@ pub(crate) fn reopen(
 ) -> Result<Database> {
     crate::error::contain("reopening the file", || {
         let db = open_db(source, opts, sync_failed, false)?;
-        checked(db, |db| check_format(db, &source.path()))
+        checked(db, |db| {
+            if check_format(db, &source.path())? < FORMAT_VERSION {
+                upgrade_v2(db)?;
+            }
+            Ok(())
+        })
     })
 }
 
@@ -208,7 +224,8 @@ fn checked<D>(db: D, check: impl FnOnce(&D) -> Result<()>) -> Result<D> {
     }
 }
 
-fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<()> {
+/// Checks that `db` is a tokendb file of a format this build opens; returns its version.
+fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<u32> {
     let not_ours = || StoreError::NotATokenDb(path.display().to_string());
     let txn = db.begin_read().db()?;
     let meta = match txn.open_table(META) {
@@ -237,12 +254,57 @@ fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<()> {
     if version == 0 {
         return Err(not_ours());
     }
-    if version < FORMAT_VERSION {
+    if version < OLDEST_READ {
         return Err(StoreError::OlderFormat {
             found: version,
             supported: FORMAT_VERSION,
         });
     }
+    Ok(version)
+}
+
+/// Converts a format 2 file to format 3 in one durable commit: the entries of the old token
+/// indexes (2^16 ms buckets) are filed again under the new buckets, the old tables dropped,
+/// `recent_tokens` created and the version raised. A crash before the commit leaves the file
+/// as it was, in format 2, and the next open converts it again. Records are untouched: format 3
+/// reads them as they are. Costs one pass over the two indexes (two entries per standalone
+/// access token) at the first open.
+fn upgrade_v2(db: &Database) -> Result<()> {
+    let mut txn = db.begin_write().db()?;
+    txn.set_durability(Durability::Immediate).db()?;
+    txn.set_quick_repair(true);
+    for (old, new) in [
+        (v2::SUBJECT_TOKENS, SUBJECT_TOKENS),
+        (v2::CLIENT_TOKENS, CLIENT_TOKENS),
+    ] {
+        let mut keys = Vec::new();
+        {
+            let table = txn.open_table(old).db()?;
+            for item in table.iter().db()? {
+                let (k, _) = item.db()?;
+                // An entry format 2 could not have written is dropped (format 2's `verify`
+                // reported it); its token, if any, stays findable through its own record.
+                if let Some((h, t)) = v2::parse(k.value()) {
+                    keys.push(tx_key(&h, &t));
+                }
+            }
+        }
+        keys.sort_unstable();
+        {
+            let mut table = txn.open_table(new).db()?;
+            for k in &keys {
+                table.insert(k, ()).db()?;
+            }
+        }
+        txn.delete_table(old).db()?;
+    }
+    {
+        txn.open_table(RECENT_TOKENS).db()?;
+        let mut meta = txn.open_table(META).db()?;
+        meta.insert("format_version", FORMAT_VERSION.to_be_bytes().as_slice())
+            .db()?;
+    }
+    txn.commit().db()?;
     Ok(())
 }
 

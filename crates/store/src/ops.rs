@@ -4,14 +4,18 @@
 //!
 //! Every operation reads and decides first, and mutates only once nothing can refuse any more;
 //! a failure during the mutations is a storage error, which fails the whole batch. So one
-//! operation's refusal never leaves half a change behind and never aborts its neighbours.
+//! operation's refusal never leaves half a change behind and never aborts its neighbours. The
+//! one check made during the mutations is a token key collision (an insert that replaced a
+//! record): it fails the op with `Invalid`, and the writer then aborts the transaction and
+//! applies the batch again without that op, so nothing of it stays.
 
 use crate::error::{Failure, RedbResult, Result, StoreError};
 use crate::tables::{
     BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, DL_KEY_LEN, Entry, FAMILIES, FAMILY_TOKENS,
-    FT_KEY_LEN, IX_KEY_LEN, PROOFS, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN, bucket, dl_key, dl_parse,
-    dl_upto, ft_key, ft_range, ft_token, ix_key, ix_parse, ix_range, tokens_after, tx_bucket_start,
-    tx_key, tx_parse, tx_range,
+    FT_KEY_LEN, IX_KEY_LEN, PROOFS, RECENT_LEN, RECENT_TOKENS, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN,
+    access_keys_from, bucket, dl_key, dl_parse, dl_upto, ft_key, ft_range, ft_token, ix_key,
+    ix_parse, ix_range, recent_parse, recent_value, tokens_after, tx_bucket_start, tx_key,
+    tx_parse, tx_range,
 };
 use redb::{ReadableTable, Table, WriteTransaction};
 use tokendb_backend::{MAX_ACCESS_BATCH, ResealBatch, ResealCursor, Revocation, SweepCounts};
@@ -152,6 +156,7 @@ type FtT<'t> = Table<'t, &'static [u8; FT_KEY_LEN], ()>;
 type DlT<'t> = Table<'t, &'static [u8; DL_KEY_LEN], ()>;
 type IxT<'t> = Table<'t, &'static [u8; IX_KEY_LEN], ()>;
 type TxT<'t> = Table<'t, &'static [u8; TX_KEY_LEN], ()>;
+type RcT<'t> = Table<'t, &'static [u8; ACCESS_KEY_LEN], &'static [u8; RECENT_LEN]>;
 type PrT<'t> = Table<'t, &'static [u8; PROOF_ID_LEN], u64>;
 
 /// The tables of one write transaction, opened once per batch.
@@ -164,6 +169,7 @@ pub(crate) struct Tx<'t> {
     by_client: IxT<'t>,
     subject_tokens: TxT<'t>,
     client_tokens: TxT<'t>,
+    recent_tokens: RcT<'t>,
     proofs: PrT<'t>,
     keys: &'t KeyRing,
 }
@@ -187,6 +193,7 @@ impl<'t> Tx<'t> {
         let by_client = LeakOnUnwind::new(txn.open_table(BY_CLIENT).db()?);
         let subject_tokens = LeakOnUnwind::new(txn.open_table(SUBJECT_TOKENS).db()?);
         let client_tokens = LeakOnUnwind::new(txn.open_table(CLIENT_TOKENS).db()?);
+        let recent_tokens = LeakOnUnwind::new(txn.open_table(RECENT_TOKENS).db()?);
         let proofs = LeakOnUnwind::new(txn.open_table(PROOFS).db()?);
         let (
             Some(families),
@@ -197,6 +204,7 @@ impl<'t> Tx<'t> {
             Some(by_client),
             Some(subject_tokens),
             Some(client_tokens),
+            Some(recent_tokens),
             Some(proofs),
         ) = (
             families.take(),
@@ -207,6 +215,7 @@ impl<'t> Tx<'t> {
             by_client.take(),
             subject_tokens.take(),
             client_tokens.take(),
+            recent_tokens.take(),
             proofs.take(),
         )
         else {
@@ -223,6 +232,7 @@ impl<'t> Tx<'t> {
             by_client,
             subject_tokens,
             client_tokens,
+            recent_tokens,
             proofs,
             keys,
         })
@@ -297,12 +307,16 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
-    pub(super) fn put_token(&mut self, id: &AccessKey, rec: &AccessRecord) -> Result<()> {
+    /// Writes an access record; returns whether it replaced one.
+    pub(super) fn put_token(&mut self, id: &AccessKey, rec: &AccessRecord) -> Result<bool> {
         let rec = rec
             .under_current_key(id, self.keys)
             .map_err(StoreError::from_reseal)?;
         let bytes = rec.encode(id, self.keys).map_err(StoreError::Invalid)?;
-        self.tokens.insert(&id.to_bytes(), bytes.as_slice()).db()?;
-        Ok(())
+        Ok(self
+            .tokens
+            .insert(&id.to_bytes(), bytes.as_slice())
+            .db()?
+            .is_some())
     }
 }

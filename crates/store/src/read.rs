@@ -23,8 +23,8 @@ use crate::error::RedbResult;
 use crate::error::{Result, StoreError};
 use crate::tables::{
     BUCKET_SHIFT, BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, DL_KEY_LEN, Entry, FAMILIES,
-    FAMILY_TOKENS, FT_KEY_LEN, IX_KEY_LEN, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN, dl_parse, ix_parse,
-    tx_parse,
+    FAMILY_TOKENS, FT_KEY_LEN, IX_KEY_LEN, RECENT_TOKENS, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN,
+    dl_parse, ix_parse, recent_parse, tx_parse,
 };
 use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
@@ -411,14 +411,43 @@ impl Store {
                 (SUBJECT_TOKENS, "subject_tokens", true),
                 (CLIENT_TOKENS, "client_tokens", false),
             ] {
+                let tokens = txn.open_table(TOKENS).db()?;
                 for item in txn.open_table(table).db()?.iter().db()? {
                     let (k, _) = item.db()?;
                     let k: &[u8; TX_KEY_LEN] = k.value();
-                    f(match tx_parse(k) {
-                        Some((_, h, t)) if subject => IndexEntry::Subject(h, Entry::Token(t)),
-                        Some((_, h, t)) => IndexEntry::Client(h, Entry::Token(t)),
-                        None => IndexEntry::Malformed(name),
-                    });
+                    let Some((_, h, r)) = tx_parse(k) else {
+                        f(IndexEntry::Malformed(name));
+                        continue;
+                    };
+                    // The entry names its token by deadline and id prefix: listed under each
+                    // token it may name, or under a stand-in key if none is left (swept).
+                    let (lo, hi) = r.range();
+                    let mut named = Vec::new();
+                    for item in tokens.range(&lo..=&hi).db()? {
+                        named.push(AccessKey::from_bytes(item.db()?.0.value()));
+                    }
+                    if named.is_empty() {
+                        named.push(r.placeholder());
+                    }
+                    for t in named {
+                        f(if subject {
+                            IndexEntry::Subject(h, Entry::Token(t))
+                        } else {
+                            IndexEntry::Client(h, Entry::Token(t))
+                        });
+                    }
+                }
+            }
+            // A recent entry is a token's subject and client entries, not merged yet.
+            for item in txn.open_table(RECENT_TOKENS).db()?.iter().db()? {
+                let (k, v) = item.db()?;
+                let t = AccessKey::from_bytes(k.value());
+                match recent_parse(v.value()) {
+                    Some((s, c)) => {
+                        f(IndexEntry::Subject(s, Entry::Token(t)));
+                        f(IndexEntry::Client(c, Entry::Token(t)));
+                    }
+                    None => f(IndexEntry::Malformed("recent_tokens")),
                 }
             }
             Ok(())
@@ -449,7 +478,14 @@ impl Store {
                 .first()
                 .db()?
                 .map(|(k, _)| AccessKey::from_bytes(k.value()).deadline);
-            let mut earliest = deadline.into_iter().chain(token).min();
+            // A recent entry of a swept token is dropped by the sweep that passes its deadline.
+            let recent = txn
+                .open_table(RECENT_TOKENS)
+                .db()?
+                .first()
+                .db()?
+                .map(|(k, _)| AccessKey::from_bytes(k.value()).deadline);
+            let mut earliest = deadline.into_iter().chain(token).chain(recent).min();
             for table in [SUBJECT_TOKENS, CLIENT_TOKENS] {
                 let bucket_end = txn
                     .open_table(table)

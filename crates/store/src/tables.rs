@@ -24,14 +24,27 @@ pub(crate) const BY_SUBJECT: TableDefinition<'_, &[u8; IX_KEY_LEN], ()> =
 /// client hash ‖ kind ‖ id → (): families by client.
 pub(crate) const BY_CLIENT: TableDefinition<'_, &[u8; IX_KEY_LEN], ()> =
     TableDefinition::new("by_client");
-/// deadline bucket (u32 BE) ‖ subject hash ‖ access key → (): standalone access tokens by
-/// subject. Bucketed by deadline so that the sweeper drops whole ended buckets as contiguous
-/// runs; revoke-by-subject probes each live bucket.
+/// deadline bucket (u32 BE, [`BUCKET_SHIFT`]) ‖ subject hash ‖ deadline (u64 BE) ‖ the first
+/// [`ID_PREFIX`] bytes of the token id → (): standalone access tokens by subject, merged from
+/// [`RECENT_TOKENS`]. The entry names its token by deadline and id prefix, found with a short
+/// range read of `tokens` ([`TokenRef::range`]); two tokens of one millisecond sharing a prefix
+/// (2^-64 per pair) are both found, and revocation checks each record's own hash. Bucketed by deadline so that the
+/// sweeper drops whole ended buckets as contiguous runs; revoke-by-subject probes each live
+/// bucket. Format 3 (format 2's `subject_tokens` had 2^16 ms buckets and took every issue
+/// directly; it is converted when such a file is opened).
 pub(crate) const SUBJECT_TOKENS: TableDefinition<'_, &[u8; TX_KEY_LEN], ()> =
-    TableDefinition::new("subject_tokens");
-/// deadline bucket (u32 BE) ‖ client hash ‖ access key → (): standalone access tokens by client.
+    TableDefinition::new("subject_tokens.v3");
+/// deadline bucket ‖ client hash ‖ access key → (): standalone access tokens by client, like
+/// [`SUBJECT_TOKENS`].
 pub(crate) const CLIENT_TOKENS: TableDefinition<'_, &[u8; TX_KEY_LEN], ()> =
-    TableDefinition::new("client_tokens");
+    TableDefinition::new("client_tokens.v3");
+/// access key → subject hash ‖ client hash: standalone access tokens issued since the last
+/// merge into [`SUBJECT_TOKENS`]/[`CLIENT_TOKENS`]. Keyed like `tokens` (deadline first), so the
+/// entries of one group commit land side by side at the tail of one leaf instead of at a random
+/// place in each index; revocation scans the whole table (at most about [`MERGE_AT`] entries)
+/// besides probing the indexes, and the sweeper drops its expired head like `tokens`'.
+pub(crate) const RECENT_TOKENS: TableDefinition<'_, &[u8; ACCESS_KEY_LEN], &[u8; RECENT_LEN]> =
+    TableDefinition::new("recent_tokens");
 /// proof id (a keyed hash of a DPoP key's thumbprint and a proof's `jti`) → deadline (u64):
 /// the replay cache. Each entry is also filed in `deadlines` (kind [`Entry::Proof`]), so the
 /// sweeper deletes it once its proof could no longer be accepted anyway. Created by the first
@@ -44,13 +57,27 @@ pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("
 pub(crate) const FT_KEY_LEN: usize = FAMILY_ID_LEN + ACCESS_KEY_LEN;
 pub(crate) const DL_KEY_LEN: usize = 8 + 1 + ID_SLOT;
 pub(crate) const IX_KEY_LEN: usize = INDEX_HASH_LEN + 1 + ID_SLOT;
-pub(crate) const TX_KEY_LEN: usize = 4 + INDEX_HASH_LEN + ACCESS_KEY_LEN;
+pub(crate) const TX_KEY_LEN: usize = 4 + INDEX_HASH_LEN + 8 + ID_PREFIX;
+/// Bytes of a token id kept in a token-index entry: with the full 32, an entry was 60 bytes and
+/// the two indexes took 186 of the 470 bytes a live token cost in a compacted file.
+pub(crate) const ID_PREFIX: usize = 8;
+pub(crate) const RECENT_LEN: usize = 2 * INDEX_HASH_LEN;
 const ID_SLOT: usize = ACCESS_KEY_LEN;
 
-/// log2 of the width of a token-index deadline bucket in ms: 2^16 ms ≈ 65.5 s. An entry of
-/// `subject_tokens`/`client_tokens` outlives its swept token by at most one bucket; revoking a
-/// subject probes one range per live bucket (55 for tokens living an hour).
-pub const BUCKET_SHIFT: u32 = 16;
+/// log2 of the width of a token-index deadline bucket in ms: 2^12 ms ≈ 4.1 s. An entry of
+/// `subject_tokens.v3`/`client_tokens.v3` outlives its swept token by at most one bucket;
+/// revoking a subject probes one range per live bucket (at most 880 for tokens living an
+/// hour). Why so narrow: a merge of [`MERGE_AT`] recent entries rewrites every leaf of the
+/// buckets it lands in, so the fewer entries a bucket holds, the fewer leaves a merge rewrites
+/// (format 2 used 2^16 ms, when each issue inserted into the indexes directly).
+pub const BUCKET_SHIFT: u32 = 12;
+
+/// The default of `WriterOptions::merge_at`: how many entries [`RECENT_TOKENS`] collects before
+/// the writer merges them, in key order, into the two token indexes (at the end of the batch
+/// that reached it). Larger merges
+/// amortise the rewritten index leaves over more tokens; smaller ones bound the scan every
+/// revocation by subject or client makes of the recent entries, and the merging commit's size.
+pub const MERGE_AT: u64 = 16_384;
 
 /// What an index entry points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,10 +184,11 @@ pub(crate) fn bucket(deadline: u64) -> u32 {
 }
 
 pub(crate) fn tx_key(h: &IndexHash, t: &AccessKey) -> [u8; TX_KEY_LEN] {
+    let key = t.to_bytes();
     concat(&[
         &bucket(t.deadline).to_be_bytes(),
         h.as_bytes(),
-        &t.to_bytes(),
+        key.get(..8 + ID_PREFIX).unwrap_or_default(),
     ])
 }
 
@@ -173,17 +201,95 @@ pub(crate) fn tx_bucket_start(b: u32) -> [u8; TX_KEY_LEN] {
 pub(crate) fn tx_range(b: u32, h: &IndexHash) -> ([u8; TX_KEY_LEN], [u8; TX_KEY_LEN]) {
     (
         concat(&[&b.to_be_bytes(), h.as_bytes()]),
-        concat(&[&b.to_be_bytes(), h.as_bytes(), &[0xffu8; ACCESS_KEY_LEN]]),
+        concat(&[&b.to_be_bytes(), h.as_bytes(), &[0xffu8; 8 + ID_PREFIX]]),
     )
 }
 
-/// Bucket, hash and access key of a token-index key.
-pub(crate) fn tx_parse(key: &[u8; TX_KEY_LEN]) -> Option<(u32, IndexHash, AccessKey)> {
+/// The access token(s) a token-index entry names: a deadline and a token id prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TokenRef {
+    pub(crate) deadline: u64,
+    prefix: [u8; ID_PREFIX],
+}
+
+impl TokenRef {
+    /// The `tokens` keys it may name, inclusive.
+    pub(crate) fn range(&self) -> ([u8; ACCESS_KEY_LEN], [u8; ACCESS_KEY_LEN]) {
+        let d = self.deadline.to_be_bytes();
+        (
+            concat(&[&d, &self.prefix]),
+            concat(&[&d, &self.prefix, &[0xffu8; ACCESS_KEY_LEN - 8 - ID_PREFIX]]),
+        )
+    }
+
+    /// Whether `key` is one of the access keys it may name.
+    #[cfg(test)]
+    pub(crate) fn names(&self, key: &AccessKey) -> bool {
+        let (lo, hi) = self.range();
+        let k = key.to_bytes();
+        lo <= k && k <= hi
+    }
+
+    /// A stand-in key for an entry whose token is gone (swept): its deadline and prefix, then
+    /// zeros.
+    pub(crate) fn placeholder(&self) -> AccessKey {
+        AccessKey::from_bytes(&self.range().0)
+    }
+}
+
+/// The first access key with a deadline at or after `deadline`.
+pub(crate) fn access_keys_from(deadline: u64) -> [u8; ACCESS_KEY_LEN] {
+    concat(&[&deadline.to_be_bytes()])
+}
+
+/// The value of a [`RECENT_TOKENS`] entry.
+pub(crate) fn recent_value(subject: &IndexHash, client: &IndexHash) -> [u8; RECENT_LEN] {
+    concat(&[subject.as_bytes(), client.as_bytes()])
+}
+
+/// Subject and client hash of a [`RECENT_TOKENS`] value.
+pub(crate) fn recent_parse(v: &[u8; RECENT_LEN]) -> Option<(IndexHash, IndexHash)> {
+    let (s, c) = v.split_at_checked(INDEX_HASH_LEN)?;
+    Some((IndexHash::from_slice(s)?, IndexHash::from_slice(c)?))
+}
+
+/// Bucket, hash and token reference of a token-index key.
+pub(crate) fn tx_parse(key: &[u8; TX_KEY_LEN]) -> Option<(u32, IndexHash, TokenRef)> {
     let (b, rest) = key.split_at_checked(4)?;
-    let (h, t) = rest.split_at_checked(INDEX_HASH_LEN)?;
-    let t = AccessKey::from_slice(t)?;
+    let (h, rest) = rest.split_at_checked(INDEX_HASH_LEN)?;
+    let (d, prefix) = rest.split_at_checked(8)?;
+    let deadline = u64::from_be_bytes(d.try_into().ok()?);
     let b = u32::from_be_bytes(b.try_into().ok()?);
-    (b == bucket(t.deadline)).then_some((b, IndexHash::from_slice(h)?, t))
+    let t = TokenRef {
+        deadline,
+        prefix: prefix.try_into().ok()?,
+    };
+    (b == bucket(deadline)).then_some((b, IndexHash::from_slice(h)?, t))
+}
+
+/// Format 2's token indexes, read only to convert them when a format 2 file is opened.
+pub(crate) mod v2 {
+    use super::{ACCESS_KEY_LEN, AccessKey, INDEX_HASH_LEN, IndexHash, TableDefinition};
+
+    /// Bytes of a format 2 token-index key.
+    pub(crate) const TX_KEY_LEN: usize = 4 + INDEX_HASH_LEN + ACCESS_KEY_LEN;
+
+    /// bucket (deadline >> 16, u32 BE) ‖ subject hash ‖ access key → ().
+    pub(crate) const SUBJECT_TOKENS: TableDefinition<'_, &[u8; TX_KEY_LEN], ()> =
+        TableDefinition::new("subject_tokens");
+    /// The same by client hash.
+    pub(crate) const CLIENT_TOKENS: TableDefinition<'_, &[u8; TX_KEY_LEN], ()> =
+        TableDefinition::new("client_tokens");
+
+    /// Hash and access key of a format 2 entry; `None` if its bucket disagrees with its
+    /// deadline (not an entry format 2 wrote).
+    pub(crate) fn parse(key: &[u8; TX_KEY_LEN]) -> Option<(IndexHash, AccessKey)> {
+        let (b, rest) = key.split_at_checked(4)?;
+        let (h, t) = rest.split_at_checked(INDEX_HASH_LEN)?;
+        let t = AccessKey::from_slice(t)?;
+        let b = u32::from_be_bytes(b.try_into().ok()?);
+        (u64::from(b) == t.deadline >> 16).then_some((IndexHash::from_slice(h)?, t))
+    }
 }
 
 pub(crate) fn dl_key(deadline: u64, e: &Entry) -> [u8; DL_KEY_LEN] {
@@ -243,8 +349,15 @@ mod tests {
         let h = IndexHash::from_bytes([3; 16]);
         let early = akey(5, 9);
         let late = akey(5 + (1 << BUCKET_SHIFT), 1);
-        assert_eq!(tx_parse(&tx_key(&h, &early)), Some((0, h, early)));
-        assert_eq!(tx_parse(&tx_key(&h, &late)), Some((1, h, late)));
+        let (b, hash, r) = tx_parse(&tx_key(&h, &early)).unwrap();
+        assert_eq!((b, hash), (0, h));
+        assert!(r.names(&early) && !r.names(&late));
+        assert!(r.range().0 <= early.to_bytes() && early.to_bytes() <= r.range().1);
+        // Another token of the same millisecond is not named unless its id shares the prefix.
+        assert!(!r.names(&akey(5, 8)));
+        let (b, _, r) = tx_parse(&tx_key(&h, &late)).unwrap();
+        assert_eq!(b, 1);
+        assert!(r.names(&late));
         assert!(tx_key(&h, &early) < tx_bucket_start(1));
         assert!(tx_key(&h, &late) >= tx_bucket_start(1));
         let (lo, hi) = tx_range(1, &h);

@@ -214,3 +214,86 @@ fn proofs_are_remembered_until_their_deadline_and_swept() {
     assert_eq!(store.verify(10).unwrap().problems, vec![]);
     store.close().unwrap();
 }
+
+/// Token-index entries name a token by deadline and an 8-byte id prefix. Two tokens of one
+/// millisecond whose ids share the prefix (1 in 2^64 per pair) are both found by their own
+/// subject, and revoking one subject never revokes the other's token: whether the entries were
+/// merged from `recent_tokens` or written by a batch.
+#[test]
+fn tokens_sharing_an_index_prefix_are_revoked_by_their_own_subject_only() {
+    use tokendb_backend::{Backend, Pending};
+    use tokendb_core::{
+        AccessKey, AccessRecord, RecordBody, RecordState, RevokeReason, Scope, TokenId,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        writer: WriterOptions::DEFAULT.with_merge_at(2),
+        ..StoreOptions::default()
+    };
+    let store = Store::create(dir.path().join("t.tdb"), &MasterKey::generate(), opts).unwrap();
+    let keys = store.shared.keys();
+    let record = |key: &AccessKey, subject: &str| {
+        let body = RecordBody {
+            subject: subject.into(),
+            client_id: "app".into(),
+            scope: Scope::parse("openid").unwrap(),
+            claims: Vec::new(),
+        };
+        let (key_id, sealed) = AccessRecord::seal_body(&keys, key, &body).unwrap();
+        AccessRecord {
+            key_id,
+            state: RecordState::Active,
+            family: None,
+            subject: keys.subject_hash(subject),
+            client: keys.client_hash("app"),
+            issued_at: 0,
+            deadline: key.deadline,
+            body: sealed,
+            confirmation: None,
+        }
+    };
+    // Ids equal in their first 8 bytes, under one deadline.
+    let key = |deadline: u64, last: u8| {
+        let mut id = [7u8; 32];
+        id[31] = last;
+        AccessKey {
+            deadline,
+            id: TokenId::from_bytes(id),
+        }
+    };
+    let (a1, b1) = (key(10_000, 1), key(10_000, 2));
+    let (a2, b2) = (key(20_000, 1), key(20_000, 2));
+    for (k, s) in [(a1, "alice"), (b1, "bob")] {
+        // One by one: recent entries, merged after the second (`merge_at` 2).
+        Pending::start(|done| store.issue_access(k, record(&k, s), 0, done))
+            .wait()
+            .unwrap();
+    }
+    Pending::start(|done| {
+        store.issue_access_batch(
+            vec![(a2, record(&a2, "alice")), (b2, record(&b2, "bob"))],
+            0,
+            done,
+        )
+    })
+    .wait()
+    .unwrap();
+    assert_eq!(store.verify(10).unwrap().problems, vec![]);
+    let r = Pending::start(|done| store.revoke_subject(keys.subject_hash("alice"), None, 1, done))
+        .wait()
+        .unwrap();
+    assert_eq!(r.tokens, 2);
+    for (k, revoked) in [(a1, true), (b1, false), (a2, true), (b2, false)] {
+        let state = store.token(&k).unwrap().unwrap().state;
+        assert_eq!(
+            state
+                == (RecordState::Revoked {
+                    reason: RevokeReason::Subject,
+                    at: 1
+                }),
+            revoked,
+            "{k:?}"
+        );
+    }
+    store.close().unwrap();
+}

@@ -29,6 +29,12 @@ pub struct WriterOptions {
     /// Longest extra wait for more operations once the first has arrived. Default `None`: batch
     /// only what queued while the previous commit was in flight, so a lone caller pays no delay.
     pub max_wait: Option<Duration>,
+    /// How many standalone access tokens wait in `recent_tokens` before the writer merges
+    /// them into the subject and client token indexes, at the end of the batch that reached
+    /// it. Default [`crate::MERGE_AT`] (16,384). Larger merges rewrite each index leaf for more
+    /// tokens (fewer bytes written per token); smaller ones bound what a revocation by subject
+    /// or client scans and what the merging commit writes. `docs/architecture.md`, "Data model".
+    pub merge_at: u64,
 }
 
 impl Default for WriterOptions {
@@ -42,12 +48,20 @@ impl WriterOptions {
     pub const DEFAULT: Self = Self {
         max_batch: 1024,
         max_wait: None,
+        merge_at: crate::MERGE_AT,
     };
 
     /// With at most `max_batch` operations per transaction.
     #[must_use]
     pub const fn with_max_batch(mut self, max_batch: usize) -> Self {
         self.max_batch = max_batch;
+        self
+    }
+
+    /// With recent index entries merged once there are `merge_at` of them (at least 1).
+    #[must_use]
+    pub const fn with_merge_at(mut self, merge_at: u64) -> Self {
+        self.merge_at = merge_at;
         self
     }
 
@@ -151,8 +165,9 @@ fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
             .into_iter()
             .map(|j| ((j.reply, j.submitted), (j.op, j.now)))
             .unzip();
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply_batch(shared, ops)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            apply_batch(shared, ops, opts.merge_at)
+        }));
         match result {
             Ok(Ok((outcomes, commit))) => {
                 shared.commit_seq.fetch_add(1, Ordering::AcqRel);
@@ -196,7 +211,11 @@ fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
 /// have written part of its change already; so the transaction is dropped (aborted), that op is
 /// answered with its error, and the batch is applied again without it. Refusals are ordinary
 /// outcomes and need none of this.
-fn apply_batch(shared: &Shared, ops: Vec<(Op, u64)>) -> Result<(Vec<Result<Outcome>>, Duration)> {
+fn apply_batch(
+    shared: &Shared,
+    ops: Vec<(Op, u64)>,
+    merge_at: u64,
+) -> Result<(Vec<Result<Outcome>>, Duration)> {
     let keys = shared.keys();
     let guard = shared.read_db()?;
     let db = guard.as_ref().ok_or(StoreError::Closed)?;
@@ -261,6 +280,20 @@ fn apply_batch(shared: &Shared, ops: Vec<(Op, u64)>) -> Result<(Vec<Result<Outco
                     Err(e) => return Err(e),
                 }
             }
+            // Merging recent index entries reads and writes the file like an op: contained
+            // the same way.
+            let settled =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tx.settle(merge_at)));
+            let Ok(settled) = settled else {
+                std::mem::forget(tx);
+                std::mem::forget(txn);
+                shared.damaged.store(true, Ordering::Release);
+                shared.fail(Failure::DamagedWhileWriting);
+                return Err(StoreError::Damaged(
+                    "redb failed on damaged file structure while writing".into(),
+                ));
+            };
+            settled?;
         }
         let committing = Instant::now();
         txn.commit().db()?;

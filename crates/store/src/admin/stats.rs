@@ -6,6 +6,7 @@ use crate::error::RedbResult;
 use crate::error::Result;
 use crate::tables::{dl_parse, dl_upto, tokens_after};
 use redb::ReadableTable;
+use redb::ReadableTableMetadata as _;
 use std::collections::BTreeMap;
 use tokendb_core::{AccessKey, AccessRecord, FamilyId, FamilyRecord, KeyId, RecordState};
 
@@ -89,10 +90,11 @@ pub struct IndexCounts {
     pub by_subject: u64,
     /// `by_client` (families).
     pub by_client: u64,
-    /// `subject_tokens` (standalone access tokens, by deadline bucket; includes entries of
-    /// swept tokens waiting for their bucket to end).
+    /// Subject entries of standalone access tokens: those of `subject_tokens.v3` (by deadline
+    /// bucket; includes entries of swept tokens waiting for their bucket to end) and one per
+    /// `recent_tokens` entry (not merged yet).
     pub subject_tokens: u64,
-    /// `client_tokens` (likewise).
+    /// Client entries of standalone access tokens (likewise, `client_tokens.v3`).
     pub client_tokens: u64,
 }
 
@@ -226,8 +228,9 @@ impl Store {
                 s.index_entries.family_tokens = count(t.family_tokens.iter().db()?)?;
                 s.index_entries.by_subject = count(t.by_subject.iter().db()?)?;
                 s.index_entries.by_client = count(t.by_client.iter().db()?)?;
-                s.index_entries.subject_tokens = count(t.subject_tokens.iter().db()?)?;
-                s.index_entries.client_tokens = count(t.client_tokens.iter().db()?)?;
+                let recent = t.recent_tokens.len().db()?;
+                s.index_entries.subject_tokens = count(t.subject_tokens.iter().db()?)? + recent;
+                s.index_entries.client_tokens = count(t.client_tokens.iter().db()?)? + recent;
                 if let Some(proofs) = &t.proofs {
                     s.proofs = count(proofs.iter().db()?)?;
                 }

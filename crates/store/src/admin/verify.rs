@@ -6,8 +6,8 @@ use crate::Store;
 use crate::error::RedbResult;
 use crate::error::Result;
 use crate::tables::{
-    Entry, FT_KEY_LEN, IX_KEY_LEN, TX_KEY_LEN, dl_key, dl_parse, ft_key, ix_key, ix_parse, tx_key,
-    tx_parse,
+    Entry, FT_KEY_LEN, IX_KEY_LEN, TX_KEY_LEN, dl_key, dl_parse, ft_key, ix_key, ix_parse,
+    recent_parse, tx_key, tx_parse,
 };
 use redb::ReadableTable;
 use std::collections::{BTreeMap, HashSet};
@@ -308,25 +308,66 @@ fn verify_indexes(
             let (k, _) = item.db()?;
             r.index_entries += 1;
             let key: &[u8; TX_KEY_LEN] = k.value();
-            let Some((_, h, id)) = tx_parse(key) else {
+            let Some((_, h, tref)) = tx_parse(key) else {
                 r.problem(max, name, hex(key), "entry does not parse".into());
                 continue;
             };
             let pick = |s: IndexHash, c: IndexHash| if subject_index { s } else { c };
-            let what = match t.token(&id, keys)? {
-                None if first_left.is_none_or(|d| id.deadline <= d) => None, // swept
-                None => Some("points at an access token that does not exist"),
-                Some(Ok(rec)) if rec.family.is_some() => Some(
-                    "the access token is tied to a family; only standalone tokens are indexed here",
-                ),
-                Some(Ok(rec)) if pick(rec.subject, rec.client) != h => {
-                    Some("the token's hash differs: the entry is filed under another key")
+            // The entry names its token by deadline and id prefix: it is right if one token
+            // it may name is standalone and filed under its hash.
+            let (lo, hi) = tref.range();
+            let mut found = false;
+            let mut what = None;
+            for item in t.tokens.range(&lo..=&hi).db()? {
+                let id = AccessKey::from_bytes(item.db()?.0.value());
+                found = true;
+                what = match t.token(&id, keys)? {
+                    Some(Ok(rec)) if rec.family.is_some() => Some(
+                        "the access token is tied to a family; only standalone tokens are indexed here",
+                    ),
+                    Some(Ok(rec)) if pick(rec.subject, rec.client) != h => {
+                        Some("the token's hash differs: the entry is filed under another key")
+                    }
+                    _ => None,
+                };
+                if what.is_none() {
+                    break;
                 }
-                Some(_) => None,
-            };
-            if let Some(w) = what {
-                r.problem(max, name, token_name(&id), w.into());
             }
+            if !found && first_left.is_some_and(|d| tref.deadline > d) {
+                what = Some("points at an access token that does not exist");
+            }
+            if let Some(w) = what {
+                r.problem(max, name, token_name(&tref.placeholder()), w.into());
+            }
+        }
+    }
+    for item in t.recent_tokens.iter().db()? {
+        let (k, v) = item.db()?;
+        r.index_entries += 2;
+        let id = AccessKey::from_bytes(k.value());
+        let Some((s, c)) = recent_parse(v.value()) else {
+            r.problem(
+                max,
+                "recent_tokens",
+                token_name(&id),
+                "entry does not parse".into(),
+            );
+            continue;
+        };
+        let what = match t.token(&id, keys)? {
+            None if first_left.is_none_or(|d| id.deadline <= d) => None, // swept
+            None => Some("points at an access token that does not exist"),
+            Some(Ok(rec)) if rec.family.is_some() => Some(
+                "the access token is tied to a family; only standalone tokens are indexed here",
+            ),
+            Some(Ok(rec)) if rec.subject != s || rec.client != c => {
+                Some("the token's hashes differ: the entry is filed under other keys")
+            }
+            Some(_) => None,
+        };
+        if let Some(w) = what {
+            r.problem(max, "recent_tokens", token_name(&id), w.into());
         }
     }
     Ok(grace)
@@ -545,6 +586,24 @@ fn verify_tokens(t: &Snap, keys: &KeyRing, r: &mut VerifyReport, max: usize) -> 
                 }
             }
             None => {
+                // Not merged yet: its recent entry names both hashes.
+                let recent = t
+                    .recent_tokens
+                    .get(&id.to_bytes())
+                    .db()?
+                    .and_then(|v| recent_parse(v.value()));
+                if let Some((s, c)) = recent {
+                    if s != rec.subject || c != rec.client {
+                        r.problem(
+                            max,
+                            "tokens",
+                            name,
+                            "its `recent_tokens` entry names other hashes: revoke would miss it"
+                                .into(),
+                        );
+                    }
+                    continue;
+                }
                 if t.subject_tokens
                     .get(&tx_key(&rec.subject, &id))
                     .db()?

@@ -1,6 +1,8 @@
 //! Issuing: a new family (under the cap), an access token, a batch of them.
 
 use super::*;
+use crate::unwind::drain_below;
+use redb::ReadableTableMetadata as _;
 
 impl Tx<'_> {
     pub(super) fn live_families(
@@ -94,26 +96,73 @@ impl Tx<'_> {
 
     /// Stores an access token admitted to its family (or standalone) with its index entries.
     pub(super) fn store_access(&mut self, id: &AccessKey, rec: &AccessRecord) -> Result<()> {
-        if self.tokens.get(&id.to_bytes()).db()?.is_some() {
+        // A collision replaced a record: failing the op makes the writer abort the transaction
+        // (and apply the batch again without this op), which restores it.
+        if self.put_token(id, rec)? {
             return Err(StoreError::Invalid(CoreError::BadField(
                 "token id collision",
             )));
         }
-        self.put_token(id, rec)?;
         match rec.family {
             Some(f) => {
                 self.family_tokens.insert(&ft_key(&f, id), ()).db()?;
             }
             None => {
-                self.subject_tokens
-                    .insert(&tx_key(&rec.subject, id), ())
-                    .db()?;
-                self.client_tokens
-                    .insert(&tx_key(&rec.client, id), ())
+                // Not into the token indexes directly: there its two entries would land at
+                // random places (ordered by subject and client hash), and each would make the
+                // commit rewrite a leaf and its branch pages of its own. Filed by access key,
+                // the entries of a whole group commit share a leaf; `merge_recent` moves them
+                // into the indexes many thousands at a time.
+                self.recent_tokens
+                    .insert(&id.to_bytes(), &recent_value(&rec.subject, &rec.client))
                     .db()?;
             }
         }
         Ok(())
+    }
+
+    /// What the writer does once per batch, after its operations: merges the recent entries
+    /// into the token indexes once there are `merge_at` of them (default [`crate::MERGE_AT`]).
+    pub(crate) fn settle(&mut self, merge_at: u64) -> Result<()> {
+        if self.recent_tokens.len().db()? >= merge_at.max(1) {
+            self.merge_recent()?;
+        }
+        Ok(())
+    }
+
+    /// Moves every entry of `recent_tokens` into `subject_tokens.v3` and `client_tokens.v3`,
+    /// each table's new entries inserted in key order, so that each leaf of the indexes is
+    /// rewritten once per merge at most, however many of the new entries it takes. Returns
+    /// how many tokens were merged.
+    pub(crate) fn merge_recent(&mut self) -> Result<u64> {
+        let mut by_subject = Vec::new();
+        let mut by_client = Vec::new();
+        let mut file = |k: &[u8; ACCESS_KEY_LEN], v: &[u8; RECENT_LEN]| {
+            // A value that does not parse cannot be filed; the token is then only found
+            // through its own record (`verify` reports the missing entries).
+            if let Some((s, c)) = recent_parse(v) {
+                let key = AccessKey::from_bytes(k);
+                by_subject.push(tx_key(&s, &key));
+                by_client.push(tx_key(&c, &key));
+            }
+        };
+        let last = [0xffu8; ACCESS_KEY_LEN];
+        let mut n = drain_below(&mut self.recent_tokens, &last, usize::MAX, |k, v| {
+            file(k, v)
+        })?;
+        if let Some(v) = self.recent_tokens.remove(&last).db()? {
+            file(&last, v.value());
+            n += 1;
+        }
+        by_subject.sort_unstable();
+        by_client.sort_unstable();
+        for k in &by_subject {
+            self.subject_tokens.insert(k, ()).db()?;
+        }
+        for k in &by_client {
+            self.client_tokens.insert(k, ()).db()?;
+        }
+        Ok(n as u64)
     }
 
     pub(super) fn issue_access_batch(
@@ -132,19 +181,22 @@ impl Tx<'_> {
                 "family-tied access token in a batch",
             )));
         }
-        let mut order: Vec<(&AccessKey, &AccessRecord)> =
-            batch.iter().map(|(k, r)| (k, r)).collect();
-        order.sort_unstable_by_key(|(k, _)| k.to_bytes());
-        for (id, rec) in &order {
+        let mut order: Vec<([u8; ACCESS_KEY_LEN], &AccessKey, &AccessRecord)> =
+            batch.iter().map(|(k, r)| (k.to_bytes(), k, r)).collect();
+        order.sort_unstable_by_key(|a| a.0);
+        for (_, id, rec) in &order {
             // A collision (or the same key twice in the batch) fails the op; the writer then
-            // aborts the transaction, so nothing of the batch stays.
-            if self.tokens.get(&id.to_bytes()).db()?.is_some() {
+            // aborts the transaction, so nothing of the batch stays, not even the record the
+            // insert replaced. Hence no lookup before each insert: on a bulk load that lookup
+            // was a B-tree descent per token on the writer thread, the load's bottleneck.
+            if self.put_token(id, rec)? {
                 return Err(StoreError::Invalid(CoreError::BadField(
                     "token id collision",
                 )));
             }
-            self.put_token(id, rec)?;
         }
+        let order: Vec<(&AccessKey, &AccessRecord)> =
+            order.into_iter().map(|(_, k, r)| (k, r)).collect();
         for (table, by_subject) in [
             (&mut self.subject_tokens, true),
             (&mut self.client_tokens, false),

@@ -1,6 +1,7 @@
 //! Revocation: one token, a family with its tokens, everything of a subject or client.
 
 use super::*;
+use crate::tables::TokenRef;
 
 impl Tx<'_> {
     pub(super) fn revoke_token(
@@ -79,11 +80,21 @@ impl Tx<'_> {
                 entries.push(e);
             }
         }
-        entries.extend(
-            indexed_tokens(tokens_ix, hash)?
-                .into_iter()
-                .map(Entry::Token),
-        );
+        for r in indexed_tokens(tokens_ix, hash)? {
+            let (lo, hi) = r.range();
+            for item in self.tokens.range(&lo..=&hi).db()? {
+                let (k, _) = item.db()?;
+                entries.push(Entry::Token(AccessKey::from_bytes(k.value())));
+            }
+        }
+        // Tokens issued since the last merge are only in `recent_tokens`.
+        for item in self.recent_tokens.iter().db()? {
+            let (k, v) = item.db()?;
+            let named = recent_parse(v.value()).map(|(s, c)| if by_subject { s } else { c });
+            if named.as_ref() == Some(hash) {
+                entries.push(Entry::Token(AccessKey::from_bytes(k.value())));
+            }
+        }
         let reason = if by_subject {
             RevokeReason::Subject
         } else {
@@ -102,11 +113,13 @@ impl Tx<'_> {
                     self.revoke_family(&f, reason, now)?
                 }
                 Entry::Token(t) => {
-                    if let Some(c) = client {
-                        match self.token(&t)? {
-                            Some(rec) if rec.client == c => {}
-                            _ => continue,
-                        }
+                    // An index entry names its token by deadline and id prefix: a token of the
+                    // same millisecond sharing the prefix may be another subject's.
+                    match self.token(&t)? {
+                        Some(rec)
+                            if *hash == if by_subject { rec.subject } else { rec.client }
+                                && client.is_none_or(|c| rec.client == c) => {}
+                        _ => continue,
                     }
                     self.revoke_token(&t, reason, now)?
                 }
@@ -122,7 +135,7 @@ impl Tx<'_> {
 
 /// The access tokens a deadline-bucketed index lists under `hash`: one range per bucket,
 /// skipping from each bucket to the next one present.
-fn indexed_tokens(table: &TxT<'_>, hash: &IndexHash) -> Result<Vec<AccessKey>> {
+fn indexed_tokens(table: &TxT<'_>, hash: &IndexHash) -> Result<Vec<TokenRef>> {
     let mut out = Vec::new();
     let mut next = table
         .first()

@@ -66,6 +66,17 @@ impl Tx<'_> {
             c.more = true;
         }
         let room = limit.saturating_sub(usize::try_from(c.examined).unwrap_or(usize::MAX));
+        // Recent entries are keyed like the tokens: those below the frontier name swept ones.
+        let end = access_keys_from(frontier);
+        let dropped = drain_below(&mut self.recent_tokens, &end, room, |_, _| {})?;
+        // Each recent entry stands for a subject and a client entry.
+        c.index_dropped += 2 * dropped as u64;
+        c.more |= self
+            .recent_tokens
+            .first()
+            .db()?
+            .is_some_and(|(k, _)| k.value() < &end);
+        let room = room.saturating_sub(dropped);
         for table in [&mut self.subject_tokens, &mut self.client_tokens] {
             let (dropped, more) = drop_ended_buckets(table, frontier, room)?;
             c.index_dropped += dropped;
