@@ -21,6 +21,19 @@ fn master() -> MasterKey {
     MasterKey::from_bytes([0x42; 32])
 }
 
+/// The format version a closed file records.
+fn format_version(path: &std::path::Path) -> u32 {
+    let raw = redb::Database::open(path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&raw).unwrap();
+    let meta = txn
+        .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+        .unwrap();
+    let v = redb::ReadableTable::get(&meta, "format_version")
+        .unwrap()
+        .unwrap();
+    u32::from_be_bytes(v.value().try_into().unwrap())
+}
+
 /// A copy of the fixture (opening converts it), opened at the time it was closed.
 fn open_fixture() -> Opened {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/format_v2");
@@ -34,8 +47,10 @@ fn open_fixture() -> Opened {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tokens.tdb");
     std::fs::copy(src.join("tokens.tdb"), &path).unwrap();
+    assert_eq!(format_version(&path), 2, "the fixture is a format 2 file");
     let clock = Arc::new(ManualClock::new(now));
     let db = TokenDb::open(&path, &master(), Fixture::base(&clock).build().unwrap()).unwrap();
+
     Opened {
         _dir: dir,
         path,
@@ -111,6 +126,7 @@ fn format_2_file_reopens_and_its_tokens_expire_and_are_swept() {
     let f = open_fixture();
     f.db.close().unwrap();
     drop(f.db);
+    assert_eq!(format_version(&f.path), 3, "opening converted the file");
     // Opened again: already format 3, nothing to convert, the same answers.
     let db = TokenDb::open(&f.path, &master(), Fixture::base(&f.clock).build().unwrap()).unwrap();
     assert_eq!(
