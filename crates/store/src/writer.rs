@@ -121,6 +121,17 @@ pub(crate) fn refused_damaged() -> StoreError {
     )
 }
 
+/// After redb panicked inside a write transaction: leaks the transaction (dropping it would run
+/// redb's rollback, which can panic again on the same damage and abort the process), marks the
+/// file damaged and the database failed, and returns the error for the batch. The caller leaks
+/// whatever borrows `txn` first.
+fn abandon_damaged(shared: &Shared, txn: redb::WriteTransaction) -> StoreError {
+    std::mem::forget(txn);
+    shared.damaged.store(true, Ordering::Release);
+    shared.fail(Failure::DamagedWhileWriting);
+    StoreError::Damaged("redb failed on damaged file structure while writing".into())
+}
+
 fn collect(rx: &Receiver<Job>, first: Job, opts: WriterOptions) -> Vec<Job> {
     let max = opts.max_batch.max(1);
     let mut batch = vec![first];
@@ -237,12 +248,7 @@ fn apply_batch(
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
                     std::mem::forget(opened);
-                    std::mem::forget(txn);
-                    shared.damaged.store(true, Ordering::Release);
-                    shared.fail(Failure::DamagedWhileWriting);
-                    return Err(StoreError::Damaged(
-                        "redb failed on damaged file structure while writing".into(),
-                    ));
+                    return Err(abandon_damaged(shared, txn));
                 }
             }
             let mut tx = opened.ok_or_else(|| {
@@ -260,12 +266,7 @@ fn apply_batch(
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tx.apply(op, *now)));
                 let Ok(applied) = applied else {
                     std::mem::forget(tx);
-                    std::mem::forget(txn);
-                    shared.damaged.store(true, Ordering::Release);
-                    shared.fail(Failure::DamagedWhileWriting);
-                    return Err(StoreError::Damaged(
-                        "redb failed on damaged file structure while writing".into(),
-                    ));
+                    return Err(abandon_damaged(shared, txn));
                 };
                 match applied {
                     Ok(o) => outcomes.push(Some(o)),
@@ -286,12 +287,7 @@ fn apply_batch(
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tx.settle(merge_at)));
             let Ok(settled) = settled else {
                 std::mem::forget(tx);
-                std::mem::forget(txn);
-                shared.damaged.store(true, Ordering::Release);
-                shared.fail(Failure::DamagedWhileWriting);
-                return Err(StoreError::Damaged(
-                    "redb failed on damaged file structure while writing".into(),
-                ));
+                return Err(abandon_damaged(shared, txn));
             };
             settled?;
         }
