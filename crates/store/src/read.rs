@@ -17,6 +17,16 @@
 //! `clear` finds the slot free or the lookup sees the new generation): no stale snapshot stays
 //! pinned (holding pages the writer would reuse) while nothing reads, and none survives `close`
 //! beyond the lookups running at that moment.
+//!
+//! After a commit the writer itself opens one snapshot of the new generation and publishes it
+//! (`ReaderPool::clear_and_publish`) before it answers the commit's callers; a slot found stale
+//! takes that snapshot (an `Arc`) instead of opening its own. Registering a read transaction
+//! takes redb's state lock, which a committing writer holds while it saves the allocator state
+//! for quick repair (tens to hundreds of µs on a large file): when every slot's next reader did
+//! that after every commit, one lookup in a hundred queued behind the next commit (issue 19's
+//! soak). Now one registration per commit is made, by the one thread that never races a commit.
+//! Other `clear`s (key changes, `compact`, `close`, a reopen) publish nothing: readers open their
+//! own, as before.
 
 use crate::Store;
 use crate::error::RedbResult;
@@ -28,7 +38,7 @@ use crate::tables::{
 };
 use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockWriteGuard, TryLockError};
 use tokendb_core::ids::{ACCESS_KEY_LEN, FAMILY_ID_LEN};
 use tokendb_core::{
     AccessKey, AccessRecord, AccessStatus, CoreError, FamilyId, FamilyRecord, IndexHash, KeyRing,
@@ -48,12 +58,12 @@ const SLOTS: usize = 32;
 /// One cached snapshot, aligned so that readers on neighbouring slots share no cache line.
 #[derive(Default)]
 #[repr(align(128))]
-struct Slot(Mutex<Option<Snapshot>>);
+struct Slot(Mutex<Option<Arc<Snapshot>>>);
 
 impl Slot {
     /// The slot's content if nobody holds it (a panic in an earlier reader leaves only a
     /// read-only snapshot behind, so a poisoned slot is as good as a clean one).
-    fn try_take(&self) -> Option<MutexGuard<'_, Option<Snapshot>>> {
+    fn try_take(&self) -> Option<MutexGuard<'_, Option<Arc<Snapshot>>>> {
         match self.0.try_lock() {
             Ok(g) => Some(g),
             Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
@@ -73,6 +83,10 @@ impl Slot {
 pub(crate) struct ReaderPool {
     generation: AtomicU64,
     slots: [Slot; SLOTS],
+    /// The snapshot the writer opened right after its latest commit, tagged with the
+    /// generation that commit's `clear` started: a slot found stale takes this one instead of
+    /// opening its own, so readers do not queue on redb's snapshot registration.
+    latest: RwLock<Option<Arc<Snapshot>>>,
 }
 
 impl Default for ReaderPool {
@@ -80,6 +94,7 @@ impl Default for ReaderPool {
         Self {
             generation: AtomicU64::new(0),
             slots: std::array::from_fn(|_| Slot::default()),
+            latest: RwLock::new(None),
         }
     }
 }
@@ -95,7 +110,7 @@ fn home_slot() -> usize {
 
 impl ReaderPool {
     /// Retires every cached snapshot: the free slots now, the held ones when their lookups end.
-    pub(crate) fn clear(&self) {
+    pub(crate) fn clear(&self) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         // Pairs with the fence in `Lease::drop`: either a slot's holder sees the new generation
         // after letting go, or the `try_lock` below sees the slot free.
@@ -103,6 +118,45 @@ impl ReaderPool {
         for slot in &self.slots {
             slot.evict_older(generation);
         }
+        // Taken after the generation moved: a `publish` of an older generation either landed
+        // before this (and is dropped here) or checks the generation after it (and stores
+        // nothing).
+        drop(self.latest_mut().take());
+        generation
+    }
+
+    /// Retires every cached snapshot, as [`ReaderPool::clear`], then opens one snapshot of the
+    /// new generation for the slots to share. The writer calls this after each commit, before
+    /// it answers the commit's callers: it is then the only thread that registers a read
+    /// transaction with redb per commit, instead of every slot's next reader, and readers never
+    /// wait behind the next commit's allocator-state save to get a current view. If the open
+    /// fails, nothing is published and each reader opens its own and meets the error itself.
+    pub(crate) fn clear_and_publish(&self, open: impl FnOnce(u64) -> Result<Snapshot>) {
+        let generation = self.clear();
+        let Ok(snapshot) = open(generation) else {
+            return;
+        };
+        let mut latest = self.latest_mut();
+        // A `clear` since this one (a key change, `compact`, `close`, a reopen) makes the new
+        // snapshot stale already: keep nothing that would pin old pages.
+        if self.generation.load(Ordering::SeqCst) == generation {
+            *latest = Some(Arc::new(snapshot));
+        }
+    }
+
+    /// The published snapshot if it is of `generation`.
+    fn published(&self, generation: u64) -> Option<Arc<Snapshot>> {
+        let latest = self.latest.read().unwrap_or_else(PoisonError::into_inner);
+        latest
+            .as_ref()
+            .filter(|s| s.generation == generation)
+            .cloned()
+    }
+
+    /// The published snapshot's cell (holding only a read-only snapshot, a poisoned lock is as
+    /// good as a clean one).
+    fn latest_mut(&self) -> RwLockWriteGuard<'_, Option<Arc<Snapshot>>> {
+        self.latest.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The first free slot from this thread's own on, or no slot (and a snapshot of its own
@@ -130,12 +184,13 @@ struct Lease<'a> {
     generation: u64,
     pool: &'a ReaderPool,
     slot: Option<&'a Slot>,
-    guard: Option<MutexGuard<'a, Option<Snapshot>>>,
-    own: Option<Snapshot>,
+    guard: Option<MutexGuard<'a, Option<Arc<Snapshot>>>>,
+    own: Option<Arc<Snapshot>>,
 }
 
 impl Lease<'_> {
-    /// The leased snapshot, replaced by `open()` first if it is missing or stale.
+    /// The leased snapshot, replaced first if it is missing or stale: by the one the writer
+    /// published for this generation, or else by `open()`.
     fn current(&mut self, open: impl FnOnce(u64) -> Result<Snapshot>) -> Result<&Snapshot> {
         let generation = self.generation;
         let cell = match &mut self.guard {
@@ -146,7 +201,13 @@ impl Lease<'_> {
         drop(cell.take_if(|s| s.generation != generation));
         match cell {
             Some(s) => Ok(s),
-            empty => Ok(empty.insert(open(generation)?)),
+            empty => {
+                let fresh = match self.pool.published(generation) {
+                    Some(s) => s,
+                    None => Arc::new(open(generation)?),
+                };
+                Ok(empty.insert(fresh))
+            }
         }
     }
 }
@@ -278,13 +339,14 @@ pub enum IndexEntry {
     Malformed(&'static str),
 }
 
-impl Store {
-    fn open_snapshot(&self, generation: u64) -> Result<Snapshot> {
-        let guard = self.shared.read_db()?;
+impl crate::Shared {
+    /// A read snapshot of the latest commit, tagged with `generation`.
+    pub(crate) fn open_snapshot(&self, generation: u64) -> Result<Snapshot> {
+        let guard = self.read_db()?;
         let db = guard.as_ref().ok_or(StoreError::Closed)?;
-        let keys = self.shared.keys();
+        let keys = self.keys();
         // `Shared::contained`: this holds the handle's guard, so it must not reopen it.
-        self.shared.contained("opening a read snapshot", || {
+        self.contained("opening a read snapshot", || {
             let txn = db.begin_read().db()?;
             Ok(Snapshot {
                 generation,
@@ -294,7 +356,9 @@ impl Store {
             })
         })
     }
+}
 
+impl Store {
     /// Runs `f` on one consistent read view (a cached snapshot and the keys to read it with).
     /// Cheap: no transaction is opened unless a write committed since the cached view was taken.
     ///
@@ -307,7 +371,7 @@ impl Store {
         self.shared.recover_if_suspect();
         self.check_usable()?;
         let mut lease = self.shared.readers.lease();
-        let snap = lease.current(|generation| self.open_snapshot(generation))?;
+        let snap = lease.current(|generation| self.shared.open_snapshot(generation))?;
         f(&Reader {
             snap,
             shared: &self.shared,
@@ -599,5 +663,76 @@ mod tests {
         });
         assert_eq!(cached(&store), 0);
         Store::open(&path, &master, StoreOptions::default()).unwrap();
+    }
+
+    fn published(store: &Store) -> Option<std::sync::Arc<super::Snapshot>> {
+        let pool = &store.shared.readers;
+        pool.published(pool.generation.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    #[test]
+    fn a_commit_publishes_one_snapshot_that_the_next_readers_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tdb");
+        let store = Store::create(&path, &MasterKey::generate(), StoreOptions::default()).unwrap();
+        nest(&store, 2).unwrap();
+        assert_eq!(cached(&store), 3);
+        tokendb_backend::Pending::start(|done| {
+            store.submit(crate::Op::Sweep { limit: 1 }, 0, done);
+        })
+        .wait()
+        .unwrap();
+        // The commit retired the three cached snapshots and left one of its own generation.
+        assert_eq!(cached(&store), 0);
+        let latest = published(&store).expect("the commit published a snapshot");
+        // Three nested readers take three slots, and all three read the published snapshot
+        // rather than registering a read transaction each.
+        store
+            .read(|_| {
+                store.read(|_| {
+                    store.read(|_| {
+                        let slots = &store.shared.readers.slots;
+                        assert_eq!(slots.iter().filter(|s| s.try_take().is_none()).count(), 3);
+                        Ok::<_, StoreError>(())
+                    })
+                })
+            })
+            .unwrap();
+        let shared = store
+            .shared
+            .readers
+            .slots
+            .iter()
+            .filter(|s| {
+                s.try_take().is_some_and(|g| {
+                    g.as_ref()
+                        .is_some_and(|x| std::sync::Arc::ptr_eq(x, &latest))
+                })
+            })
+            .count();
+        assert_eq!(shared, 3);
+        // A key change, `compact` or `close` retires it like any other.
+        store.shared.readers.clear();
+        assert!(published(&store).is_none());
+        assert!(store.shared.readers.latest.read().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_snapshot_outdated_by_a_clear_while_it_opened_is_not_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tdb");
+        let store = Store::create(&path, &MasterKey::generate(), StoreOptions::default()).unwrap();
+        let pool = &store.shared.readers;
+        pool.clear_and_publish(|generation| {
+            // A key change lands between the commit's `clear` and the snapshot's publication.
+            pool.clear();
+            store.shared.open_snapshot(generation)
+        });
+        assert!(
+            pool.latest.read().unwrap().is_none(),
+            "a stale snapshot stayed pinned"
+        );
+        pool.clear_and_publish(|generation| store.shared.open_snapshot(generation));
+        assert!(published(&store).is_some());
     }
 }

@@ -183,8 +183,11 @@ fn run(shared: &Shared, rx: &Receiver<Job>, opts: WriterOptions) {
             Ok(Ok((outcomes, commit))) => {
                 shared.commit_seq.fetch_add(1, Ordering::AcqRel);
                 metrics::histogram!("tokendb_writer_commit_seconds").record(commit.as_secs_f64());
-                // Drop pooled snapshots now: they are stale, and would pin old pages.
-                shared.readers.clear();
+                // Drop pooled snapshots now: they are stale, and would pin old pages. One fresh
+                // snapshot replaces them, opened here, before any caller hears of the commit.
+                shared
+                    .readers
+                    .clear_and_publish(|generation| shared.open_snapshot(generation));
                 for ((reply, submitted), out) in replies.into_iter().zip(outcomes) {
                     let queue_wait = started.saturating_duration_since(submitted);
                     reply.complete_timed(out, Timing::new(queue_wait, commit, size));
