@@ -514,3 +514,46 @@ fn metrics_count_what_the_passes_did() {
         assert!(Contents::of(db, &fx.place).is_empty(), "thread: {thread}");
     }
 }
+
+#[test]
+fn a_pass_cut_short_by_its_budget_is_followed_at_once_not_at_the_next_tick() {
+    const TOKENS: u64 = 200;
+    const INTERVAL: Duration = Duration::from_secs(3);
+    // Every pass stops after its first batch of 10: the backlog takes 20 passes. At one pass
+    // per tick that would be a minute; catching up, it is done before the second tick.
+    let fx = Fixture::with(|b| {
+        b.access_lifetime(ms(MINUTE)).sweeper(
+            SweeperConfig::DEFAULT
+                .with_enabled(true)
+                .with_interval(INTERVAL)
+                .with_batch_size(10)
+                .with_pass_budget(Duration::ZERO),
+        )
+    });
+    let db = &fx.db;
+    for i in 0..TOKENS {
+        db.issue_access(&grant(usize::try_from(i).unwrap()))
+            .unwrap();
+    }
+    fx.advance(2 * MINUTE);
+    wait_for("the first pass", || db.sweeper_metrics().tokens_deleted > 0);
+    let first = Instant::now();
+    wait_for("the backlog to be swept", || {
+        db.sweeper_metrics().tokens_deleted == TOKENS
+    });
+    let took = first.elapsed();
+    let m = db.sweeper_metrics();
+    println!(
+        "sweeper/catch-up: {TOKENS} tokens in {} passes, {took:?} after the first",
+        m.passes
+    );
+    assert!(m.passes >= TOKENS / 10, "{m:?}");
+    assert!(
+        took < INTERVAL,
+        "the sweeper waited for a tick with entries still due ({took:?})"
+    );
+    // The tokens' index entries go in the passes after the last token.
+    wait_for("the index entries to be swept", || {
+        Contents::of(db, &fx.place).is_empty()
+    });
+}

@@ -62,7 +62,10 @@ pub struct SweeperConfig {
     pub interval: Duration,
     /// Index entries per batch (one write transaction). Default 2,000.
     pub batch_size: usize,
-    /// Longest a pass keeps going before it yields to the next tick. Default 1 s.
+    /// Longest a pass keeps going before it yields. Default 1 s. A pass that stops here with
+    /// entries still due is followed by the next one after a pause as long as itself (at most
+    /// `interval`), not at the next tick: a sweeper that falls behind catches up with up to
+    /// half the writer's time.
     pub pass_budget: Duration,
 }
 
@@ -102,7 +105,7 @@ impl SweeperConfig {
         self
     }
 
-    /// With this longest time a pass keeps going before it yields to the next tick.
+    /// With this longest time a pass keeps going before it yields (see the field).
     #[must_use]
     pub const fn with_pass_budget(mut self, pass_budget: Duration) -> Self {
         self.pass_budget = pass_budget;
@@ -405,43 +408,59 @@ fn run(
     observer: &(dyn Fn(&PassReport) + Send + Sync),
 ) {
     let ticker = crossbeam_channel::tick(config.interval.max(Duration::from_millis(1)));
+    // Set after a pass that ran out of budget with entries still due: the next pass starts
+    // after a pause as long as that pass (at most `interval`) rather than at the next tick, so
+    // a sweeper that falls behind takes up to half the writer's time until it has caught up.
+    let mut catch_up = crossbeam_channel::never();
     loop {
-        select! {
-            recv(ticker) -> _ => {
-                if !config.enabled {
-                    continue;
-                }
-                match run_pass(store, clock.now_ms(), config.batch_size, None, Some(config.pass_budget), stop, metrics) {
-                    Ok(report) => {
-                        if report.families + report.tokens > 0 {
-                            observer(&report);
-                        }
-                    }
-                    Err(StoreError::Closed) => return,
-                    Err(StoreError::Failed(_)) => return,
-                    // The storage failed this pass (a full disk, a failing device, a file with
-                    // damage that refuses writes): the backend answers for its own state (it
-                    // reopens the file or marks itself failed), and the next tick tries again.
-                    // Stopping here would fail a database a freed disk could have recovered.
-                    Err(
-                        StoreError::Io(_)
-                        | StoreError::Storage(_)
-                        | StoreError::BatchAborted(_)
-                        | StoreError::Damaged(_),
-                    ) => {}
-                    Err(e) => {
-                        store.mark_failed(Failure::SweeperFailed(e.to_string()));
-                        return;
-                    }
-                }
-            }
+        let background = select! {
+            recv(ticker) -> _ => true,
+            recv(catch_up) -> _ => true,
             recv(rx) -> cmd => match cmd {
                 Ok(Command::SweepNow(limit, reply)) => {
                     let r = run_pass(store, clock.now_ms(), config.batch_size, limit, None, stop, metrics);
                     let _ = reply.send(r);
+                    false
                 }
                 Ok(Command::Shutdown) | Err(_) => return,
             },
+        };
+        if background && config.enabled {
+            catch_up = crossbeam_channel::never();
+            match run_pass(
+                store,
+                clock.now_ms(),
+                config.batch_size,
+                None,
+                Some(config.pass_budget),
+                stop,
+                metrics,
+            ) {
+                Ok(report) => {
+                    if report.families + report.tokens > 0 {
+                        observer(&report);
+                    }
+                    if report.more {
+                        catch_up = crossbeam_channel::after(report.duration.min(config.interval));
+                    }
+                }
+                Err(StoreError::Closed) => return,
+                Err(StoreError::Failed(_)) => return,
+                // The storage failed this pass (a full disk, a failing device, a file with
+                // damage that refuses writes): the backend answers for its own state (it
+                // reopens the file or marks itself failed), and the next tick tries again.
+                // Stopping here would fail a database a freed disk could have recovered.
+                Err(
+                    StoreError::Io(_)
+                    | StoreError::Storage(_)
+                    | StoreError::BatchAborted(_)
+                    | StoreError::Damaged(_),
+                ) => {}
+                Err(e) => {
+                    store.mark_failed(Failure::SweeperFailed(e.to_string()));
+                    return;
+                }
+            }
         }
         if stop.load(Ordering::Acquire) {
             return;
