@@ -67,7 +67,7 @@ pub const PER_OP_WRITER: WriterOptions =
     WriterOptions::DEFAULT.with_max_batch(1).with_max_wait(None);
 
 /// redb page cache of the databases made here unless told otherwise: 1 GiB, redb's own default and
-/// what the raw redb peer runs with (tokendb's default is sized from the file at open: twice its
+/// what the raw redb peer runs with (tokendb's default is sized from the file at open: four times its
 /// length, 256 MiB to 2 GiB; `compare` measures it beside this one).
 pub const CACHE_BYTES: usize = 1 << 30;
 
@@ -174,6 +174,7 @@ pub struct Engine {
     master: MasterKey,
     clock: Arc<OffsetClock>,
     cache_bytes: usize,
+    quick_repair: bool,
     db: Option<TokenDb>,
 }
 
@@ -189,11 +190,27 @@ impl Engine {
         access_lifetime: Duration,
         cache_bytes: usize,
     ) -> BenchResult<Self> {
+        Self::create_with(dir, writer, access_lifetime, cache_bytes, true)
+    }
+
+    /// [`Engine::create`], with redb's quick repair on or off for every open of the file
+    /// (tokendb's default is on).
+    ///
+    /// # Errors
+    /// If the file cannot be created.
+    pub fn create_with(
+        dir: &Path,
+        writer: WriterOptions,
+        access_lifetime: Duration,
+        cache_bytes: usize,
+        quick_repair: bool,
+    ) -> BenchResult<Self> {
         let mut engine = Self {
             path: dir.join("tokendb.tdb"),
             master: MasterKey::generate(),
             clock: Arc::new(OffsetClock::default()),
             cache_bytes,
+            quick_repair,
             db: None,
         };
         let config = engine.config(writer, access_lifetime)?;
@@ -201,9 +218,9 @@ impl Engine {
         Ok(engine)
     }
 
-    /// The configuration every open uses: this engine's clock and cache size, the sweeper thread
-    /// off, `writer`, and access tokens lasting `access_lifetime`; everything else tokendb's
-    /// default.
+    /// The configuration every open uses: this engine's clock, cache size and quick repair, the
+    /// sweeper thread off, `writer`, and access tokens lasting `access_lifetime`; everything else
+    /// tokendb's default.
     ///
     /// # Errors
     /// If tokendb refuses the settings.
@@ -215,6 +232,7 @@ impl Engine {
             .writer(writer)
             .access_lifetime(access_lifetime)
             .cache_size(self.cache_bytes)
+            .quick_repair(self.quick_repair)
             .build()?)
     }
 
@@ -774,10 +792,14 @@ pub fn hold_open(path: &Path) -> BenchResult<()> {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
     let master = MasterKey::from_hex(line.trim())?;
+    // A second line, `quick-repair off`, writes as an engine created with it off does.
+    let mut second = String::new();
+    std::io::stdin().read_line(&mut second)?;
     // Long-lived like the loaded tokens: what it leaves behind must not be swept later.
     let config = Config::builder()
         .sweeper(SweeperConfig::DEFAULT.with_enabled(false))
         .access_lifetime(LIVE_LIFETIME)
+        .quick_repair(second.trim() != "quick-repair off")
         .build()?;
     let db = TokenDb::open(path, &master, config)?;
     let g = grant(0)?;
@@ -817,6 +839,9 @@ pub fn open_after_kill(
     let ready = (|| -> BenchResult<()> {
         let mut stdin = child.stdin.take().ok_or("no stdin for the child")?;
         writeln!(stdin, "{}", &*engine.master().to_hex())?;
+        if !engine.quick_repair {
+            writeln!(stdin, "quick-repair off")?;
+        }
         drop(stdin);
         let stdout = child.stdout.take().ok_or("no stdout from the child")?;
         let mut line = String::new();

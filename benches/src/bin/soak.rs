@@ -48,7 +48,7 @@ OPTIONS:
                          the lifecycle of a longer one
   --report-seconds S     interval of the progress lines [default: 60]
   --cache-mib M          redb page cache [default: tokendb's, sized from the file when it is
-                         reopened after the load: twice its length, 256 MiB to 2 GiB]
+                         reopened after the load: four times its length, 256 MiB to 2 GiB]
   --dir PATH             where the database goes (a temporary directory inside it) [default: the
                          temp dir]
   -h, --help             print this help
