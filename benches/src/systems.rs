@@ -61,6 +61,9 @@ pub struct Settings {
     /// redb page cache of tokendb's database, in bytes (default [`engine::CACHE_BYTES`], the
     /// raw redb peer's).
     pub tokendb_cache_bytes: usize,
+    /// redb's quick repair for tokendb's database (tokendb's default: on); the "default config"
+    /// rows keep tokendb's default.
+    pub tokendb_quick_repair: bool,
 }
 
 /// What every system function gets.
@@ -315,21 +318,23 @@ fn tokendb_create(ctx: &Context<'_>, report: &mut Report) -> BenchResult<Engine>
     report.note(format!(
         "tokendb: sweeper thread disabled (sweeps only where measured), redb cache {} MiB \
          (the rows with mode \"default config\" run on a copy of the file opened with \
-         Config::default(), whose cache tokendb sizes from the file), quick repair on; writer \
+         Config::default(), whose cache tokendb sizes from the file), quick repair {}; writer \
          group = max_batch {}, no added wait; per_op = max_batch 1 (on another copy of the \
          file); loaded by {} threads calling issue_access_batch with {} grants each, writer \
          max_batch {}",
         s.tokendb_cache_bytes >> 20,
+        if s.tokendb_quick_repair { "on" } else { "OFF" },
         engine::GROUP_WRITER.max_batch,
         engine::LOAD_THREADS,
         engine::LOAD_BATCH,
         engine::LOAD_WRITER.max_batch
     ));
-    Engine::create(
+    Engine::create_with(
         ctx.dir,
         engine::LOAD_WRITER,
         engine::LIVE_LIFETIME,
         s.tokendb_cache_bytes,
+        s.tokendb_quick_repair,
     )
 }
 

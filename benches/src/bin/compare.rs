@@ -50,6 +50,10 @@ OPTIONS:
   --tokendb-cache-mb MB redb page cache of tokendb's database [default: 1024, as raw redb's];
                         the \"default config\" rows measure tokendb's own default (sized from
                         the file) on a copy of it
+  --tokendb-quick-repair on|off
+                        redb's quick repair for tokendb's database (every write and the
+                        open-after-SIGKILL child) [default: on, tokendb's default]; the \"default
+                        config\" rows keep tokendb's default
   --value-size BYTES    peers' value size [default: tokendb's access record size, 210]
   --dir PATH            where data files and servers go (a temporary directory is made inside and
                         removed after); must be on the disk to measure [default: the temp dir]
@@ -77,6 +81,7 @@ struct Args {
     no_writes: bool,
     sweep_tokens: Option<usize>,
     tokendb_cache_mb: usize,
+    tokendb_quick_repair: bool,
     value_size: usize,
     dir: Option<PathBuf>,
     warmup_ms: Option<u64>,
@@ -99,6 +104,7 @@ fn parse_args() -> BenchResult<Option<Args>> {
         no_writes: false,
         sweep_tokens: None,
         tokendb_cache_mb: engine::CACHE_BYTES >> 20,
+        tokendb_quick_repair: true,
         value_size: DEFAULT_VALUE_SIZE,
         dir: None,
         warmup_ms: None,
@@ -143,6 +149,17 @@ fn parse_args() -> BenchResult<Option<Args>> {
             "--no-writes" => args.no_writes = true,
             "--sweep-tokens" => args.sweep_tokens = Some(number(&value()?)?),
             "--tokendb-cache-mb" => args.tokendb_cache_mb = number(&value()?)?,
+            "--tokendb-quick-repair" => {
+                args.tokendb_quick_repair = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => {
+                        return Err(
+                            format!("--tokendb-quick-repair: on or off, not {other:?}").into()
+                        );
+                    }
+                }
+            }
             "--value-size" => args.value_size = number(&value()?)?,
             "--dir" => args.dir = Some(PathBuf::from(value()?)),
             "--warmup-ms" => args.warmup_ms = Some(number(&value()?)?),
@@ -275,6 +292,7 @@ fn run() -> BenchResult<ExitCode> {
         sweep_tokens: args.sweep_tokens.unwrap_or(tokens.min(1_000_000)),
         crash_child: std::env::current_exe().ok(),
         tokendb_cache_bytes: args.tokendb_cache_mb.saturating_mul(1 << 20),
+        tokendb_quick_repair: args.tokendb_quick_repair,
     };
 
     let mut selected: Vec<&str> = match &args.only {
