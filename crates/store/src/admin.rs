@@ -6,7 +6,7 @@
 
 use crate::Store;
 use crate::error::RedbResult;
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 use crate::tables::{
     BY_CLIENT, BY_SUBJECT, CLIENT_TOKENS, DEADLINES, DL_KEY_LEN, FAMILIES, FAMILY_TOKENS,
     FT_KEY_LEN, IX_KEY_LEN, PROOFS, RECENT_LEN, RECENT_TOKENS, SUBJECT_TOKENS, TOKENS, TX_KEY_LEN,
@@ -97,7 +97,7 @@ impl Store {
     fn with_tables<R>(&self, f: impl FnOnce(&Snap) -> Result<R>) -> Result<R> {
         self.check_usable()?;
         let guard = self.shared.read_db()?;
-        let db = guard.as_ref().ok_or(StoreError::Closed)?;
+        let db = self.shared.handle(&guard)?;
         let txn = db.begin_read().db()?;
         let snap = Snap::open(&txn)?;
         f(&snap)

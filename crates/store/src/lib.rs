@@ -176,7 +176,16 @@ impl Shared {
         }
     }
 
-    /// Read access to the database handle (`None` once closed).
+    /// The open redb handle in `guard`, or why there is none: the store's failure when a reopen
+    /// after an I/O error failed (which leaves no handle behind), else [`StoreError::Closed`].
+    pub(crate) fn handle<'g>(&self, guard: &'g Option<Database>) -> Result<&'g Database> {
+        guard.as_ref().ok_or_else(|| {
+            self.failure()
+                .map_or(StoreError::Closed, StoreError::Failed)
+        })
+    }
+
+    /// Read access to the database handle (`None` once closed, or after a failed reopen).
     pub(crate) fn read_db(&self) -> Result<std::sync::RwLockReadGuard<'_, Option<Database>>> {
         self.db
             .read()
@@ -418,7 +427,7 @@ impl Store {
         self.check_writable()?;
         let r = (|| {
             let guard = self.shared.read_db()?;
-            let db = guard.as_ref().ok_or(StoreError::Closed)?;
+            let db = self.shared.handle(&guard)?;
             meta::verify_master(db, current)?;
             meta::write_keys(db, new, &self.shared.keys())
         })();
@@ -479,7 +488,7 @@ impl Store {
         self.check_writable()?;
         let changed = (|| {
             let guard = self.shared.read_db()?;
-            let db = guard.as_ref().ok_or(StoreError::Closed)?;
+            let db = self.shared.handle(&guard)?;
             meta::verify_master(db, master)?;
             let mut ring = meta::load_keys(db, master)?;
             let r = f(&mut ring)?;

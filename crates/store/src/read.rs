@@ -343,7 +343,7 @@ impl crate::Shared {
     /// A read snapshot of the latest commit, tagged with `generation`.
     pub(crate) fn open_snapshot(&self, generation: u64) -> Result<Snapshot> {
         let guard = self.read_db()?;
-        let db = guard.as_ref().ok_or(StoreError::Closed)?;
+        let db = self.handle(&guard)?;
         let keys = self.keys();
         // `Shared::contained`: this holds the handle's guard, so it must not reopen it.
         self.contained("opening a read snapshot", || {
@@ -403,7 +403,7 @@ impl Store {
             self.check_usable()?;
             let keys = self.shared.keys();
             let guard = self.shared.read_db()?;
-            let db = guard.as_ref().ok_or(StoreError::Closed)?;
+            let db = self.shared.handle(&guard)?;
             let txn = db.begin_read().db()?;
             for item in txn.open_table(FAMILIES).db()?.iter().db()? {
                 let (k, v) = item.db()?;
@@ -433,7 +433,7 @@ impl Store {
         self.contained("scanning the file", || {
             self.check_usable()?;
             let guard = self.shared.read_db()?;
-            let db = guard.as_ref().ok_or(StoreError::Closed)?;
+            let db = self.shared.handle(&guard)?;
             let txn = db.begin_read().db()?;
             for item in txn.open_table(FAMILY_TOKENS).db()?.iter().db()? {
                 let (k, _) = item.db()?;
@@ -528,7 +528,7 @@ impl Store {
         self.contained("scanning the file", || {
             self.check_usable()?;
             let guard = self.shared.read_db()?;
-            let db = guard.as_ref().ok_or(StoreError::Closed)?;
+            let db = self.shared.handle(&guard)?;
             let txn = db.begin_read().db()?;
             let deadline = txn
                 .open_table(DEADLINES)
@@ -568,7 +568,7 @@ impl Store {
     pub(crate) fn key_ids_in_use(&self) -> Result<Vec<tokendb_core::KeyId>> {
         self.contained("scanning the file", || {
             let guard = self.shared.read_db()?;
-            let db = guard.as_ref().ok_or(StoreError::Closed)?;
+            let db = self.shared.handle(&guard)?;
             let txn = db.begin_read().db()?;
             let mut ids = std::collections::BTreeSet::new();
             for item in txn.open_table(FAMILIES).db()?.iter().db()? {

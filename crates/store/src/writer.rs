@@ -232,7 +232,7 @@ fn apply_batch(
 ) -> Result<(Vec<Result<Outcome>>, Duration)> {
     let keys = shared.keys();
     let guard = shared.read_db()?;
-    let db = guard.as_ref().ok_or(StoreError::Closed)?;
+    let db = shared.handle(&guard)?;
     let mut failed: Vec<Option<StoreError>> = ops.iter().map(|_| None).collect();
     'attempt: loop {
         let mut txn = db.begin_write().db()?;

@@ -24,7 +24,10 @@ impl Store {
             .map_err(|_| StoreError::Failed(crate::error::Failure::LockPoisoned))?;
         // Pooled snapshots are open read transactions; compaction refuses to run under them.
         self.shared.readers.clear();
-        let db = guard.as_mut().ok_or(StoreError::Closed)?;
+        let failure = self.shared.failure();
+        let db = guard
+            .as_mut()
+            .ok_or_else(|| failure.map_or(StoreError::Closed, StoreError::Failed))?;
         repack(db)?;
         db.compact(redb::CompactionMode::Balanced).db()
     }
@@ -50,7 +53,7 @@ impl Store {
             .db
             .write()
             .map_err(|_| StoreError::Failed(crate::error::Failure::LockPoisoned))?;
-        guard.as_ref().ok_or(StoreError::Closed)?;
+        self.shared.handle(&guard)?;
         let mut tmp_name = dest.as_os_str().to_owned();
         tmp_name.push(".partial");
         let tmp = std::path::PathBuf::from(tmp_name);
