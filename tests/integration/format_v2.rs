@@ -50,7 +50,6 @@ fn open_fixture() -> Opened {
     assert_eq!(format_version(&path), 2, "the fixture is a format 2 file");
     let clock = Arc::new(ManualClock::new(now));
     let db = TokenDb::open(&path, &master(), Fixture::base(&clock).build().unwrap()).unwrap();
-
     Opened {
         _dir: dir,
         path,

@@ -176,13 +176,16 @@ impl Shared {
         }
     }
 
-    /// The open redb handle in `guard`, or why there is none: the store's failure when a reopen
-    /// after an I/O error failed (which leaves no handle behind), else [`StoreError::Closed`].
+    /// The open redb handle in `guard`, or why there is none (see [`Shared::no_handle`]).
     pub(crate) fn handle<'g>(&self, guard: &'g Option<Database>) -> Result<&'g Database> {
-        guard.as_ref().ok_or_else(|| {
-            self.failure()
-                .map_or(StoreError::Closed, StoreError::Failed)
-        })
+        guard.as_ref().ok_or_else(|| self.no_handle())
+    }
+
+    /// Why the handle is gone: the store's failure when a reopen after an I/O error failed
+    /// (which leaves no handle behind), else [`StoreError::Closed`].
+    pub(crate) fn no_handle(&self) -> StoreError {
+        self.failure()
+            .map_or(StoreError::Closed, StoreError::Failed)
     }
 
     /// Read access to the database handle (`None` once closed, or after a failed reopen).

@@ -24,10 +24,7 @@ impl Store {
             .map_err(|_| StoreError::Failed(crate::error::Failure::LockPoisoned))?;
         // Pooled snapshots are open read transactions; compaction refuses to run under them.
         self.shared.readers.clear();
-        let failure = self.shared.failure();
-        let db = guard
-            .as_mut()
-            .ok_or_else(|| failure.map_or(StoreError::Closed, StoreError::Failed))?;
+        let db = guard.as_mut().ok_or_else(|| self.shared.no_handle())?;
         repack(db)?;
         db.compact(redb::CompactionMode::Balanced).db()
     }
